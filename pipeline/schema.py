@@ -1,0 +1,81 @@
+"""The record schema: every column name and Arrow type of what the pipeline writes.
+
+Steps pass rows around as plain dicts keyed by these names, so a column is
+renamed here or nowhere. Internal working fields that never reach a shard start
+with an underscore (see ``WORK_*``).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# -- columns of the training rows in OUT/data/*.parquet -------------------------------
+ID = "id"
+QUERY = "query"
+POSITIVE = "positive"
+NEGATIVES = "negatives"
+TASK_TYPE = "task_type"
+LANGUAGE = "language"  # language of the query
+PASSAGE_LANGUAGE = "passage_language"
+PERSONA = "persona"
+QUESTION_TYPE = "question_type"
+DIFFICULTY = "difficulty"
+QUERY_LENGTH_WORDS = "query_length_words"  # the length that was asked for, not measured
+INSTRUCTION = "instruction"  # English task instruction for the embedding model's query side
+SOURCE_ID = "source_id"  # id of the corpus document
+PASSAGE_ID = "passage_id"  # id of the passage cut from that document
+TITLE = "title"
+MODEL = "model"  # generator that wrote the query
+PROMPT_HASH = "prompt_hash"  # short hashes of every template used for the row
+
+ROW_SCHEMA = pa.schema(
+    [
+        pa.field(ID, pa.string(), nullable=False),
+        pa.field(QUERY, pa.string(), nullable=False),
+        pa.field(POSITIVE, pa.string(), nullable=False),
+        pa.field(NEGATIVES, pa.list_(pa.string()), nullable=False),
+        pa.field(TASK_TYPE, pa.string(), nullable=False),
+        pa.field(LANGUAGE, pa.string(), nullable=False),
+        pa.field(PASSAGE_LANGUAGE, pa.string(), nullable=False),
+        pa.field(PERSONA, pa.string()),
+        pa.field(QUESTION_TYPE, pa.string()),
+        pa.field(DIFFICULTY, pa.string()),
+        pa.field(QUERY_LENGTH_WORDS, pa.int32()),
+        pa.field(INSTRUCTION, pa.string()),
+        pa.field(SOURCE_ID, pa.string(), nullable=False),
+        pa.field(PASSAGE_ID, pa.string(), nullable=False),
+        pa.field(TITLE, pa.string()),
+        pa.field(MODEL, pa.string(), nullable=False),
+        pa.field(PROMPT_HASH, pa.string(), nullable=False),
+    ]
+)
+
+# -- columns of dropped rows in OUT/rejected/*.parquet --------------------------------
+STAGE = "stage"
+REASON = "reason"
+DETAIL = "detail"
+RAW_OUTPUT = "raw_output"  # what the model wrote, verbatim, when a model output was at fault
+SCORES = "scores"  # JSON object of the scores that decided the drop
+
+REJECTED_SCHEMA = pa.schema(
+    [
+        pa.field(ID, pa.string()),
+        pa.field(PASSAGE_ID, pa.string()),
+        pa.field(STAGE, pa.string(), nullable=False),
+        pa.field(REASON, pa.string(), nullable=False),
+        pa.field(DETAIL, pa.string()),
+        pa.field(RAW_OUTPUT, pa.string()),
+        pa.field(QUERY, pa.string()),
+        pa.field(POSITIVE, pa.string()),
+        pa.field(SCORES, pa.string()),
+    ]
+)
+
+# -- working fields: carried between steps, never written to data shards -------------
+WORK_CANDIDATES = "_persona_candidates"  # top-k persona texts for the passage
+WORK_PROMPTS = "_prompt_hashes"  # template name -> short hash, joined into PROMPT_HASH
+
+
+def project_row(row: dict) -> dict:
+    """Keep only the columns of ``ROW_SCHEMA`` (filling absent optional ones with None)."""
+    return {name: row.get(name) for name in ROW_SCHEMA.names}

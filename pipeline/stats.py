@@ -1,0 +1,87 @@
+"""The run's funnel: rows in and out of every stage, and every reason a row was dropped."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .steps.base import StepResult
+
+
+@dataclass
+class StageCounts:
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"in": self.rows_in, "out": self.rows_out}
+        out.update({f"dropped_{reason}": n for reason, n in sorted(self.dropped.items())})
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+@dataclass
+class RunStats:
+    reading: Counter = field(default_factory=Counter)
+    stages: dict[str, StageCounts] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def record(self, stage: str, rows_in: int, result: StepResult, seconds: float) -> None:
+        counts = self.stages.setdefault(stage, StageCounts())
+        counts.rows_in += rows_in
+        counts.rows_out += len(result.kept)
+        counts.dropped.update(d.reason for d in result.dropped)
+        counts.seconds += seconds
+        if rows_in != len(result.kept) + len(result.dropped):
+            raise RuntimeError(
+                f"step {stage!r} lost rows: {rows_in} in, "
+                f"{len(result.kept)} kept, {len(result.dropped)} dropped"
+            )
+
+    @property
+    def rows_in(self) -> int:
+        first = next(iter(self.stages.values()), None)
+        return first.rows_in if first else 0
+
+    @property
+    def rows_out(self) -> int:
+        last = next(reversed(self.stages.values()), None) if self.stages else None
+        return last.rows_out if last else 0
+
+    def to_json(self) -> dict[str, Any]:
+        dropped = Counter()
+        for counts in self.stages.values():
+            dropped.update(counts.dropped)
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "dropped": dict(sorted(dropped.items())),
+            "reading": dict(sorted(self.reading.items())),
+            "stages": {name: counts.to_json() for name, counts in self.stages.items()},
+            "timings_seconds": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False))
+        tmp.replace(path)
+
+
+def format_funnel(stats: dict[str, Any]) -> str:
+    """The funnel of a stats.json as a plain-text table."""
+    lines = [f"{'stage':<14}{'in':>8}{'out':>8}  dropped"]
+    for name, counts in stats.get("stages", {}).items():
+        drops = ", ".join(
+            f"{k[len('dropped_') :]}={v}" for k, v in counts.items() if k.startswith("dropped_")
+        )
+        lines.append(f"{name:<14}{counts['in']:>8}{counts['out']:>8}  {drops or '-'}")
+    lines.append(f"{'total':<14}{stats.get('rows_in', 0):>8}{stats.get('rows_out', 0):>8}")
+    reading = stats.get("reading", {})
+    if reading:
+        lines.append("reading: " + ", ".join(f"{k}={v}" for k, v in reading.items()))
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""What a step is: a batch of rows in, kept rows plus dropped rows with reasons out.
+
+Steps know nothing of files or runners; the local runner, an HTTP-backed
+runner or a Ray ``map_batches`` wrapper can all call them as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+Row = dict[str, Any]
+
+
+@dataclass
+class Dropped:
+    row: Row
+    reason: str  # short snake_case name, counted as dropped_<reason>
+    detail: str | None = None  # human-readable why
+    raw_output: str | None = None  # model text at fault, verbatim
+    scores: dict[str, float] | None = None  # numbers that decided the drop
+
+
+@dataclass
+class StepResult:
+    kept: list[Row] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+
+
+class Step(ABC):
+    name: str
+
+    @abstractmethod
+    def __call__(self, rows: list[Row]) -> StepResult:
+        """Process one batch; every input row ends up either kept or dropped."""
+
+
+def row_rng(seed: int, *keys: str) -> random.Random:
+    """A generator that depends only on the run seed and the row, not on batch order.
+
+    A resumed or re-sharded run therefore samples the same choices for the same row.
+    """
+    digest = hashlib.sha256("\x1f".join([str(seed), *keys]).encode("utf-8")).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))

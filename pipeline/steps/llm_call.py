@@ -1,0 +1,43 @@
+"""Shared shape of a step that asks the LLM one templated question per row."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from .. import schema as S
+from ..engine import ChatEngine, Generation
+from ..prompts import PromptLibrary
+from .base import Dropped, Row, StepResult
+
+
+def ask(
+    engine: ChatEngine,
+    prompts: PromptLibrary,
+    template: str,
+    rows: list[Row],
+    variables: list[dict],
+    output: type[BaseModel],
+    max_tokens: int,
+    invalid_reason: str = "invalid_json",
+) -> tuple[list[tuple[Row, BaseModel]], StepResult]:
+    """Render ``template`` per row, run the batch, split rows into parsed answers and drops.
+
+    Returns (row, parsed answer) pairs for the caller to apply, and a result that
+    already holds every row whose answer did not parse, with its raw text.
+    """
+    chats, languages = [], []
+    for row, values in zip(rows, variables, strict=True):
+        language = row.get(S.LANGUAGE)
+        chats.append([{"role": "user", "content": prompts.render(template, values, language)}])
+        languages.append(language)
+        row.setdefault(S.WORK_PROMPTS, {})[template] = prompts.prompt(template, language).hash
+    generations: list[Generation] = engine.generate(chats, output, max_tokens, desc=template)
+    answered, result = [], StepResult()
+    for row, generation in zip(rows, generations, strict=True):
+        if generation.parsed is None:
+            result.dropped.append(
+                Dropped(row, invalid_reason, detail=generation.error, raw_output=generation.raw)
+            )
+        else:
+            answered.append((row, generation.parsed))
+    return answered, result

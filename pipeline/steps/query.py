@@ -1,0 +1,76 @@
+"""Step: the query call. The LLM writes the query from the chosen persona's view."""
+
+from __future__ import annotations
+
+from .. import schema as S
+from ..config import GenerationConfig
+from ..engine import ChatEngine
+from ..langid import language_name
+from ..outputs import QueryOutput
+from ..prompts import PromptLibrary
+from .base import Dropped, Row, Step, StepResult, row_rng
+from .llm_call import ask
+
+INSTRUCTIONS = {
+    "retrieval": "Given a search query, retrieve relevant passages that answer the query",
+}
+
+
+def sample_length(config: GenerationConfig, seed: int, row_id: str) -> int:
+    lengths = sorted(config.query_length_words)
+    weights = [config.query_length_words[n] for n in lengths]
+    return row_rng(seed, row_id, "length").choices(lengths, weights=weights, k=1)[0]
+
+
+class WriteQuery(Step):
+    name = "query"
+
+    def __init__(
+        self,
+        engine: ChatEngine,
+        prompts: PromptLibrary,
+        config: GenerationConfig,
+        seed: int,
+        task: str = "retrieval",
+    ):
+        self.engine = engine
+        self.prompts = prompts
+        self.config = config
+        self.seed = seed
+        self.task = task
+        self.template = f"{task}/query"
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        for row in rows:
+            row[S.QUERY_LENGTH_WORDS] = sample_length(self.config, self.seed, row[S.ID])
+        variables = [
+            {
+                "passage": row[S.POSITIVE],
+                "passage_language": language_name(row[S.PASSAGE_LANGUAGE]),
+                "persona": row[S.PERSONA],
+                "question_type": row[S.QUESTION_TYPE],
+                "difficulty": row[S.DIFFICULTY],
+                "length_words": row[S.QUERY_LENGTH_WORDS],
+                "query_language": language_name(row[S.LANGUAGE]),
+            }
+            for row in rows
+        ]
+        answered, result = ask(
+            self.engine,
+            self.prompts,
+            self.template,
+            rows,
+            variables,
+            QueryOutput,
+            self.config.max_tokens_query,
+        )
+        for row, answer in answered:
+            query = " ".join(answer.query.split())
+            if not query:
+                result.dropped.append(Dropped(row, "empty_query", raw_output=answer.query))
+                continue
+            row[S.QUERY] = query
+            row[S.INSTRUCTION] = INSTRUCTIONS[self.task]
+            row[S.MODEL] = self.engine.model_name
+            result.kept.append(row)
+        return result

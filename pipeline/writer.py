@@ -1,0 +1,51 @@
+"""Parquet shards written atomically through the explicit schemas of ``schema.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import schema as S
+from .steps.base import Dropped, Row
+
+
+def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> Path:
+    """Write to a temporary name, then rename: a reader never sees half a shard."""
+    table = pa.Table.from_pylist(rows, schema=schema)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path
+
+
+def data_records(rows: list[Row]) -> list[dict]:
+    records = []
+    for row in rows:
+        record = S.project_row(row)
+        hashes = row.get(S.WORK_PROMPTS, {})
+        record[S.PROMPT_HASH] = ";".join(f"{name}={h}" for name, h in sorted(hashes.items()))
+        record[S.NEGATIVES] = list(row.get(S.NEGATIVES) or [])
+        records.append(record)
+    return records
+
+
+def rejected_records(stage: str, dropped: list[Dropped]) -> list[dict]:
+    return [
+        {
+            S.ID: d.row.get(S.ID),
+            S.PASSAGE_ID: d.row.get(S.PASSAGE_ID),
+            S.STAGE: stage,
+            S.REASON: d.reason,
+            S.DETAIL: d.detail,
+            S.RAW_OUTPUT: d.raw_output,
+            S.QUERY: d.row.get(S.QUERY),
+            S.POSITIVE: d.row.get(S.POSITIVE),
+            S.SCORES: json.dumps(d.scores) if d.scores else None,
+        }
+        for d in dropped
+    ]
