@@ -75,3 +75,5 @@ class PromptLibrary:
             return template.render(**variables).strip()
         except UndefinedError as exc:
             raise PromptError(f"{prompt.path}: {exc.message}; given: {sorted(variables)}") from exc
+        except TemplateError as exc:  # includes the sandbox's SecurityError
+            raise PromptError(f"{prompt.path}: {exc}") from exc

