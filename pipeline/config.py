@@ -122,6 +122,95 @@ class GenerationConfig(_Strict):
         return v
 
 
+class NegativesConfig(_Strict):
+    llm_count: int = Field(
+        1, ge=0, le=8, description="Hard negatives written by the LLM per row (0 turns the call off)."
+    )
+    mined_count: int = Field(
+        3, ge=0, le=32, description="Hard negatives mined from the corpus with the embedder per row."
+    )
+    rank_min: int = Field(
+        3,
+        ge=0,
+        description="Mined candidates start at this rank of the nearest passages (0 = nearest): the very "
+        "nearest are often unlabelled positives.",
+    )
+    rank_max: int = Field(50, ge=1, description="Mined candidates end before this rank.")
+    relative_margin: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Positive-aware rule (NV-Retriever TopK-PercPos): keep a negative only if "
+        "score(q, neg) < (1 - margin) * score(q, pos). Applied to mined and LLM-written negatives alike.",
+    )
+    min_negatives: int = Field(
+        1, ge=0, description="Rows left with fewer negatives after every check are dropped (`no_negatives`)."
+    )
+    pool_size: int = Field(
+        20000, ge=1, description="Corpus passages read and encoded once as the mining pool."
+    )
+    max_tokens: int = Field(640, ge=32, description="Token budget of the negatives call's reply.")
+
+
+class JudgeConfig(_Strict):
+    enabled: bool = Field(True, description="Run the LLM judge on the positive and every negative.")
+    model: str | None = Field(
+        None, description="Judge LLM. None: the generator (the same engine serves both)."
+    )
+    min_positive_score: int = Field(
+        2, ge=0, le=3, description="The positive must score at least this (0-3 rubric) or the row is dropped."
+    )
+    max_negative_score: int = Field(
+        1,
+        ge=0,
+        le=3,
+        description="A negative scoring above this is judged to answer the query and is removed.",
+    )
+    max_tokens: int = Field(128, ge=16, description="Token budget of one judgement.")
+
+
+class CosineConfig(_Strict):
+    enabled: bool = Field(True, description="Filter pairs by cos(query, positive) from the embedder.")
+    mode: Literal["absolute", "percentile"] = Field(
+        "absolute",
+        description="`absolute`: keep cos > threshold (paper: 0.7). `percentile`: drop the lowest "
+        "`percentile` percent of the run so far, for embedders whose scale differs.",
+    )
+    threshold: float = Field(0.7, ge=-1, le=1, description="Cosine a pair must exceed in absolute mode.")
+    percentile: float = Field(20.0, ge=0, lt=100, description="Share of the run dropped in percentile mode.")
+
+
+class LanguageCheckConfig(_Strict):
+    enabled: bool = Field(True, description="Drop rows whose query is not in the requested language.")
+    check_negatives: bool = Field(
+        True, description="Remove LLM-written negatives that are not in the passage's language."
+    )
+
+
+class DedupConfig(_Strict):
+    exact: bool = Field(True, description="Drop queries equal to an earlier one after normalisation.")
+    near: bool = Field(True, description="Drop near-duplicate queries (MinHash LSH).")
+    near_threshold: float = Field(
+        0.8, gt=0, le=1, description="Estimated Jaccard above which queries collide."
+    )
+    num_perm: int = Field(128, ge=16, description="MinHash permutations.")
+    decontaminate: list[str] = Field(
+        default_factory=list,
+        description="Evaluation query files (BEIR queries.jsonl, JSONL with `text`/`query`, or .txt) whose "
+        "queries must not leak into the data.",
+    )
+    decontaminate_ngram: int = Field(
+        8, ge=3, description="A query sharing an n-gram this long (words, or characters for CJK) is dropped."
+    )
+
+
+class FiltersConfig(_Strict):
+    language: LanguageCheckConfig = Field(default_factory=LanguageCheckConfig, description="Language check.")
+    cosine: CosineConfig = Field(default_factory=CosineConfig, description="Cosine-similarity filter.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Deduplication and decontamination.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="LLM judge.")
+
+
 class OutputConfig(_Strict):
     out_dir: str = Field(
         "outputs/run", description="Folder that receives data/, rejected/, stats and config."
@@ -136,6 +225,8 @@ class RunConfig(_Strict):
     personas: PersonaConfig = Field(default_factory=PersonaConfig, description="Persona collection.")
     models: ModelConfig = Field(default_factory=ModelConfig, description="Generator, embedder, engine.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="What to ask for.")
+    negatives: NegativesConfig = Field(default_factory=NegativesConfig, description="Hard negatives.")
+    filters: FiltersConfig = Field(default_factory=FiltersConfig, description="The quality gate.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
     limit: int | None = Field(None, ge=1, description="Stop after this many passages. None: all.")
     seed: int = Field(1234, description="Seed for every sampled choice (language, length) and for sampling.")

@@ -18,10 +18,18 @@ class Embedder:
         self.model = SentenceTransformer(path, device=device)
         log.info("embedder %s loaded", name)
 
+    @property
+    def dimension(self) -> int:
+        get = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
+        return int(get() or 0)
+
     def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         """Unit vectors, shape (len(texts), dim), float32; dot products are cosines."""
         if not texts:
-            return np.zeros((0, self.model.get_sentence_embedding_dimension() or 0), dtype=np.float32)
+            return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = self.model.encode(
             texts,
             batch_size=self.batch_size,

@@ -7,9 +7,9 @@ choice is an enum. ``extra="forbid"`` becomes ``additionalProperties: false``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 QUERY_MAX_CHARS = 400
 
@@ -33,3 +33,28 @@ class QueryOutput(_Output):
     """Answer of the query call."""
 
     query: str = Field(min_length=2, max_length=QUERY_MAX_CHARS, description="The search query.")
+
+
+NEGATIVE_MAX_CHARS = 800
+REASON_MAX_CHARS = 200
+
+
+def negatives_output(count: int) -> type[BaseModel]:
+    """Answer of the hard-negatives call: exactly ``count`` passages."""
+    return create_model(
+        "NegativesOutput",
+        __base__=_Output,
+        negatives=(
+            list[Annotated[str, StringConstraints(min_length=20, max_length=NEGATIVE_MAX_CHARS)]],
+            Field(min_length=count, max_length=count, description="Passages that do not answer the query."),
+        ),
+    )
+
+
+class JudgeOutput(_Output):
+    """Answer of the judge: a short reason first (it steadies the grade), then the 0-3 grade."""
+
+    reason: str = Field(min_length=1, max_length=REASON_MAX_CHARS, description="One sentence of why.")
+    score: Literal[0, 1, 2, 3] = Field(
+        description="3 answers fully, 2 mostly, 1 same topic only, 0 unrelated."
+    )

@@ -31,6 +31,12 @@ from .prompts import PromptLibrary
 from .stats import RunStats
 from .steps.base import Row, Step, row_rng
 from .steps.configure import Configure
+from .steps.cosine import CosineFilter
+from .steps.dedup import Dedup
+from .steps.judge import Judge
+from .steps.language import LanguageCheck
+from .steps.margin import NegativeMargin, RequireNegatives
+from .steps.negatives import MineNegatives, PassagePool, WriteNegatives
 from .steps.personas import PersonaCandidates
 from .steps.query import WriteQuery
 from .writer import data_records, rejected_records, write_table
@@ -79,15 +85,53 @@ def _batches(items: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
         yield batch
 
 
-def build_steps(config: RunConfig, engine: ChatEngine, embedder: Embedder) -> list[Step]:
+def build_steps(
+    config: RunConfig,
+    engine: ChatEngine,
+    embedder: Embedder,
+    pool: PassagePool | None,
+    judge_engine: ChatEngine | None = None,
+) -> list[Step]:
+    """The ordered steps of a run: cheap filters before expensive LLM calls."""
     prompts = PromptLibrary()
     personas = load_personas(config.personas.path)
     log.info("%d personas loaded", len(personas))
-    return [
+    filters, negatives = config.filters, config.negatives
+    steps: list[Step] = [
         PersonaCandidates(embedder, personas, config.personas.top_k),
         Configure(engine, prompts, config.generation, config.personas.top_k),
         WriteQuery(engine, prompts, config.generation, config.seed),
     ]
+    if filters.language.enabled:
+        steps.append(LanguageCheck())
+    steps.append(Dedup(filters.dedup))
+    if filters.cosine.enabled:
+        steps.append(CosineFilter(embedder, filters.cosine))
+    if negatives.llm_count:
+        steps.append(WriteNegatives(engine, prompts, negatives, filters.language.check_negatives))
+    if negatives.mined_count and pool is not None:
+        steps.append(MineNegatives(embedder, pool, negatives))
+    steps.append(NegativeMargin(embedder, negatives))
+    if filters.judge.enabled:
+        steps.append(Judge(judge_engine or engine, prompts, filters.judge))
+    if negatives.min_negatives:
+        steps.append(RequireNegatives(negatives.min_negatives))
+    return steps
+
+
+def build_pool(
+    config: RunConfig, embedder: Embedder, count_tokens, default_corpus: Path
+) -> PassagePool | None:
+    """Encode up to ``negatives.pool_size`` corpus passages once, for mining."""
+    if not config.negatives.mined_count:
+        return None
+    stats = ReadStats()
+    passages = iter_passages(
+        iter_documents(config.corpus, default_corpus, stats), count_tokens, config.corpus, stats
+    )
+    pool = PassagePool.build(itertools.islice(passages, config.negatives.pool_size), embedder)
+    log.info("mining pool: %d passages", len(pool.texts))
+    return pool
 
 
 def run_generate(config: RunConfig, engine: ChatEngine | None = None) -> RunResult:
@@ -109,14 +153,21 @@ def run_generate(config: RunConfig, engine: ChatEngine | None = None) -> RunResu
     count_tokens = token_counter(generator)
     stats.timings["load_embedder_and_tokenizer"] = time.perf_counter() - t
 
+    default_corpus = sample_corpus_path(config.generation.languages[0])
+    t = time.perf_counter()
+    pool = build_pool(config, embedder, count_tokens, default_corpus)
+    stats.timings["mining_pool"] = time.perf_counter() - t
+
     t = time.perf_counter()
     if engine is None:
         engine = get_engine(generator, config.models, config.seed)
+    judge_engine = None
+    if config.filters.judge.enabled and config.filters.judge.model:
+        judge_engine = get_engine(resolve_generator(config.filters.judge.model), config.models, config.seed)
     stats.timings["engine_start"] = time.perf_counter() - t
-    steps = build_steps(config, engine, embedder)
+    steps = build_steps(config, engine, embedder, pool, judge_engine)
 
     read_stats = ReadStats()
-    default_corpus = sample_corpus_path(config.generation.languages[0])
     passages = iter_passages(
         iter_documents(config.corpus, default_corpus, read_stats), count_tokens, config.corpus, read_stats
     )
@@ -133,8 +184,10 @@ def run_generate(config: RunConfig, engine: ChatEngine | None = None) -> RunResu
                 t = time.perf_counter()
                 result = step(rows)
                 stats.record(step.name, len(rows), result, time.perf_counter() - t)
+                stats.add_outcomes([], result.dropped)
                 rejected.extend(rejected_records(step.name, result.dropped))
                 rows = result.kept
+            stats.add_outcomes(rows, [])
             name = f"part-{index:05d}.parquet"
             if rows:
                 shards.append(write_table(data_records(rows), S.ROW_SCHEMA, out / "data" / name))
@@ -169,7 +222,10 @@ def _write_manifest(
             "generator": {"name": generator.name, "path": generator.path},
             "embedder": {"name": embedder.name, "path": embedder.path},
         },
-        "prompts": {name: prompts.prompt(name).hash for name in ("retrieval/configure", "retrieval/query")},
+        "prompts": {
+            name: prompts.prompt(name).hash
+            for name in ("retrieval/configure", "retrieval/query", "retrieval/negatives", "judge/relevance")
+        },
         "seed": config.seed,
         "rows": stats.rows_out,
         "shards": [

@@ -25,6 +25,10 @@ INSTRUCTION = "instruction"  # English task instruction for the embedding model'
 SOURCE_ID = "source_id"  # id of the corpus document
 PASSAGE_ID = "passage_id"  # id of the passage cut from that document
 TITLE = "title"
+NEGATIVE_SOURCES = "negative_sources"  # "llm" or "mined", one per negative
+POSITIVE_SCORE = "positive_score"  # cos(query, positive) from the embedder
+NEGATIVE_SCORES = "negative_scores"  # cos(query, negative), one per negative
+JUDGE_SCORE = "judge_score"  # the LLM judge's 0-3 grade of the positive; null when the judge is off
 MODEL = "model"  # generator that wrote the query
 PROMPT_HASH = "prompt_hash"  # short hashes of every template used for the row
 
@@ -34,6 +38,7 @@ ROW_SCHEMA = pa.schema(
         pa.field(QUERY, pa.string(), nullable=False),
         pa.field(POSITIVE, pa.string(), nullable=False),
         pa.field(NEGATIVES, pa.list_(pa.string()), nullable=False),
+        pa.field(NEGATIVE_SOURCES, pa.list_(pa.string()), nullable=False),
         pa.field(TASK_TYPE, pa.string(), nullable=False),
         pa.field(LANGUAGE, pa.string(), nullable=False),
         pa.field(PASSAGE_LANGUAGE, pa.string(), nullable=False),
@@ -45,6 +50,9 @@ ROW_SCHEMA = pa.schema(
         pa.field(SOURCE_ID, pa.string(), nullable=False),
         pa.field(PASSAGE_ID, pa.string(), nullable=False),
         pa.field(TITLE, pa.string()),
+        pa.field(POSITIVE_SCORE, pa.float32()),
+        pa.field(NEGATIVE_SCORES, pa.list_(pa.float32())),
+        pa.field(JUDGE_SCORE, pa.int8()),
         pa.field(MODEL, pa.string(), nullable=False),
         pa.field(PROMPT_HASH, pa.string(), nullable=False),
     ]
@@ -74,6 +82,8 @@ REJECTED_SCHEMA = pa.schema(
 # -- working fields: carried between steps, never written to data shards -------------
 WORK_CANDIDATES = "_persona_candidates"  # top-k persona texts for the passage
 WORK_PROMPTS = "_prompt_hashes"  # template name -> short hash, joined into PROMPT_HASH
+WORK_LLM_NEGATIVES = "_llm_negatives"  # candidates written by the LLM, before any check
+WORK_MINED_NEGATIVES = "_mined_negatives"  # candidates mined from the corpus, nearest first
 
 
 def project_row(row: dict) -> dict:

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .steps.base import StepResult
+import numpy as np
+
+from .steps.base import SCORES, Dropped, Row, StepResult
+
+
+def _edges(score: str) -> np.ndarray:
+    # judge grades are integers 0-3; everything else is a cosine-like score in [-1, 1]
+    return np.arange(0, 5) if score.startswith("judge") else np.linspace(-1.0, 1.0, 21)
 
 
 @dataclass
@@ -16,11 +23,13 @@ class StageCounts:
     rows_in: int = 0
     rows_out: int = 0
     dropped: Counter = field(default_factory=Counter)
+    events: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"in": self.rows_in, "out": self.rows_out}
         out.update({f"dropped_{reason}": n for reason, n in sorted(self.dropped.items())})
+        out.update(sorted(self.events.items()))
         out["seconds"] = round(self.seconds, 3)
         return out
 
@@ -30,12 +39,30 @@ class RunStats:
     reading: Counter = field(default_factory=Counter)
     stages: dict[str, StageCounts] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # score name -> {"kept": counts, "dropped": counts} over fixed bins
+    histograms: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def add_scores(self, scores: dict[str, float], outcome: str) -> None:
+        for name, value in scores.items():
+            edges = _edges(name)
+            hist = self.histograms.setdefault(
+                name, {"kept": np.zeros(len(edges) - 1, int), "dropped": np.zeros(len(edges) - 1, int)}
+            )
+            index = int(np.clip(np.searchsorted(edges, value, side="right") - 1, 0, len(edges) - 2))
+            hist[outcome][index] += 1
+
+    def add_outcomes(self, kept: list[Row], dropped: list[Dropped]) -> None:
+        for row in kept:
+            self.add_scores(row.get(SCORES, {}), "kept")
+        for drop in dropped:
+            self.add_scores({**drop.row.get(SCORES, {}), **(drop.scores or {})}, "dropped")
 
     def record(self, stage: str, rows_in: int, result: StepResult, seconds: float) -> None:
         counts = self.stages.setdefault(stage, StageCounts())
         counts.rows_in += rows_in
         counts.rows_out += len(result.kept)
         counts.dropped.update(d.reason for d in result.dropped)
+        counts.events.update(result.events)
         counts.seconds += seconds
         if rows_in != len(result.kept) + len(result.dropped):
             raise RuntimeError(
@@ -64,6 +91,14 @@ class RunStats:
             "reading": dict(sorted(self.reading.items())),
             "stages": {name: counts.to_json() for name, counts in self.stages.items()},
             "timings_seconds": {k: round(v, 3) for k, v in self.timings.items()},
+            "histograms": {
+                name: {
+                    "edges": [round(float(e), 3) for e in _edges(name)],
+                    "kept": hist["kept"].tolist(),
+                    "dropped": hist["dropped"].tolist(),
+                }
+                for name, hist in sorted(self.histograms.items())
+            },
         }
 
     def write(self, path: Path) -> None:
@@ -73,15 +108,24 @@ class RunStats:
 
 
 def format_funnel(stats: dict[str, Any]) -> str:
-    """The funnel of a stats.json as a plain-text table."""
-    lines = [f"{'stage':<14}{'in':>8}{'out':>8}  dropped"]
+    """The funnel of a stats.json as a plain-text table, then the score histograms."""
+    lines = [f"{'stage':<18}{'in':>8}{'out':>8}  dropped"]
     for name, counts in stats.get("stages", {}).items():
-        drops = ", ".join(
-            f"{k[len('dropped_') :]}={v}" for k, v in counts.items() if k.startswith("dropped_")
-        )
-        lines.append(f"{name:<14}{counts['in']:>8}{counts['out']:>8}  {drops or '-'}")
-    lines.append(f"{'total':<14}{stats.get('rows_in', 0):>8}{stats.get('rows_out', 0):>8}")
+        drops = ", ".join(f"{k[8:]}={v}" for k, v in counts.items() if k.startswith("dropped_"))
+        lines.append(f"{name:<18}{counts['in']:>8}{counts['out']:>8}  {drops or '-'}")
+        events = ", ".join(f"{k}={v}" for k, v in counts.items() if k.startswith("negatives_"))
+        if events:
+            lines.append(f"{'':<36}({events})")
+    lines.append(f"{'total':<18}{stats.get('rows_in', 0):>8}{stats.get('rows_out', 0):>8}")
     reading = stats.get("reading", {})
     if reading:
         lines.append("reading: " + ", ".join(f"{k}={v}" for k, v in reading.items()))
+    for name, hist in stats.get("histograms", {}).items():
+        edges = hist["edges"]
+        cells = [
+            f"{edges[b]:g}:{k}/{d}"
+            for b, (k, d) in enumerate(zip(hist["kept"], hist["dropped"], strict=True))
+            if k or d
+        ]
+        lines.append(f"{name} (bin start: kept/dropped): " + "  ".join(cells))
     return "\n".join(lines)

@@ -30,6 +30,7 @@ def data_records(rows: list[Row]) -> list[dict]:
         hashes = row.get(S.WORK_PROMPTS, {})
         record[S.PROMPT_HASH] = ";".join(f"{name}={h}" for name, h in sorted(hashes.items()))
         record[S.NEGATIVES] = list(row.get(S.NEGATIVES) or [])
+        record[S.NEGATIVE_SOURCES] = list(row.get(S.NEGATIVE_SOURCES) or [])
         records.append(record)
     return records
 

@@ -35,10 +35,41 @@ class FakeEngine(ChatEngine):
         return results
 
 
+def task_field(prompt: str, label: str) -> str:
+    """The value of a ``label...: value`` line in the prompt's own task section."""
+    task = prompt.split("### Your task")[-1]
+    line = next(line for line in task.splitlines() if line.startswith(label))
+    return line.split(": ", 1)[1]
+
+
+NEGATIVE_TEXT = {
+    "English": "The weather report for tomorrow predicts light rain in the mountains and a cool breeze.",
+    "Chinese": "明天山区有小雨，气温下降，出门请记得带伞。这是一段天气预报。",
+}
+
+
 def default_answer(prompt: str, output) -> str:
-    if output.__name__ == "ConfigureOutput":
+    """A well-behaved fake model: the query is the passage's opening words, so it is on topic."""
+    name = output.__name__
+    if name == "ConfigureOutput":
         return json.dumps({"character": 2, "question_type": "summary", "difficulty": "university"})
-    return json.dumps({"query": "what does this passage explain about the topic"})
+    if name == "QueryOutput":
+        passage = task_field(prompt, "Passage")
+        opening = (
+            passage[:14]
+            if "Chinese" in task_field(prompt, "Question type").split("query: ")[-1]
+            else (" ".join(passage.split()[:8]))
+        )
+        return json.dumps({"query": opening}, ensure_ascii=False)
+    if name == "NegativesOutput":
+        language = "Chinese" if "(Chinese)" in prompt.split("### Your task")[-1] else "English"
+        count = output.model_json_schema()["properties"]["negatives"]["maxItems"]
+        return json.dumps({"negatives": [NEGATIVE_TEXT[language]] * count}, ensure_ascii=False)
+    if name == "JudgeOutput":
+        query, passage = task_field(prompt, "Query"), task_field(prompt, "Passage")
+        score = 3 if query[:10] in passage else 0
+        return json.dumps({"reason": "fake judgement", "score": score})
+    raise AssertionError(f"unexpected output model {name}")
 
 
 @pytest.fixture

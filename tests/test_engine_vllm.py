@@ -22,27 +22,35 @@ def test_engine_returns_schema_valid_json(vllm_engine):
 
 
 def test_generate_cli_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path, tmp_path):
+    """Every step runs on the real engine; the filters that judge meaning are opened up,
+    since a random-weight model writes noise (the language check would drop it all)."""
     out = tmp_path / "run"
-    result = CliRunner().invoke(
-        app,
-        [
-            "generate",
-            "--lang",
-            "zh",
-            "--limit",
-            "6",
-            "--model",
-            str(tiny_qwen3),
-            "--embedder",
-            minilm_path,
-            "--out",
-            str(out),
-            "--set",
-            "generation.max_tokens_query=512",
-            "--set",
-            "output.shard_rows=4",
-        ],
-    )
+    sets = [
+        "generation.max_tokens_query=512",
+        "output.shard_rows=4",
+        "negatives.max_tokens=1024",
+        "filters.judge.max_tokens=300",
+        "filters.judge.min_positive_score=0",
+        "filters.judge.max_negative_score=3",
+        "filters.language.enabled=false",
+        "filters.cosine.enabled=false",
+    ]
+    args = [
+        "generate",
+        "--lang",
+        "zh",
+        "--limit",
+        "6",
+        "--model",
+        str(tiny_qwen3),
+        "--embedder",
+        minilm_path,
+        "--out",
+        str(out),
+    ]
+    for item in sets:
+        args += ["--set", item]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     table = pq.read_table(out / "data")
     assert table.schema.equals(S.ROW_SCHEMA, check_metadata=False)
@@ -50,8 +58,23 @@ def test_generate_cli_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path, t
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows_in"] == 6
     assert stats["rows_out"] == len(rows) > 0
+    rejected = (
+        pq.read_table(out / "rejected").to_pylist() if list((out / "rejected").glob("*.parquet")) else []
+    )
+    # every input row is either kept or rejected with a reason, and stats agree
+    assert len(rows) + len(rejected) == 6
     assert stats["rows_out"] + sum(stats["dropped"].values()) == 6
+    assert all(r[S.REASON] and r[S.STAGE] for r in rejected)
     assert all(r[S.QUERY].strip() and r[S.POSITIVE] and r[S.LANGUAGE] == "zh" for r in rows)
     assert all(r[S.PASSAGE_LANGUAGE] == "zh" for r in rows)  # the packaged Chinese sample corpus
     assert {r[S.MODEL] for r in rows} == {"tiny-random-qwen3"}
-    assert len(list((out / "data").glob("part-*.parquet"))) == 2
+    assert all(r[S.JUDGE_SCORE] is not None for r in rows)
+
+    # kept negatives obey the positive-aware margin, re-scored independently
+    from pipeline.embedder import Embedder
+
+    embedder = Embedder(minilm_path, "minilm")
+    for r in rows:
+        assert len(r[S.NEGATIVES]) >= 1
+        q, pos, *negs = embedder.encode([r[S.QUERY], r[S.POSITIVE], *r[S.NEGATIVES]])
+        assert all(float(q @ n) < 0.95 * float(q @ pos) + 1e-5 for n in negs)

@@ -26,7 +26,14 @@ def make_config(tmp_path, *extra):
 
 def test_run_writes_schema_stats_and_rejected(tmp_path, minilm_path):
     engine = FakeEngine(answer_with_failures)
-    config = make_config(tmp_path, "limit=12", f"models.embedder={minilm_path}", "generation.languages=[zh]")
+    config = make_config(
+        tmp_path,
+        "limit=12",
+        f"models.embedder={minilm_path}",
+        "generation.languages=[zh]",
+        "filters.cosine.mode=percentile",
+        "filters.cosine.percentile=20",
+    )
     config.models.generator = "fake-engine"  # no tokenizer: falls back to a character estimate
     result = run_generate(config, engine=engine)
     out = tmp_path / "out"
@@ -36,22 +43,37 @@ def test_run_writes_schema_stats_and_rejected(tmp_path, minilm_path):
     rows = table.to_pylist()
     rejected = pq.read_table(out / "rejected").to_pylist()
     assert len(rows) + len(rejected) == 12
-    assert rejected and all(
-        r[S.REASON] == "invalid_json" and r[S.RAW_OUTPUT] == '{"query": "cut off' for r in rejected
-    )
+    broken = [r for r in rejected if r[S.REASON] == "invalid_json"]
+    assert broken and all(r[S.RAW_OUTPUT] == '{"query": "cut off' for r in broken)
+    assert {r[S.REASON] for r in rejected} <= {"invalid_json", "low_cosine"}
+    assert all(r[S.SCORES] for r in rejected if r[S.REASON] == "low_cosine")
     assert all(r[S.LANGUAGE] == "zh" and r[S.QUERY] and r[S.POSITIVE] for r in rows)
     assert all(r[S.MODEL] == "fake-engine" for r in rows)
-    assert all(r[S.PROMPT_HASH].startswith("retrieval/configure=") for r in rows)
+    assert all("judge/relevance=" in r[S.PROMPT_HASH] for r in rows)
     assert len({r[S.ID] for r in rows}) == len(rows)
-    # the persona chosen is candidate 2 of the top-5, and it is a real persona text
-    assert all(r[S.PERSONA] and r[S.QUESTION_TYPE] == "summary" for r in rows)
+    assert all(r[S.PERSONA] and r[S.QUESTION_TYPE] == "summary" and r[S.JUDGE_SCORE] == 3 for r in rows)
     # three shards of at most five passages: the engine saw whole shards per call
     assert [n for name, n in engine.calls if name == "ConfigureOutput"] == [5, 5, 2]
+
+    # every kept row has negatives of both kinds, and each obeys the margin rule when re-scored
+    from pipeline.embedder import Embedder
+
+    embedder = Embedder(minilm_path, "minilm")
+    for r in rows:
+        assert r[S.NEGATIVES] and set(r[S.NEGATIVE_SOURCES]) == {"llm", "mined"}
+        assert r[S.POSITIVE] not in r[S.NEGATIVES]
+        q, pos, *negs = embedder.encode([r[S.QUERY], r[S.POSITIVE], *r[S.NEGATIVES]])
+        for neg in negs:
+            assert float(q @ neg) < 0.95 * float(q @ pos) + 1e-5
 
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows_in"] == 12 and stats["rows_out"] == len(rows)
     assert stats["rows_out"] + sum(stats["dropped"].values()) == stats["rows_in"]
-    assert stats["stages"]["query"]["dropped_invalid_json"] == len(rejected)
+    assert stats["stages"]["query"]["dropped_invalid_json"] == len(broken)
+    cosine = stats["histograms"]["cosine"]
+    assert sum(cosine["kept"]) == len(rows) and sum(cosine["dropped"]) == stats["dropped"].get(
+        "low_cosine", 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["models"]["generator"]["name"] == "fake-engine"
     assert sum(s["rows"] for s in manifest["shards"]) == len(rows)
@@ -82,17 +104,43 @@ def test_same_seed_same_choices(tmp_path, minilm_path):
     assert {lang for _, lang, _ in first} == {"en", "zh"}
 
 
-def test_bad_row_keeps_earlier_shards(tmp_path, minilm_path):
+def bad_corpus(tmp_path):
     corpus = tmp_path / "c.jsonl"
-    good = [
-        json.dumps({"id": str(i), "text": f"Passage number {i} talks about rivers and lakes."})
-        for i in range(6)
+    texts = [
+        "Rivers carry sediment from mountains down to the sea.",
+        "Volcanic islands form where magma rises through the ocean floor.",
+        "Medieval castles were built with thick stone walls and moats.",
+        "Solar panels turn sunlight into electricity with silicon cells.",
+        "Jazz grew out of blues and ragtime in New Orleans.",
+        "Chess openings are studied by players for years.",
     ]
+    good = [json.dumps({"id": str(i), "text": t}) for i, t in enumerate(texts)]
     corpus.write_text("\n".join(good + ['{"id": "7", "text": oops}']) + "\n")
-    config = make_config(tmp_path, f"corpus.path={corpus}", f"models.embedder={minilm_path}")
+    return corpus
+
+
+def test_bad_row_keeps_earlier_shards(tmp_path, minilm_path):
+    # without mining the corpus is read lazily, shard by shard
+    config = make_config(
+        tmp_path,
+        f"corpus.path={bad_corpus(tmp_path)}",
+        f"models.embedder={minilm_path}",
+        "negatives.mined_count=0",
+        "filters.cosine.enabled=false",
+    )
     config.models.generator = "fake-engine"
     with pytest.raises(CorpusError, match=r"c\.jsonl:7"):
         run_generate(config, engine=FakeEngine(default_answer))
     # the first shard (5 passages) was written before the bad row was reached
     assert pq.read_table(tmp_path / "out" / "data").num_rows == 5
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["rows_out"] == 5
+
+
+def test_bad_row_found_before_any_llm_call_when_mining(tmp_path, minilm_path):
+    # the mining pool reads the corpus up front, so the error comes before any generation
+    engine = FakeEngine(default_answer)
+    config = make_config(tmp_path, f"corpus.path={bad_corpus(tmp_path)}", f"models.embedder={minilm_path}")
+    config.models.generator = "fake-engine"
+    with pytest.raises(CorpusError, match=r"c\.jsonl:7"):
+        run_generate(config, engine=engine)
+    assert engine.calls == []

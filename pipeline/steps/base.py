@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,16 @@ class Dropped:
 class StepResult:
     kept: list[Row] = field(default_factory=list)
     dropped: list[Dropped] = field(default_factory=list)
+    # events inside kept rows, e.g. {"negatives_removed_margin": 3}: a row can lose a
+    # negative without being dropped, and the funnel must still explain it
+    events: Counter = field(default_factory=Counter)
+
+
+SCORES = "_scores"  # per-row working field: score name -> value, for histograms and output columns
+
+
+def set_score(row: Row, name: str, value: float) -> None:
+    row.setdefault(SCORES, {})[name] = float(value)
 
 
 class Step(ABC):

@@ -1,0 +1,54 @@
+"""Step: keep pairs whose query and positive are close in the embedder's space.
+
+The paper keeps cos(query, passage) > 0.7. That number belongs to the paper's
+(unnamed) embedder: all-MiniLM-L6-v2 puts true pairs lower, so a percentile
+mode drops the lowest share of the run instead of a fixed value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import schema as S
+from ..config import CosineConfig
+from ..embedder import Embedder
+from .base import Dropped, Row, Step, StepResult, set_score
+
+
+class CosineFilter(Step):
+    name = "cosine"
+
+    def __init__(self, embedder: Embedder, config: CosineConfig):
+        self.embedder = embedder
+        self.config = config
+        self._seen: list[float] = []  # every score of the run so far, for percentile mode
+
+    def threshold(self, batch_scores: np.ndarray) -> float:
+        if self.config.mode == "absolute":
+            return self.config.threshold
+        self._seen.extend(batch_scores.tolist())
+        return float(np.percentile(self._seen, self.config.percentile))
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        if not rows:
+            return StepResult()
+        queries = self.embedder.encode([r[S.QUERY] for r in rows])
+        positives = self.embedder.encode([r[S.POSITIVE] for r in rows])
+        scores = np.einsum("nd,nd->n", queries, positives)  # (N,) row-wise cosines
+        cut = self.threshold(scores)
+        result = StepResult()
+        for row, score in zip(rows, scores, strict=True):
+            row[S.POSITIVE_SCORE] = float(score)
+            set_score(row, "cosine", float(score))
+            if score > cut:
+                result.kept.append(row)
+            else:
+                result.dropped.append(
+                    Dropped(
+                        row,
+                        "low_cosine",
+                        detail=f"cos {score:.3f} <= {cut:.3f}",
+                        scores={"cosine": float(score), "threshold": cut},
+                    )
+                )
+        return result

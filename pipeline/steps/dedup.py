@@ -1,0 +1,121 @@
+"""Step: one query per idea across the whole run, and none copied from an evaluation set.
+
+- exact: equal after normalisation (Unicode NFKC, case, punctuation, spacing);
+- near: MinHash LSH over character 4-grams of the normalised query, which works
+  for short queries and for scripts without spaces alike;
+- decontamination: a query sharing an n-gram (words; characters for CJK) with
+  a query of a named evaluation set is dropped, so benchmarks stay clean.
+
+State lives in the step, so it spans every batch of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from pathlib import Path
+
+from datasketch import MinHash, MinHashLSH
+
+from .. import schema as S
+from ..config import DedupConfig
+from .base import Dropped, Row, Step, StepResult
+
+_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def normalise(text: str) -> str:
+    return " ".join(_PUNCT.sub(" ", unicodedata.normalize("NFKC", text).lower()).split())
+
+
+def tokens(text: str) -> list[str]:
+    """Words, or single characters where the text is mostly CJK (no spaces to split on)."""
+    norm = normalise(text)
+    if len(_CJK.findall(norm)) * 2 > len(norm.replace(" ", "")):
+        return list(norm.replace(" ", ""))
+    return norm.split()
+
+
+def ngrams(items: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(items[i : i + n]) for i in range(len(items) - n + 1)}
+
+
+def read_eval_queries(path: str) -> list[str]:
+    """Queries of an evaluation set: BEIR queries.jsonl (`text`), JSONL with `query`, or one per line."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "queries.jsonl"
+    queries = []
+    with file.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            if file.suffix == ".jsonl":
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{file}:{number}: not valid JSON ({exc.msg})") from None
+                text = row.get("text") or row.get("query")
+                if not isinstance(text, str):
+                    raise ValueError(f"{file}:{number}: no string field `text` or `query`")
+                queries.append(text)
+            else:
+                queries.append(line)
+    return queries
+
+
+class Dedup(Step):
+    name = "dedup"
+
+    def __init__(self, config: DedupConfig):
+        self.config = config
+        self._exact: dict[str, str] = {}  # normalised query -> id of the first row
+        self._lsh = MinHashLSH(threshold=config.near_threshold, num_perm=config.num_perm)
+        self._eval_ngrams: set[tuple[str, ...]] = set()
+        self._eval_exact: set[str] = set()
+        for path in config.decontaminate:
+            for query in read_eval_queries(path):
+                self._eval_ngrams |= ngrams(tokens(query), config.decontaminate_ngram)
+                self._eval_exact.add(normalise(query))
+
+    def _minhash(self, norm: str) -> MinHash:
+        minhash = MinHash(num_perm=self.config.num_perm, seed=1)
+        text = norm.replace(" ", "_")
+        for i in range(max(1, len(text) - 3)):
+            minhash.update(text[i : i + 4].encode("utf-8"))
+        return minhash
+
+    def _contaminated(self, query: str, norm: str) -> bool:
+        if norm in self._eval_exact:
+            return True
+        grams = ngrams(tokens(query), self.config.decontaminate_ngram)
+        return bool(grams & self._eval_ngrams)
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        result = StepResult()
+        for row in rows:
+            query = row[S.QUERY]
+            norm = normalise(query)
+            if (self._eval_exact or self._eval_ngrams) and self._contaminated(query, norm):
+                result.dropped.append(
+                    Dropped(row, "contaminated", detail="shares an n-gram with an eval query")
+                )
+                continue
+            if self.config.exact and norm in self._exact:
+                result.dropped.append(
+                    Dropped(row, "duplicate", detail=f"same query as row {self._exact[norm]}")
+                )
+                continue
+            if self.config.near:
+                minhash = self._minhash(norm)
+                similar = self._lsh.query(minhash)
+                if similar:
+                    result.dropped.append(Dropped(row, "near_duplicate", detail=f"close to row {similar[0]}"))
+                    continue
+                self._lsh.insert(row[S.ID], minhash)
+            self._exact.setdefault(norm, row[S.ID])
+            result.kept.append(row)
+        return result

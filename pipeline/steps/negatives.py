@@ -1,0 +1,136 @@
+"""Steps: hard-negative candidates, written by the LLM and mined from the corpus.
+
+Both only propose candidates; ``NegativeMargin`` then applies the same
+positive-aware rule to every candidate, whatever wrote it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import schema as S
+from ..config import NegativesConfig
+from ..embedder import Embedder
+from ..engine import ChatEngine
+from ..langid import check_language, language_name
+from ..outputs import negatives_output
+from ..prompts import PromptLibrary
+from .base import Row, Step, StepResult
+from .dedup import normalise
+from .llm_call import ask
+
+
+class WriteNegatives(Step):
+    """The LLM writes look-alike passages that do not answer the query, in the passage's language."""
+
+    name = "negatives_llm"
+
+    def __init__(
+        self,
+        engine: ChatEngine,
+        prompts: PromptLibrary,
+        config: NegativesConfig,
+        check_language: bool = True,
+        task: str = "retrieval",
+    ):
+        self.engine = engine
+        self.prompts = prompts
+        self.config = config
+        self.check_language = check_language
+        self.template = f"{task}/negatives"
+        self.output = negatives_output(config.llm_count)
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        if self.config.llm_count == 0 or not rows:
+            return StepResult(kept=rows)
+        variables = [
+            {
+                "query": row[S.QUERY],
+                "passage": row[S.POSITIVE],
+                "passage_language": language_name(row[S.PASSAGE_LANGUAGE]),
+                "count": self.config.llm_count,
+            }
+            for row in rows
+        ]
+        answered, result = ask(
+            self.engine,
+            self.prompts,
+            self.template,
+            rows,
+            variables,
+            self.output,
+            self.config.max_tokens,
+            invalid_reason="negatives_invalid",
+        )
+        for row, answer in answered:
+            positive = normalise(row[S.POSITIVE])
+            kept = []
+            for text in answer.negatives:
+                text = " ".join(text.split())
+                if normalise(text) == positive:
+                    result.events["negatives_removed_copy_of_positive"] += 1
+                elif self.check_language and not check_language(text, row[S.PASSAGE_LANGUAGE])[0]:
+                    result.events["negatives_removed_wrong_language"] += 1
+                else:
+                    kept.append(text)
+            row[S.WORK_LLM_NEGATIVES] = kept
+            result.kept.append(row)
+        return result
+
+
+@dataclass
+class PassagePool:
+    """Corpus passages encoded once, to mine negatives from."""
+
+    texts: list[str]
+    passage_ids: list[str]
+    source_ids: list[str]
+    vectors: np.ndarray  # (P, d) unit vectors
+
+    @classmethod
+    def build(cls, passages, embedder: Embedder) -> PassagePool:
+        passages = list(passages)
+        texts = [p.text for p in passages]
+        vectors = embedder.encode(texts, show_progress=True)
+        return cls(texts, [p.passage_id for p in passages], [p.source_id for p in passages], vectors)
+
+
+class MineNegatives(Step):
+    """Candidates from a rank range of the passages nearest to the query.
+
+    The positive, other passages of the same document, and exact copies of the
+    positive are skipped: they are likely relevant, and a relevant "negative"
+    teaches the model the wrong thing.
+    """
+
+    name = "negatives_mined"
+
+    def __init__(self, embedder: Embedder, pool: PassagePool, config: NegativesConfig):
+        self.embedder = embedder
+        self.pool = pool
+        self.config = config
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        if self.config.mined_count == 0 or not rows or not self.pool.texts:
+            return StepResult(kept=rows)
+        queries = self.embedder.encode([r[S.QUERY] for r in rows])
+        scores = queries @ self.pool.vectors.T  # (N, P)
+        depth = min(self.config.rank_max, scores.shape[1])
+        nearest = np.argsort(-scores, axis=1, kind="stable")[:, :depth]  # (N, depth)
+        for row, order, row_scores in zip(rows, nearest, scores, strict=True):
+            positive = normalise(row[S.POSITIVE])
+            candidates, rank = [], 0
+            for index in order:
+                if (
+                    self.pool.passage_ids[index] == row[S.PASSAGE_ID]
+                    or self.pool.source_ids[index] == row[S.SOURCE_ID]
+                    or normalise(self.pool.texts[index]) == positive
+                ):
+                    continue  # not counted as a rank: the positive's own document
+                if rank >= self.config.rank_min:
+                    candidates.append({"text": self.pool.texts[index], "score": float(row_scores[index])})
+                rank += 1
+            row[S.WORK_MINED_NEGATIVES] = candidates
+        return StepResult(kept=rows)
