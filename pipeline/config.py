@@ -111,7 +111,12 @@ class GenerationConfig(_Strict):
         description="Distribution of the requested query length in words: length -> weight.",
     )
     max_tokens_configure: int = Field(64, ge=8, description="Token budget of the configuration call's reply.")
-    max_tokens_query: int = Field(160, ge=8, description="Token budget of the query call's reply.")
+    max_tokens_query: int = Field(
+        720,
+        ge=8,
+        description="Token budget of the query call's reply: room for the longest allowed query even in "
+        "CJK, where byte-level tokenizers spend up to three tokens a character.",
+    )
 
     @field_validator("languages")
     @classmethod
@@ -147,13 +152,22 @@ class NegativesConfig(_Strict):
         1, ge=0, description="Rows left with fewer negatives after every check are dropped (`no_negatives`)."
     )
     pool_size: int = Field(
-        20000, ge=1, description="Corpus passages read and encoded once as the mining pool."
+        2000,
+        ge=1,
+        description="Corpus passages encoded as the mining pool (the first ones of the corpus). Encoding "
+        "is the cost: all-MiniLM-L6-v2 does ~25 passages/s on 2 CPU cores; a GPU embedder, far more. The "
+        "vectors are cached, so a rerun on the same corpus pays nothing.",
     )
     max_tokens: int = Field(640, ge=32, description="Token budget of the negatives call's reply.")
 
 
 class JudgeConfig(_Strict):
-    enabled: bool = Field(True, description="Run the LLM judge on the positive and every negative.")
+    enabled: bool | None = Field(
+        None,
+        description="Run the LLM judge on the positive and every negative. None: on, unless the judge would "
+        "be the packaged SmolLM2-135M, whose grades were measured to be at chance level (docs/quality.md): "
+        "it would drop rows at random.",
+    )
     model: str | None = Field(
         None, description="Judge LLM. None: the generator (the same engine serves both)."
     )

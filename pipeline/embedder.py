@@ -10,13 +10,25 @@ log = logging.getLogger(__name__)
 
 
 class Embedder:
-    def __init__(self, path: str, name: str, batch_size: int = 64, device: str | None = None):
+    def __init__(
+        self,
+        path: str,
+        name: str,
+        batch_size: int = 64,
+        device: str | None = None,
+        languages: tuple[str, ...] | None = None,
+    ):
         from sentence_transformers import SentenceTransformer
 
         self.name = name
+        self.languages = languages  # None: trusted for every language
         self.batch_size = batch_size
         self.model = SentenceTransformer(path, device=device)
         log.info("embedder %s loaded", name)
+
+    def supports(self, *languages: str) -> bool:
+        """Whether scores of this embedder mean something for texts in these languages."""
+        return self.languages is None or all(lang in self.languages for lang in languages)
 
     @property
     def dimension(self) -> int:

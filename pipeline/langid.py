@@ -63,6 +63,8 @@ def check_language(text: str, code: str, min_margin: float = 0.2) -> tuple[bool,
     ``min_margin`` in confidence. A keyword list of acronyms ("CRISPR Cas9"), which
     no detector can place, passes. Returns the decision and the scores behind it.
     """
+    if sum(char.isalpha() for char in text) < 2:
+        return False, {"requested": 0.0, "best": 0.0}  # digits and punctuation are in no language
     confidences = language_confidences(text, (code,))
     if not confidences:
         return False, {"requested": 0.0, "best": 0.0}

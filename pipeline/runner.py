@@ -25,7 +25,7 @@ from .corpus import Passage, ReadStats, iter_documents, iter_passages, sample_co
 from .embedder import Embedder
 from .engine import ChatEngine
 from .engine.factory import get_engine
-from .models import ResolvedModel, resolve_embedder, resolve_generator
+from .models import SMOLLM2_NAME, ResolvedModel, cache_root, resolve_embedder, resolve_generator
 from .personas import load_personas
 from .prompts import PromptLibrary
 from .stats import RunStats
@@ -85,12 +85,27 @@ def _batches(items: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
         yield batch
 
 
+def judge_enabled(config: RunConfig, generator: ResolvedModel) -> bool:
+    """The judge runs unless switched off, or left on auto with the packaged SmolLM2 as judge."""
+    wanted = config.filters.judge.enabled
+    if wanted is not None:
+        return wanted
+    if not config.filters.judge.model and generator.name == SMOLLM2_NAME:
+        log.warning(
+            "LLM judge off: the packaged SmolLM2-135M grades at chance level (docs/quality.md). "
+            "Pass a real --model, or --set filters.judge.enabled=true to force it."
+        )
+        return False
+    return True
+
+
 def build_steps(
     config: RunConfig,
     engine: ChatEngine,
     embedder: Embedder,
     pool: PassagePool | None,
     judge_engine: ChatEngine | None = None,
+    judge_on: bool = True,
 ) -> list[Step]:
     """The ordered steps of a run: cheap filters before expensive LLM calls."""
     prompts = PromptLibrary()
@@ -112,7 +127,7 @@ def build_steps(
     if negatives.mined_count and pool is not None:
         steps.append(MineNegatives(embedder, pool, negatives))
     steps.append(NegativeMargin(embedder, negatives))
-    if filters.judge.enabled:
+    if judge_on:
         steps.append(Judge(judge_engine or engine, prompts, filters.judge))
     if negatives.min_negatives:
         steps.append(RequireNegatives(negatives.min_negatives))
@@ -129,7 +144,9 @@ def build_pool(
     passages = iter_passages(
         iter_documents(config.corpus, default_corpus, stats), count_tokens, config.corpus, stats
     )
-    pool = PassagePool.build(itertools.islice(passages, config.negatives.pool_size), embedder)
+    pool = PassagePool.build(
+        itertools.islice(passages, config.negatives.pool_size), embedder, cache_root() / "pools"
+    )
     log.info("mining pool: %d passages", len(pool.texts))
     return pool
 
@@ -146,10 +163,17 @@ def run_generate(config: RunConfig, engine: ChatEngine | None = None) -> RunResu
     generator = resolve_generator(config.models.generator)
     embedder_model = resolve_embedder(config.models.embedder)
     log.info("generator: %s", generator.name)
+    judge_on = judge_enabled(config, generator)
+
     log.info("embedder: %s", embedder_model.name)
 
     t = time.perf_counter()
-    embedder = Embedder(embedder_model.path, embedder_model.name, config.models.embed_batch_size)
+    embedder = Embedder(
+        embedder_model.path,
+        embedder_model.name,
+        config.models.embed_batch_size,
+        languages=embedder_model.languages,
+    )
     count_tokens = token_counter(generator)
     stats.timings["load_embedder_and_tokenizer"] = time.perf_counter() - t
 
@@ -162,10 +186,10 @@ def run_generate(config: RunConfig, engine: ChatEngine | None = None) -> RunResu
     if engine is None:
         engine = get_engine(generator, config.models, config.seed)
     judge_engine = None
-    if config.filters.judge.enabled and config.filters.judge.model:
+    if judge_on and config.filters.judge.model:
         judge_engine = get_engine(resolve_generator(config.filters.judge.model), config.models, config.seed)
     stats.timings["engine_start"] = time.perf_counter() - t
-    steps = build_steps(config, engine, embedder, pool, judge_engine)
+    steps = build_steps(config, engine, embedder, pool, judge_engine, judge_on)
 
     read_stats = ReadStats()
     passages = iter_passages(

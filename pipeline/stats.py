@@ -113,7 +113,11 @@ def format_funnel(stats: dict[str, Any]) -> str:
     for name, counts in stats.get("stages", {}).items():
         drops = ", ".join(f"{k[8:]}={v}" for k, v in counts.items() if k.startswith("dropped_"))
         lines.append(f"{name:<18}{counts['in']:>8}{counts['out']:>8}  {drops or '-'}")
-        events = ", ".join(f"{k}={v}" for k, v in counts.items() if k.startswith("negatives_"))
+        events = ", ".join(
+            f"{k}={v}"
+            for k, v in counts.items()
+            if k not in ("in", "out", "seconds") and not k.startswith("dropped_")
+        )
         if events:
             lines.append(f"{'':<36}({events})")
     lines.append(f"{'total':<18}{stats.get('rows_in', 0):>8}{stats.get('rows_out', 0):>8}")

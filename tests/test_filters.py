@@ -20,8 +20,12 @@ from .conftest import FakeEngine, task_field
 class TableEmbedder:
     """Unit vectors looked up by text: scores are whatever the test says they are."""
 
-    def __init__(self, table: dict[str, list[float]]):
+    def __init__(self, table: dict[str, list[float]], languages=None):
         self.table = {k: np.asarray(v, dtype=np.float32) / np.linalg.norm(v) for k, v in table.items()}
+        self.languages = languages
+
+    def supports(self, *languages):
+        return self.languages is None or all(lang in self.languages for lang in languages)
 
     def encode(self, texts, show_progress=False):
         return np.stack([self.table[t] for t in texts]) if texts else np.zeros((0, 2), np.float32)
@@ -46,10 +50,14 @@ def test_language_check_drops_wrong_language():
         row(1, "疫苗如何训练免疫系统", language="zh"),
         row(2, "how do vaccines train the immune system", language="en"),
         row(3, "CRISPR Cas9", language="en"),
+        row(4, "100.10.3.61", language="en"),
     ]
     result = LanguageCheck()(rows)
     assert [r[S.ID] for r in result.kept] == ["r1", "r2", "r3"]
-    assert [(d.row[S.ID], d.reason) for d in result.dropped] == [("r0", "wrong_language")]
+    assert [(d.row[S.ID], d.reason) for d in result.dropped] == [
+        ("r0", "wrong_language"),
+        ("r4", "wrong_language"),
+    ]
     assert "looks like en" in result.dropped[0].detail
 
 
@@ -96,6 +104,35 @@ def test_cosine_absolute_and_percentile():
     rows = [row(i, q, "pos") for i, q in enumerate(["q1", "q2", "q3"])]
     result = CosineFilter(emb, CosineConfig(mode="percentile", percentile=50))(rows)
     assert [r[S.QUERY] for r in result.kept] == ["q1"]
+
+
+def test_cosine_skips_languages_the_embedder_does_not_handle():
+    emb = TableEmbedder({"q1": [0, 1], "pos": [1, 0]}, languages=("en",))
+    rows = [row(0, "q1", "pos", language="zh"), row(1, "q1", "pos", language="en")]
+    result = CosineFilter(emb, CosineConfig(threshold=0.7))(rows)
+    assert [r[S.ID] for r in result.kept] == ["r0"] and [d.row[S.ID] for d in result.dropped] == ["r1"]
+    assert result.events["cosine_skipped_unsupported_language"] == 1
+
+
+def test_copied_example_is_detected():
+    from pipeline.prompts import PromptLibrary
+    from pipeline.steps.llm_call import copies_example
+
+    prompt = PromptLibrary().render(
+        "retrieval/query",
+        {
+            "passage": "Tea contains caffeine.",
+            "passage_language": "English",
+            "persona": "A student",
+            "question_type": "keywords",
+            "difficulty": "phd",
+            "length_words": 5,
+            "query_language": "English",
+        },
+    )
+    assert copies_example("why does my dishwasher leave white spots on glasses after washing", prompt)
+    assert not copies_example("how much caffeine is in green tea", prompt)
+    assert not copies_example("Tea contains caffeine.", prompt)  # the passage itself is not an example
 
 
 def test_margin_removes_negatives_too_close_to_the_positive():

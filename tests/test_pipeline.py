@@ -144,3 +144,15 @@ def test_bad_row_found_before_any_llm_call_when_mining(tmp_path, minilm_path):
     with pytest.raises(CorpusError, match=r"c\.jsonl:7"):
         run_generate(config, engine=engine)
     assert engine.calls == []
+
+
+def test_judge_auto_off_only_for_the_packaged_smollm2():
+    from pipeline.config import RunConfig
+    from pipeline.models import SMOLLM2_NAME, ResolvedModel
+    from pipeline.runner import judge_enabled
+
+    config = RunConfig()
+    assert not judge_enabled(config, ResolvedModel("x", SMOLLM2_NAME))
+    assert judge_enabled(config, ResolvedModel("x", "Qwen/Qwen3-8B"))
+    config.filters.judge.enabled = True
+    assert judge_enabled(config, ResolvedModel("x", SMOLLM2_NAME))

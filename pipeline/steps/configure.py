@@ -49,7 +49,7 @@ class Configure(Step):
             self.output,
             self.config.max_tokens_configure,
         )
-        for row, answer in answered:
+        for row, answer, _prompt in answered:
             candidates = row[S.WORK_CANDIDATES]
             # The schema's enum bounds the choice by top_k; a passage may have fewer candidates.
             row[S.PERSONA] = candidates[min(answer.character, len(candidates)) - 1]

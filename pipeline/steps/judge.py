@@ -18,6 +18,11 @@ from .base import Dropped, Row, Step, StepResult, set_score
 TEMPLATE = "judge/relevance"
 
 
+def judgement_chat(prompts: PromptLibrary, query: str, passage: str) -> list[dict[str, str]]:
+    """The chat that asks the judge to grade one (query, passage) pair."""
+    return [{"role": "user", "content": prompts.render(TEMPLATE, {"query": query, "passage": passage})}]
+
+
 class Judge(Step):
     name = "judge"
 
@@ -36,8 +41,7 @@ class Judge(Step):
         for i, j in pairs:
             row = rows[i]
             document = row[S.POSITIVE] if j == 0 else row[S.NEGATIVES][j - 1]
-            text = self.prompts.render(TEMPLATE, {"query": row[S.QUERY], "passage": document})
-            chats.append([{"role": "user", "content": text}])
+            chats.append(judgement_chat(self.prompts, row[S.QUERY], document))
         generations = self.engine.generate(
             chats, JudgeOutput, self.config.max_tokens, temperature=0.0, desc="judge"
         )

@@ -9,6 +9,15 @@ from ..engine import ChatEngine, Generation
 from ..prompts import PromptLibrary
 from .base import Dropped, Row, StepResult
 
+TASK_MARKER = "### Your task"  # every template puts its worked examples before this line
+
+
+def copies_example(answer: str, prompt: str) -> bool:
+    """Whether ``answer`` appears verbatim in the prompt's worked examples (small models copy them)."""
+    examples = prompt.split(TASK_MARKER)[0]
+    needle = " ".join(answer.split())
+    return len(needle) >= 4 and needle in " ".join(examples.split())
+
 
 def ask(
     engine: ChatEngine,
@@ -22,8 +31,8 @@ def ask(
 ) -> tuple[list[tuple[Row, BaseModel]], StepResult]:
     """Render ``template`` per row, run the batch, split rows into parsed answers and drops.
 
-    Returns (row, parsed answer) pairs for the caller to apply, and a result that
-    already holds every row whose answer did not parse, with its raw text.
+    Returns (row, parsed answer, prompt text) triples for the caller to apply, and a
+    result that already holds every row whose answer did not parse, with its raw text.
     """
     chats, languages = [], []
     for row, values in zip(rows, variables, strict=True):
@@ -33,11 +42,11 @@ def ask(
         row.setdefault(S.WORK_PROMPTS, {})[template] = prompts.prompt(template, language).hash
     generations: list[Generation] = engine.generate(chats, output, max_tokens, desc=template)
     answered, result = [], StepResult()
-    for row, generation in zip(rows, generations, strict=True):
+    for row, chat, generation in zip(rows, chats, generations, strict=True):
         if generation.parsed is None:
             result.dropped.append(
                 Dropped(row, invalid_reason, detail=generation.error, raw_output=generation.raw)
             )
         else:
-            answered.append((row, generation.parsed))
+            answered.append((row, generation.parsed, chat[-1]["content"]))
     return answered, result

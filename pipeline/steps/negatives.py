@@ -6,7 +6,9 @@ positive-aware rule to every candidate, whatever wrote it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +21,7 @@ from ..outputs import negatives_output
 from ..prompts import PromptLibrary
 from .base import Row, Step, StepResult
 from .dedup import normalise
-from .llm_call import ask
+from .llm_call import ask, copies_example
 
 
 class WriteNegatives(Step):
@@ -64,13 +66,15 @@ class WriteNegatives(Step):
             self.config.max_tokens,
             invalid_reason="negatives_invalid",
         )
-        for row, answer in answered:
+        for row, answer, prompt in answered:
             positive = normalise(row[S.POSITIVE])
             kept = []
             for text in answer.negatives:
                 text = " ".join(text.split())
                 if normalise(text) == positive:
                     result.events["negatives_removed_copy_of_positive"] += 1
+                elif copies_example(text, prompt):
+                    result.events["negatives_removed_copied_example"] += 1
                 elif self.check_language and not check_language(text, row[S.PASSAGE_LANGUAGE])[0]:
                     result.events["negatives_removed_wrong_language"] += 1
                 else:
@@ -90,10 +94,27 @@ class PassagePool:
     vectors: np.ndarray  # (P, d) unit vectors
 
     @classmethod
-    def build(cls, passages, embedder: Embedder) -> PassagePool:
+    def build(cls, passages, embedder: Embedder, cache_dir: Path | None = None) -> PassagePool:
+        """Encode the passages, or load their vectors from ``cache_dir``.
+
+        The cache key is the hash of every passage text and the embedder, so a
+        changed corpus, splitter or embedder can never reuse stale vectors.
+        """
         passages = list(passages)
         texts = [p.text for p in passages]
-        vectors = embedder.encode(texts, show_progress=True)
+        key = hashlib.sha256(embedder.name.encode())
+        for text in texts:
+            key.update(hashlib.sha256(text.encode()).digest())
+        cached = cache_dir / f"pool-{key.hexdigest()[:24]}.npy" if cache_dir else None
+        if cached is not None and cached.exists():
+            vectors = np.load(cached)
+        else:
+            vectors = embedder.encode(texts, show_progress=True)
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_name(cached.name + ".tmp.npy")
+                np.save(tmp, vectors)
+                tmp.replace(cached)
         return cls(texts, [p.passage_id for p in passages], [p.source_id for p in passages], vectors)
 
 

@@ -9,7 +9,7 @@ from ..langid import language_name
 from ..outputs import QueryOutput
 from ..prompts import PromptLibrary
 from .base import Dropped, Row, Step, StepResult, row_rng
-from .llm_call import ask
+from .llm_call import ask, copies_example
 
 INSTRUCTIONS = {
     "retrieval": "Given a search query, retrieve relevant passages that answer the query",
@@ -64,10 +64,20 @@ class WriteQuery(Step):
             QueryOutput,
             self.config.max_tokens_query,
         )
-        for row, answer in answered:
+        for row, answer, prompt in answered:
             query = " ".join(answer.query.split())
             if not query:
                 result.dropped.append(Dropped(row, "empty_query", raw_output=answer.query))
+                continue
+            if copies_example(query, prompt):
+                result.dropped.append(
+                    Dropped(
+                        row,
+                        "copied_example",
+                        detail="query taken from a worked example",
+                        raw_output=answer.query,
+                    )
+                )
                 continue
             row[S.QUERY] = query
             row[S.INSTRUCTION] = INSTRUCTIONS[self.task]
