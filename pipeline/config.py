@@ -158,7 +158,11 @@ class NegativesConfig(_Strict):
         "is the cost: all-MiniLM-L6-v2 does ~25 passages/s on 2 CPU cores; a GPU embedder, far more. The "
         "vectors are cached, so a rerun on the same corpus pays nothing.",
     )
-    max_tokens: int = Field(640, ge=32, description="Token budget of the negatives call's reply.")
+    max_tokens: int = Field(
+        1200,
+        ge=32,
+        description="Token budget of the negatives call's reply (CJK needs ~3 tokens a character).",
+    )
 
 
 class JudgeConfig(_Strict):
@@ -218,8 +222,23 @@ class DedupConfig(_Strict):
     )
 
 
+class CopyCheckConfig(_Strict):
+    enabled: bool = Field(True, description="Drop queries that copy the passage instead of asking about it.")
+    max_overlap: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="Largest share of the query's word 4-grams (character 6-grams for CJK) that may appear "
+        "verbatim in the passage. Small models often paste the passage's first sentence as the 'query': "
+        "it passes any cosine filter but teaches nothing beyond string matching.",
+    )
+
+
 class FiltersConfig(_Strict):
     language: LanguageCheckConfig = Field(default_factory=LanguageCheckConfig, description="Language check.")
+    passage_copy: CopyCheckConfig = Field(
+        default_factory=CopyCheckConfig, description="Copied-passage check."
+    )
     cosine: CosineConfig = Field(default_factory=CosineConfig, description="Cosine-similarity filter.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Deduplication and decontamination.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="LLM judge.")

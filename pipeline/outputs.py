@@ -35,7 +35,7 @@ class QueryOutput(_Output):
     query: str = Field(min_length=2, max_length=QUERY_MAX_CHARS, description="The search query.")
 
 
-NEGATIVE_MAX_CHARS = 800
+NEGATIVE_MAX_CHARS = 600
 REASON_MAX_CHARS = 200
 
 

@@ -31,6 +31,7 @@ from .prompts import PromptLibrary
 from .stats import RunStats
 from .steps.base import Row, Step, row_rng
 from .steps.configure import Configure
+from .steps.copycheck import CopyCheck
 from .steps.cosine import CosineFilter
 from .steps.dedup import Dedup
 from .steps.judge import Judge
@@ -119,6 +120,8 @@ def build_steps(
     ]
     if filters.language.enabled:
         steps.append(LanguageCheck())
+    if filters.passage_copy.enabled:
+        steps.append(CopyCheck(filters.passage_copy))
     steps.append(Dedup(filters.dedup))
     if filters.cosine.enabled:
         steps.append(CosineFilter(embedder, filters.cosine))

@@ -214,3 +214,41 @@ def test_judge_grades_positive_and_negatives():
     reasons = {d.row[S.ID]: d for d in result.dropped}
     assert reasons["r1"].reason == "judge_rejected"
     assert reasons["r2"].reason == "judge_invalid" and reasons["r2"].raw_output == "the passage is relevant"
+
+
+def test_copied_passage_is_dropped_but_keywords_are_not():
+    from pipeline.config import CopyCheckConfig
+    from pipeline.steps.copycheck import CopyCheck
+
+    passage = "The term spondyloarthropathy describes a group of related inflammatory joint diseases."
+    rows = [
+        row(
+            0,
+            "The term spondyloarthropathy describes a group of related inflammatory joint diseases",
+            passage,
+        ),
+        row(1, "what links inflammatory joint diseases in young adults", passage),
+        row(2, "spondyloarthropathy inflammatory joint", passage),
+        row(
+            3,
+            "量子纠错通过把一个逻辑量子比特编码在多个",
+            "量子纠错通过把一个逻辑量子比特编码在多个物理量子比特上",
+            language="zh",
+        ),
+    ]
+    result = CopyCheck(CopyCheckConfig())(rows)
+    assert sorted(d.row[S.ID] for d in result.dropped) == ["r0", "r3"]
+    assert all(d.reason == "copied_passage" for d in result.dropped)
+
+
+def test_unparsable_llm_negatives_keep_the_row():
+    from pipeline.steps.negatives import WriteNegatives
+
+    step = WriteNegatives(
+        FakeEngine(lambda prompt, output: '{"negatives": ["cut'),
+        PromptLibrary(),
+        NegativesConfig(llm_count=1),
+    )
+    result = step([row(0, "how do tides work", "The moon's gravity pulls the oceans.")])
+    assert result.dropped == [] and result.kept[0][S.WORK_LLM_NEGATIVES] == []
+    assert result.events["negatives_llm_invalid"] == 1

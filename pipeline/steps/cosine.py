@@ -57,7 +57,7 @@ class CosineFilter(Step):
                         row,
                         "low_cosine",
                         detail=f"cos {score:.3f} <= {cut:.3f}",
-                        scores={"cosine": float(score), "threshold": cut},
+                        scores={"cosine": float(score)},
                     )
                 )
         return result

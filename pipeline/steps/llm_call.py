@@ -14,8 +14,8 @@ TASK_MARKER = "### Your task"  # every template puts its worked examples before 
 
 def copies_example(answer: str, prompt: str) -> bool:
     """Whether ``answer`` appears verbatim in the prompt's worked examples (small models copy them)."""
-    examples = prompt.split(TASK_MARKER)[0]
-    needle = " ".join(answer.split())
+    examples = prompt.split(TASK_MARKER)[0].lower()
+    needle = " ".join(answer.lower().split())
     return len(needle) >= 4 and needle in " ".join(examples.split())
 
 

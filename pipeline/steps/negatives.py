@@ -7,6 +7,7 @@ positive-aware rule to every candidate, whatever wrote it.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from ..prompts import PromptLibrary
 from .base import Row, Step, StepResult
 from .dedup import normalise
 from .llm_call import ask, copies_example
+
+log = logging.getLogger(__name__)
 
 
 class WriteNegatives(Step):
@@ -57,15 +60,16 @@ class WriteNegatives(Step):
             for row in rows
         ]
         answered, result = ask(
-            self.engine,
-            self.prompts,
-            self.template,
-            rows,
-            variables,
-            self.output,
-            self.config.max_tokens,
-            invalid_reason="negatives_invalid",
+            self.engine, self.prompts, self.template, rows, variables, self.output, self.config.max_tokens
         )
+        # A failed call costs the row its LLM negatives, not the row: mined ones may still serve.
+        for failed in result.dropped:
+            log.debug("negatives call failed for %s: %s", failed.row[S.ID], failed.detail)
+            failed.row[S.WORK_LLM_NEGATIVES] = []
+            result.kept.append(failed.row)
+        if result.dropped:
+            result.events["negatives_llm_invalid"] += len(result.dropped)
+            result.dropped = []
         for row, answer, prompt in answered:
             positive = normalise(row[S.POSITIVE])
             kept = []

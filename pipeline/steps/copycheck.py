@@ -1,0 +1,43 @@
+"""Step: a query must ask about the passage, not paste it."""
+
+from __future__ import annotations
+
+from .. import schema as S
+from ..config import CopyCheckConfig
+from .base import Dropped, Row, Step, StepResult, set_score
+from .dedup import ngrams, tokens
+
+
+def passage_overlap(query: str, passage: str) -> float:
+    """Share of the query n-grams found verbatim in the passage (word 4-grams; CJK: character 6-grams)."""
+    query_tokens = tokens(query)
+    n = 6 if query_tokens and all(len(t) == 1 for t in query_tokens) else 4
+    query_grams = ngrams(query_tokens, n)
+    if not query_grams:
+        return 0.0  # shorter than one n-gram: a keyword query, not a pasted sentence
+    return len(query_grams & ngrams(tokens(passage), n)) / len(query_grams)
+
+
+class CopyCheck(Step):
+    name = "copy_check"
+
+    def __init__(self, config: CopyCheckConfig):
+        self.config = config
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        result = StepResult()
+        for row in rows:
+            overlap = passage_overlap(row[S.QUERY], row[S.POSITIVE])
+            set_score(row, "passage_overlap", overlap)
+            if overlap > self.config.max_overlap:
+                result.dropped.append(
+                    Dropped(
+                        row,
+                        "copied_passage",
+                        detail=f"{overlap:.0%} of the query's n-grams are in the passage",
+                        scores={"passage_overlap": overlap},
+                    )
+                )
+            else:
+                result.kept.append(row)
+        return result
