@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
+
+from .jsonl import iter_jsonl
 
 
 def read_jsonl_texts(path: Path, with_title: bool = False) -> dict[str, str]:
     texts = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            text = row.get("text") or ""
-            if with_title and row.get("title"):
-                text = f"{row['title']}. {text}"
-            texts[str(row["_id"])] = text
+    for _, row in iter_jsonl(path):
+        text = row.get("text") or ""
+        if with_title and row.get("title"):
+            text = f"{row['title']}. {text}"
+        texts[str(row["_id"])] = text
     return texts
 
 

@@ -8,7 +8,6 @@ it has been written. Every skip is counted in ``ReadStats``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CorpusConfig
+from .jsonl import iter_jsonl
 from .langid import detect_language
 
 ID_FIELDS = ("id", "_id", "doc_id", "docid")
@@ -67,22 +67,7 @@ def _pick(row: dict[str, Any], configured: str | None, candidates: tuple[str, ..
 
 
 def _rows_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            where = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise CorpusError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise CorpusError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield where, row
+    return iter_jsonl(path, CorpusError)
 
 
 def _rows_parquet(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from .jsonl import iter_jsonl
 
 
 class PersonaError(ValueError):
@@ -22,24 +23,16 @@ def default_persona_dir() -> Path:
 
 
 def _read_file(path: Path) -> list[str]:
-    personas = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if path.suffix == ".jsonl":
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise PersonaError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-                text = row.get("persona") if isinstance(row, dict) else None
-                if not isinstance(text, str):
-                    raise PersonaError(f"{path}:{number}: missing string field 'persona'")
-                line = text.strip()
-            if line:
-                personas.append(line)
-    return personas
+    if path.suffix == ".jsonl":
+        personas = []
+        for where, row in iter_jsonl(path, PersonaError):
+            text = row.get("persona")
+            if not isinstance(text, str):
+                raise PersonaError(f"{where}: missing string field 'persona'")
+            personas.append(text.strip())
+        return [p for p in personas if p]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def load_personas(path: str | Path | None = None) -> list[str]:

@@ -11,7 +11,6 @@ State lives in the step, so it spans every batch of the run.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from pathlib import Path
@@ -20,6 +19,7 @@ from datasketch import MinHash, MinHashLSH
 
 from .. import schema as S
 from ..config import DedupConfig
+from ..jsonl import iter_jsonl
 from .base import Dropped, Row, Step, StepResult
 
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
@@ -47,24 +47,15 @@ def read_eval_queries(path: str) -> list[str]:
     file = Path(path)
     if file.is_dir():
         file = file / "queries.jsonl"
-    queries = []
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            if file.suffix == ".jsonl":
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{file}:{number}: not valid JSON ({exc.msg})") from None
-                text = row.get("text") or row.get("query")
-                if not isinstance(text, str):
-                    raise ValueError(f"{file}:{number}: no string field `text` or `query`")
-                queries.append(text)
-            else:
-                queries.append(line)
-    return queries
+    if file.suffix == ".jsonl":
+        queries = []
+        for where, row in iter_jsonl(file):
+            text = row.get("text") or row.get("query")
+            if not isinstance(text, str):
+                raise ValueError(f"{where}: no string field `text` or `query`")
+            queries.append(text)
+        return queries
+    return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 class Dedup(Step):
