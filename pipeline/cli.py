@@ -38,9 +38,23 @@ def generate(
     out: Annotated[str | None, typer.Option(help="Output folder.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config file.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: a.b=value.")] = None,
+    num_tasks: Annotated[
+        int | None, typer.Option(help="Split the run into this many tasks (fixed per OUT).")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Run this many worker processes, one GPU each when present.")
+    ] = 1,
+    rank: Annotated[int, typer.Option(help="This process's rank (Slurm arrays and other schedulers).")] = 0,
+    world_size: Annotated[int, typer.Option(help="Number of ranks sharing the tasks.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Delete an existing run in OUT and start over.")] = False,
+    engine: Annotated[str | None, typer.Option(help="vllm (in process) or openai (HTTP server).")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible server, e.g. http://host:8000/v1.")
+    ] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the API key.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Turn a corpus into query / positive training rows."""
+    """Turn a corpus into query / positive training rows. Rerun the same command to resume."""
     from .config import load_config
     from .corpus import CorpusError
     from .personas import PersonaError
@@ -65,12 +79,41 @@ def generate(
         cfg.models.embedder = embedder
     if out:
         cfg.output.out_dir = out
+    if num_tasks:
+        cfg.output.num_tasks = num_tasks
+    if engine:
+        cfg.models.engine = engine
+    if base_url:
+        cfg.models.base_url = base_url
+    if api_key_env:
+        cfg.models.api_key_env = api_key_env
     cfg = type(cfg).model_validate(cfg.model_dump())  # re-check after the flags
+    if not 0 <= rank < world_size:
+        raise typer.BadParameter(f"--rank must be in [0, {world_size})")
+    from .engine.openai_engine import EngineUnavailable
+    from .runner import Interrupted
+    from .tasks import RunStateError
+
     try:
-        result = run_generate(cfg)
-    except (CorpusError, PersonaError, PromptError) as exc:
+        if workers > 1:
+            if overwrite:
+                from .tasks import clear_run
+
+                clear_run(Path(cfg.output.out_dir))
+                overwrite = False
+            _run_workers(workers)  # then the pass below only merges what the workers wrote
+        result = run_generate(cfg, rank=rank, world_size=world_size, overwrite=overwrite)
+    except (CorpusError, PersonaError, PromptError, RunStateError, EngineUnavailable) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
+    except (Interrupted, KeyboardInterrupt) as exc:
+        typer.secho(
+            f"interrupted: finished chunks are saved in {cfg.output.out_dir}; run the same command again "
+            "to resume",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        raise typer.Exit(130) from exc
     from .stats import format_funnel
 
     typer.echo(format_funnel(result.stats.to_json()))
@@ -83,6 +126,57 @@ def generate(
     typer.echo(
         f"{result.stats.rows_out} rows in {len(result.shards)} shard(s) under {result.out_dir / 'data'}"
     )
+
+
+def _run_workers(workers: int) -> None:
+    """Start ``workers`` copies of this command, one rank each, and wait for all of them.
+
+    With GPUs, worker k sees only GPU k % count (CUDA_VISIBLE_DEVICES), so each
+    runs its own engine on its own device.
+    """
+    import os
+    import subprocess
+    import sys
+
+    from .models import has_cuda
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--workers":
+            skip = True
+            continue
+        if arg.startswith("--workers=") or arg == "--overwrite":
+            continue
+        args.append(arg)
+    gpus = 0
+    if has_cuda():
+        import torch
+
+        gpus = torch.cuda.device_count()
+    children = []
+    for k in range(workers):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            *args,
+            "--rank",
+            str(k),
+            "--world-size",
+            str(workers),
+        ]
+        children.append(subprocess.Popen(command, env=env))
+    codes = [child.wait() for child in children]
+    failed = [k for k, code in enumerate(codes) if code != 0]
+    if failed:
+        typer.secho(f"error: worker(s) {failed} failed; rerun the same command to resume", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

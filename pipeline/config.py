@@ -76,6 +76,21 @@ class ModelConfig(_Strict):
         description="Sentence embedder: hub id or local folder. None: Qwen3-Embedding-0.6B on a GPU, "
         "the packaged all-MiniLM-L6-v2 elsewhere.",
     )
+    engine: Literal["vllm", "openai"] = Field(
+        "vllm",
+        description="`vllm`: an in-process vLLM engine. `openai`: any OpenAI-compatible server at `base_url` "
+        "(vllm serve, SGLang); `generator` then names the served model (None: the first it lists).",
+    )
+    base_url: str | None = Field(
+        None, description="Server URL for the openai engine, e.g. http://host:8000/v1."
+    )
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the server's API key (the key is never logged)."
+    )
+    concurrency: int = Field(16, ge=1, description="Requests in flight at once with the openai engine.")
+    max_attempts: int = Field(
+        6, ge=1, description="Tries per request on 429, 5xx and timeouts (exponential backoff with jitter)."
+    )
     max_model_len: int = Field(4096, ge=256, description="Context length given to the engine.")
     dtype: str = Field("auto", description="Weight dtype for vLLM (`auto`, `bfloat16`, `float32`, ...).")
     enforce_eager: bool | None = Field(
@@ -249,7 +264,16 @@ class OutputConfig(_Strict):
         "outputs/run", description="Folder that receives data/, rejected/, stats and config."
     )
     shard_rows: int = Field(
-        512, ge=1, description="Passages per shard: one shard is one engine batch and one Parquet file."
+        512,
+        ge=1,
+        description="Passages per chunk: one chunk is one engine batch, one Parquet file and one checkpoint, "
+        "so a crash loses at most one chunk of work.",
+    )
+    num_tasks: int = Field(
+        1,
+        ge=1,
+        description="Tasks the run is split into (passage i goes to task i % num_tasks). Fixed for the "
+        "life of an output folder; workers and scheduler ranks each take a share of the tasks.",
     )
 
 

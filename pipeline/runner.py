@@ -11,7 +11,10 @@ import hashlib
 import itertools
 import json
 import logging
+import signal
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,6 +43,7 @@ from .steps.margin import NegativeMargin, RequireNegatives
 from .steps.negatives import MineNegatives, PassagePool, WriteNegatives
 from .steps.personas import PersonaCandidates
 from .steps.query import WriteQuery
+from .tasks import TaskState, claim_run, clear_run, remove_stale_temporaries
 from .writer import data_records, rejected_records, write_table
 
 log = logging.getLogger(__name__)
@@ -52,10 +56,13 @@ class RunResult:
     shards: list[Path]
 
 
-def token_counter(model: ResolvedModel) -> Callable[[str], int]:
+def token_counter(model: ResolvedModel, local_only: bool = False) -> Callable[[str], int]:
     """Token counts from the generator's tokenizer, so the passage budget means what the model sees."""
     from transformers import AutoTokenizer
 
+    if local_only and not Path(model.path).is_dir():
+        log.info("no local tokenizer for %s: counting ~4 characters a token", model.name)
+        return lambda text: max(1, len(text) // 4)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model.path)
     except Exception as exc:  # a remote engine's model may not be loadable here
@@ -154,82 +161,232 @@ def build_pool(
     return pool
 
 
-def run_generate(config: RunConfig, engine: ChatEngine | None = None) -> RunResult:
-    """Run the whole pipeline once into ``config.output.out_dir``."""
+class Interrupted(RuntimeError):
+    """SIGINT/SIGTERM stopped the run between chunks; everything written so far is complete."""
+
+
+class _StopFlag:
+    """First SIGINT/SIGTERM: finish the chunk in flight, then stop. Second: stop at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stop requested: finishing the current chunk (press Ctrl-C again to abandon it)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _resume_stateful_steps(steps: list[Step], state: TaskState) -> None:
+    """Give steps that remember earlier rows (dedup, percentile cosine) what a killed run already did.
+
+    Each such step gets the rows that reached it and the rows that passed it, read
+    back from the task's shards: kept rows passed every step, a rejected row
+    reached every step up to the one that dropped it.
+    """
+    import pyarrow.parquet as pq
+
+    kept = []
+    for shard in state.shards("data"):
+        for row in pq.read_table(shard, columns=[S.ID, S.QUERY, S.POSITIVE_SCORE]).to_pylist():
+            kept.append({S.ID: row[S.ID], S.QUERY: row[S.QUERY], "scores": {"cosine": row[S.POSITIVE_SCORE]}})
+    rejected = []
+    for shard in state.shards("rejected"):
+        for row in pq.read_table(shard, columns=[S.ID, S.QUERY, S.STAGE, S.SCORES]).to_pylist():
+            scores = json.loads(row[S.SCORES]) if row[S.SCORES] else {}
+            rejected.append({S.ID: row[S.ID], S.QUERY: row[S.QUERY], S.STAGE: row[S.STAGE], "scores": scores})
+    order = [step.name for step in steps]
+    for position, step in enumerate(steps):
+        resume = getattr(step, "resume", None)
+        if resume is None:
+            continue
+        reached_at = set(order[position:])
+        reached = kept + [r for r in rejected if r[S.STAGE] in reached_at]
+        passed = kept + [r for r in rejected if r[S.STAGE] in reached_at - {step.name}]
+        resume(reached, passed)
+
+
+def _run_task(
+    state: TaskState,
+    config: RunConfig,
+    steps: list[Step],
+    passages: Iterator[Passage],
+    read_stats: ReadStats,
+    progress: tqdm,
+    stop: _StopFlag,
+) -> RunStats:
+    """Process one task chunk by chunk, checkpointing after each chunk's shards have landed."""
+    chunks_done, saved = state.load()
+    stats = RunStats.from_json(saved) if saved else RunStats()
+    for step in steps:
+        if hasattr(step, "reset"):
+            step.reset()
+    if chunks_done:
+        log.info("%s: resuming after %d finished chunk(s)", state.name, chunks_done)
+        _resume_stateful_steps(steps, state)
+    for chunk, batch in enumerate(_batches(passages, config.output.shard_rows)):
+        if chunk < chunks_done:
+            continue  # written by an earlier run
+        if stop.requested:
+            raise Interrupted(state.name)
+        rows = [new_row(p, config) for p in batch]
+        rejected: list[dict] = []
+        for step in steps:
+            t = time.perf_counter()
+            result = step(rows)
+            stats.record(step.name, len(rows), result, time.perf_counter() - t)
+            stats.add_outcomes([], result.dropped)
+            rejected.extend(rejected_records(step.name, result.dropped))
+            rows = result.kept
+        stats.add_outcomes(rows, [])
+        name = state.shard_name(chunk)
+        if rows:
+            write_table(data_records(rows), S.ROW_SCHEMA, state.out / "data" / name)
+        if rejected:
+            write_table(rejected, S.REJECTED_SCHEMA, state.out / "rejected" / name)
+        stats.reading = Counter(read_stats.counts)
+        chunks_done = chunk + 1
+        state.save(chunks_done, stats.to_json())  # the checkpoint: only after both shards exist
+        progress.update(len(batch))
+    stats.reading = Counter(read_stats.counts)  # the pass always starts at the corpus head: full counts
+    state.save(chunks_done, stats.to_json())
+    state.complete()
+    return stats
+
+
+def run_generate(
+    config: RunConfig,
+    engine: ChatEngine | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    overwrite: bool = False,
+) -> RunResult:
+    """Run this process's share of the tasks into ``config.output.out_dir``; resume what is unfinished.
+
+    Tasks ``t`` with ``t % world_size == rank`` are this process's. Finished tasks
+    are skipped, unfinished ones continue after their last finished chunk. When
+    every task of the run is complete, the stats and manifest are merged.
+    """
     started = time.perf_counter()
     out = Path(config.output.out_dir)
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    (out / "rejected").mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        clear_run(out)
+    out.mkdir(parents=True, exist_ok=True)
+    claim_run(out, config)
+    remove_stale_temporaries(out)
+    (out / "data").mkdir(exist_ok=True)
+    (out / "rejected").mkdir(exist_ok=True)
     dump_config(config, out / "config.yaml")
-    stats = RunStats()
 
-    generator = resolve_generator(config.models.generator)
+    num_tasks = config.output.num_tasks
+    mine = [TaskState(out, t) for t in range(num_tasks) if t % world_size == rank]
+    todo = [state for state in mine if not state.is_complete()]
+    timings: dict[str, float] = {}
+    remote = config.models.engine == "openai"
+    if remote:
+        # the server decides the model; nothing is converted or loaded here
+        served = config.models.generator or ""
+        generator = ResolvedModel(path=served, name=served or f"served at {config.models.base_url}")
+    else:
+        generator = resolve_generator(config.models.generator)
     embedder_model = resolve_embedder(config.models.embedder)
-    log.info("generator: %s", generator.name)
-    judge_on = judge_enabled(config, generator)
+    if todo:
+        if remote:  # connect first: the server names the model, and an unreachable one fails fast
+            if engine is None:
+                engine = get_engine(generator, config.models, config.seed)
+            generator = ResolvedModel(path=generator.path or engine.model_name, name=engine.model_name)
+        log.info("generator: %s", generator.name)
+        log.info("embedder: %s", embedder_model.name)
+        log.info("tasks to run here: %s", ", ".join(s.name for s in todo))
+        judge_on = judge_enabled(config, generator)
+        t = time.perf_counter()
+        embedder = Embedder(
+            embedder_model.path,
+            embedder_model.name,
+            config.models.embed_batch_size,
+            languages=embedder_model.languages,
+        )
+        count_tokens = token_counter(generator, local_only=remote)
+        timings["load_embedder_and_tokenizer"] = time.perf_counter() - t
 
-    log.info("embedder: %s", embedder_model.name)
+        default_corpus = sample_corpus_path(config.generation.languages[0])
+        t = time.perf_counter()
+        pool = build_pool(config, embedder, count_tokens, default_corpus)
+        timings["mining_pool"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    embedder = Embedder(
-        embedder_model.path,
-        embedder_model.name,
-        config.models.embed_batch_size,
-        languages=embedder_model.languages,
-    )
-    count_tokens = token_counter(generator)
-    stats.timings["load_embedder_and_tokenizer"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if engine is None:
+            engine = get_engine(generator, config.models, config.seed)
+        judge_engine = None
+        if judge_on and config.filters.judge.model:
+            judge_model = config.filters.judge.model
+            judge = ResolvedModel(judge_model, judge_model) if remote else resolve_generator(judge_model)
+            judge_engine = get_engine(judge, config.models, config.seed)
+        timings["engine_start"] = time.perf_counter() - t
+        steps = build_steps(config, engine, embedder, pool, judge_engine, judge_on)
 
-    default_corpus = sample_corpus_path(config.generation.languages[0])
-    t = time.perf_counter()
-    pool = build_pool(config, embedder, count_tokens, default_corpus)
-    stats.timings["mining_pool"] = time.perf_counter() - t
+        total = config.limit // num_tasks * len(todo) if config.limit else None
+        progress = tqdm(total=total, desc="passages", unit="passage")
+        try:
+            with _StopFlag() as stop:
+                for state in todo:
+                    read_stats = ReadStats()
+                    stream = iter_passages(
+                        iter_documents(config.corpus, default_corpus, read_stats),
+                        count_tokens,
+                        config.corpus,
+                        read_stats,
+                    )
+                    if config.limit:
+                        stream = itertools.islice(stream, config.limit)
+                    own = (p for i, p in enumerate(stream) if i % num_tasks == state.task)
+                    _run_task(state, config, steps, own, read_stats, progress, stop)
+        finally:
+            progress.close()
+            timings["total"] = time.perf_counter() - started
+            _finalize(out, config, generator, embedder_model, timings)
+    stats = _finalize(out, config, generator, embedder_model, timings)
+    return RunResult(out_dir=out, stats=stats, shards=sorted((out / "data").glob("part-*.parquet")))
 
-    t = time.perf_counter()
-    if engine is None:
-        engine = get_engine(generator, config.models, config.seed)
-    judge_engine = None
-    if judge_on and config.filters.judge.model:
-        judge_engine = get_engine(resolve_generator(config.filters.judge.model), config.models, config.seed)
-    stats.timings["engine_start"] = time.perf_counter() - t
-    steps = build_steps(config, engine, embedder, pool, judge_engine, judge_on)
 
-    read_stats = ReadStats()
-    passages = iter_passages(
-        iter_documents(config.corpus, default_corpus, read_stats), count_tokens, config.corpus, read_stats
-    )
-    if config.limit:
-        passages = itertools.islice(passages, config.limit)
-
-    shards: list[Path] = []
-    progress = tqdm(total=config.limit, desc="passages", unit="passage")
-    try:
-        for index, batch in enumerate(_batches(iter(passages), config.output.shard_rows)):
-            rows = [new_row(p, config) for p in batch]
-            rejected: list[dict] = []
-            for step in steps:
-                t = time.perf_counter()
-                result = step(rows)
-                stats.record(step.name, len(rows), result, time.perf_counter() - t)
-                stats.add_outcomes([], result.dropped)
-                rejected.extend(rejected_records(step.name, result.dropped))
-                rows = result.kept
-            stats.add_outcomes(rows, [])
-            name = f"part-{index:05d}.parquet"
-            if rows:
-                shards.append(write_table(data_records(rows), S.ROW_SCHEMA, out / "data" / name))
-            if rejected:
-                write_table(rejected, S.REJECTED_SCHEMA, out / "rejected" / name)
-            progress.update(len(batch))
-            progress.set_postfix(kept=stats.rows_out)
-    finally:
-        progress.close()
-        stats.reading.update(read_stats.counts)
-        stats.timings["total"] = time.perf_counter() - started
-        stats.timings["generation"] = sum(c.seconds for c in stats.stages.values())
-        stats.write(out / "stats.json")
-        _write_manifest(out, config, generator, embedder_model, shards, stats)
-    return RunResult(out_dir=out, stats=stats, shards=shards)
+def _finalize(
+    out: Path, config: RunConfig, generator: ResolvedModel, embedder: ResolvedModel, timings: dict[str, float]
+) -> RunStats:
+    """Merge every task's stats into stats.json; write the manifest once all tasks are complete."""
+    states = [TaskState(out, t) for t in range(config.output.num_tasks)]
+    stats = RunStats()
+    reading = Counter()
+    for state in states:
+        saved = state.load()[1]
+        if saved:
+            task_stats = RunStats.from_json(saved)
+            # every task reads the corpus from its head, so reading counts are per run, not per task
+            reading = reading | task_stats.reading
+            task_stats.reading = Counter()
+            stats.merge(task_stats)
+    stats.reading = reading
+    stats.timings = dict(timings)
+    stats.timings["generation"] = sum(c.seconds for c in stats.stages.values())
+    done = sum(state.is_complete() for state in states)
+    stats.timings["tasks_complete"] = done
+    stats.write(out / "stats.json")
+    if done == len(states):
+        _write_manifest(
+            out, config, generator, embedder, sorted((out / "data").glob("part-*.parquet")), stats
+        )
+    return stats
 
 
 def _write_manifest(

@@ -101,6 +101,40 @@ class RunStats:
             },
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunStats:
+        stats = cls(reading=Counter(data.get("reading", {})), timings=dict(data.get("timings_seconds", {})))
+        for name, counts in data.get("stages", {}).items():
+            stage = StageCounts(
+                rows_in=counts["in"], rows_out=counts["out"], seconds=counts.get("seconds", 0.0)
+            )
+            for key, value in counts.items():
+                if key.startswith("dropped_"):
+                    stage.dropped[key[len("dropped_") :]] = value
+                elif key not in ("in", "out", "seconds"):
+                    stage.events[key] = value
+            stats.stages[name] = stage
+        for name, hist in data.get("histograms", {}).items():
+            stats.histograms[name] = {k: np.asarray(hist[k], dtype=int) for k in ("kept", "dropped")}
+        return stats
+
+    def merge(self, other: RunStats) -> None:
+        """Add another task's counts to these (timings add up as work done, not wall time)."""
+        self.reading.update(other.reading)
+        for name, theirs in other.stages.items():
+            mine = self.stages.setdefault(name, StageCounts())
+            mine.rows_in += theirs.rows_in
+            mine.rows_out += theirs.rows_out
+            mine.dropped.update(theirs.dropped)
+            mine.events.update(theirs.events)
+            mine.seconds += theirs.seconds
+        for key, value in other.timings.items():
+            self.timings[key] = self.timings.get(key, 0.0) + value
+        for name, hist in other.histograms.items():
+            mine = self.histograms.setdefault(name, {k: np.zeros_like(v) for k, v in hist.items()})
+            for key in ("kept", "dropped"):
+                mine[key] = mine[key] + hist[key]
+
     def write(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False))

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import schema as S
-from .steps.base import Dropped, Row
+from .steps.base import SCORES, Dropped, Row
 
 
 def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> Path:
@@ -46,7 +46,9 @@ def rejected_records(stage: str, dropped: list[Dropped]) -> list[dict]:
             S.RAW_OUTPUT: d.raw_output,
             S.QUERY: d.row.get(S.QUERY),
             S.POSITIVE: d.row.get(S.POSITIVE),
-            S.SCORES: json.dumps(d.scores) if d.scores else None,
+            S.SCORES: json.dumps(scores)
+            if (scores := {**d.row.get(SCORES, {}), **(d.scores or {})})
+            else None,
         }
         for d in dropped
     ]

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 Chat = list[dict[str, str]]
+REQUEST_FAILED = "request_failed"  # finish_reason of a generation whose request never got an answer
 
 
 @dataclass

@@ -15,6 +15,23 @@ _ENGINES: dict[str, ChatEngine] = {}
 
 
 def get_engine(model: ResolvedModel, config: ModelConfig, seed: int = 0) -> ChatEngine:
+    if config.engine == "openai":
+        key = f"openai:{config.base_url}:{model.path}"
+        if key not in _ENGINES:
+            from .openai_engine import OpenAIEngine
+
+            if not config.base_url:
+                raise ValueError("the openai engine needs --base-url")
+            _ENGINES[key] = OpenAIEngine(
+                config.base_url,
+                model.path or None,
+                config.api_key_env,
+                concurrency=config.concurrency,
+                max_attempts=config.max_attempts,
+                temperature=config.temperature,
+                top_p=config.top_p,
+            )
+        return _ENGINES[key]
     if model.path not in _ENGINES:
         from .vllm_engine import VLLMEngine
 

@@ -25,6 +25,14 @@ class CosineFilter(Step):
         self.config = config
         self._seen: list[float] = []  # every score of the run so far, for percentile mode
 
+    def reset(self) -> None:
+        """Each task has its own percentile history, whatever process runs it."""
+        self._seen = []
+
+    def resume(self, reached: list[dict], passed: list[dict]) -> None:
+        """Restore the percentile history from the rows an earlier run already scored."""
+        self._seen = [r["scores"]["cosine"] for r in reached if r["scores"].get("cosine") is not None]
+
     def threshold(self, batch_scores: np.ndarray) -> float:
         if self.config.mode == "absolute":
             return self.config.threshold

@@ -63,14 +63,28 @@ class Dedup(Step):
 
     def __init__(self, config: DedupConfig):
         self.config = config
-        self._exact: dict[str, str] = {}  # normalised query -> id of the first row
-        self._lsh = MinHashLSH(threshold=config.near_threshold, num_perm=config.num_perm)
+        self.reset()
         self._eval_ngrams: set[tuple[str, ...]] = set()
         self._eval_exact: set[str] = set()
         for path in config.decontaminate:
             for query in read_eval_queries(path):
                 self._eval_ngrams |= ngrams(tokens(query), config.decontaminate_ngram)
                 self._eval_exact.add(normalise(query))
+
+    def reset(self) -> None:
+        """Forget every query seen: each task deduplicates on its own, whatever process runs it."""
+        self._exact: dict[str, str] = {}  # normalised query -> id of the first row
+        self._lsh = MinHashLSH(threshold=self.config.near_threshold, num_perm=self.config.num_perm)
+        self._lsh_ids: set[str] = set()
+
+    def resume(self, reached: list[dict], passed: list[dict]) -> None:
+        """Remember the queries that passed this step in chunks an earlier run already wrote."""
+        for row in passed:
+            norm = normalise(row[S.QUERY])
+            self._exact.setdefault(norm, row[S.ID])
+            if self.config.near and row[S.ID] not in self._lsh_ids:
+                self._lsh.insert(row[S.ID], self._minhash(norm))
+                self._lsh_ids.add(row[S.ID])
 
     def _minhash(self, norm: str) -> MinHash:
         minhash = MinHash(num_perm=self.config.num_perm, seed=1)
@@ -107,6 +121,7 @@ class Dedup(Step):
                     result.dropped.append(Dropped(row, "near_duplicate", detail=f"close to row {similar[0]}"))
                     continue
                 self._lsh.insert(row[S.ID], minhash)
+                self._lsh_ids.add(row[S.ID])
             self._exact.setdefault(norm, row[S.ID])
             result.kept.append(row)
         return result

@@ -6,6 +6,7 @@ from pydantic import BaseModel
 
 from .. import schema as S
 from ..engine import ChatEngine, Generation
+from ..engine.base import REQUEST_FAILED
 from ..prompts import PromptLibrary
 from .base import Dropped, Row, StepResult
 
@@ -44,9 +45,8 @@ def ask(
     answered, result = [], StepResult()
     for row, chat, generation in zip(rows, chats, generations, strict=True):
         if generation.parsed is None:
-            result.dropped.append(
-                Dropped(row, invalid_reason, detail=generation.error, raw_output=generation.raw)
-            )
+            reason = REQUEST_FAILED if generation.finish_reason == REQUEST_FAILED else invalid_reason
+            result.dropped.append(Dropped(row, reason, detail=generation.error, raw_output=generation.raw))
         else:
             answered.append((row, generation.parsed, chat[-1]["content"]))
     return answered, result

@@ -1,0 +1,208 @@
+"""The HTTP engine against a loopback server that fails on purpose, then `synth generate` through it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import schema as S
+from pipeline.cli import app
+from pipeline.engine.openai_engine import EngineUnavailable, OpenAIEngine
+from pipeline.outputs import QueryOutput, configure_output
+
+from .conftest import default_answer
+
+
+class FakeServer:
+    """OpenAI-compatible endpoints; the first ``fail_first`` completions answer 503."""
+
+    def __init__(self, fail_first=0, status=503, delay_s=0.0):
+        self.fail_first, self.status, self.delay_s = fail_first, status, delay_s
+        self.posts, self.failures, self.auth = 0, 0, set()
+        lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200, {"data": [{"id": "fake-served-model"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.auth.add(self.headers.get("Authorization"))
+                with lock:
+                    server.posts += 1
+                    fail = server.posts <= server.fail_first
+                    server.failures += fail
+                if fail:
+                    self._send(server.status, {"error": "busy"})
+                    return
+                time.sleep(server.delay_s)
+                schema = body["response_format"]["json_schema"]
+                output = type(schema["name"], (), {"__name__": schema["name"]})
+                output.model_json_schema = staticmethod(lambda: schema["schema"])
+                content = default_answer(body["messages"][-1]["content"], output)
+                self._send(200, {"choices": [{"message": {"content": content}, "finish_reason": "stop"}]})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def server():
+    servers = []
+
+    def start(**kw):
+        servers.append(FakeServer(**kw))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def chats(n):
+    return [
+        [
+            {
+                "role": "user",
+                "content": f"### Your task\nPassage (English): Tides rise twice a day {i}.\n"
+                "Question type: summary. Language of the query: English.",
+            }
+        ]
+        for i in range(n)
+    ]
+
+
+def test_retries_503_then_succeeds(server):
+    srv = server(fail_first=3)
+    engine = OpenAIEngine(srv.url, max_attempts=6, max_wait_s=0.2)
+    assert engine.model_name == "fake-served-model"
+    generations = engine.generate(chats(2), QueryOutput, max_tokens=64)
+    assert all(g.parsed is not None for g in generations)
+    assert srv.failures == 3 and srv.posts == 5
+
+
+def test_gives_up_after_max_attempts_without_crashing(server):
+    srv = server(fail_first=100, status=429)
+    engine = OpenAIEngine(srv.url, max_attempts=3, max_wait_s=0.05)
+    (generation,) = engine.generate(chats(1), QueryOutput, max_tokens=64)
+    assert generation.parsed is None and "after retries" in generation.error
+    assert generation.finish_reason == "request_failed"
+    assert srv.posts == 3
+
+
+def test_client_errors_are_not_retried(server):
+    srv = server(fail_first=100, status=400)
+    engine = OpenAIEngine(srv.url, max_attempts=5, max_wait_s=0.05)
+    (generation,) = engine.generate(chats(1), QueryOutput, max_tokens=64)
+    assert generation.parsed is None and srv.posts == 1
+
+
+def test_unreachable_server_fails_at_start():
+    with pytest.raises(EngineUnavailable, match="no OpenAI-compatible server"):
+        OpenAIEngine("http://127.0.0.1:9/v1", max_attempts=1)
+
+
+def test_api_key_from_environment(server, monkeypatch, caplog):
+    srv = server(fail_first=1)
+    with pytest.raises(EngineUnavailable, match="MY_KEY"):
+        OpenAIEngine(srv.url, api_key_env="MY_KEY")
+    monkeypatch.setenv("MY_KEY", "sekret")
+    engine = OpenAIEngine(srv.url, api_key_env="MY_KEY", max_wait_s=0.05)
+    with caplog.at_level("DEBUG"):
+        engine.generate(chats(1), configure_output(5, ["summary"], ["phd"]), max_tokens=32)
+    assert srv.auth == {"Bearer sekret"}
+    assert "retry" in caplog.text and "sekret" not in caplog.text
+
+
+def test_generate_cli_over_http(server, tmp_path, minilm_path):
+    srv = server(fail_first=2)
+    out = tmp_path / "http"
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--engine",
+            "openai",
+            "--base-url",
+            srv.url,
+            "--limit",
+            "5",
+            "--out",
+            str(out),
+            "--embedder",
+            minilm_path,
+            "--set",
+            "filters.cosine.mode=percentile",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out / "data").to_pylist()
+    assert rows and {r[S.MODEL] for r in rows} == {"fake-served-model"}
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_out"] + sum(stats["dropped"].values()) == 5
+
+
+def test_sigterm_stops_cleanly_and_the_rerun_resumes(server, tmp_path, minilm_path):
+    srv = server(delay_s=0.3)
+    out = tmp_path / "term"
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "generate",
+        "--engine",
+        "openai",
+        "--base-url",
+        srv.url,
+        "--limit",
+        "8",
+        "--out",
+        str(out),
+        "--embedder",
+        minilm_path,
+        "--set",
+        "output.shard_rows=2",
+        "--set",
+        "filters.cosine.enabled=false",
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "progress" / "task-00000.json").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "run the same command again" in stderr
+    done = json.loads((out / "progress" / "task-00000.json").read_text())["chunks_done"]
+    assert 1 <= done < 4
+    assert not list(out.rglob(".*.tmp"))  # nothing half-written is visible
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_in"] == 8 and stats["rows_out"] + sum(stats["dropped"].values()) == 8

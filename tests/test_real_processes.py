@@ -1,0 +1,158 @@
+"""Real processes: a `synth generate` killed with SIGKILL and resumed, and `vllm serve` as the engine.
+
+Both start vLLM in a separate process (CPU build, tiny random-weight Qwen3), so
+each takes about a minute.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import schema as S
+from pipeline.cli import app
+
+pytestmark = pytest.mark.engine
+
+# every row survives, so the ids of a run are exactly those of its passages
+OPEN_GATE = [
+    "models.temperature=0",
+    "output.shard_rows=2",
+    "generation.max_tokens_query=512",
+    "negatives.llm_count=0",
+    "negatives.min_negatives=0",
+    "filters.language.enabled=false",
+    "filters.passage_copy.enabled=false",
+    "filters.cosine.enabled=false",
+    "filters.judge.enabled=false",
+    "filters.dedup.exact=false",
+    "filters.dedup.near=false",
+]
+
+
+def child_env():
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+def args_for(tiny_qwen3, minilm_path, out, limit=8):
+    args = [
+        "generate",
+        "--lang",
+        "en",
+        "--limit",
+        str(limit),
+        "--model",
+        str(tiny_qwen3),
+        "--embedder",
+        minilm_path,
+        "--out",
+        str(out),
+    ]
+    for item in OPEN_GATE:
+        args += ["--set", item]
+    return args
+
+
+def row_ids(out):
+    return [r[S.ID] for r in pq.read_table(out / "data", columns=[S.ID]).to_pylist()]
+
+
+def test_sigkill_then_resume_loses_and_duplicates_nothing(vllm_engine, tiny_qwen3, minilm_path, tmp_path):
+    reference = tmp_path / "reference"
+    result = CliRunner().invoke(app, args_for(tiny_qwen3, minilm_path, reference))  # shared engine
+    assert result.exit_code == 0, result.output
+
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "pipeline.cli", *args_for(tiny_qwen3, minilm_path, out)]
+    log = (tmp_path / "first.log").open("w")
+    # own session: the kill takes vLLM's engine process with it, as a node failure would
+    first = subprocess.Popen(command, env=child_env(), stdout=log, stderr=log, start_new_session=True)
+    deadline = time.time() + 400
+    while not list((out / "data").glob("part-*.parquet")):
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline, "no shard landed in time"
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    progress = json.loads((out / "progress" / "task-00000.json").read_text())
+    assert 1 <= progress["chunks_done"] < 4  # killed mid-run: 8 passages make 4 chunks
+    assert not (out / "completions").exists() or not any((out / "completions").iterdir())
+
+    second = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming after" in second.stderr
+    ids = row_ids(out)
+    assert len(ids) == len(set(ids))  # no duplicate
+    assert sorted(ids) == sorted(row_ids(reference))  # no loss
+    assert json.loads((out / "stats.json").read_text())["rows_out"] == 8
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_vllm_serve_as_the_engine(tiny_qwen3, minilm_path, tmp_path):
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        # the API server module is what `vllm serve` runs; the `vllm` script itself looks up the
+        # distribution named "vllm", which the CPU build (distribution "vllm-cpu") does not have
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(tiny_qwen3),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--served-model-name",
+            "tiny",
+            "--max-model-len",
+            "4096",
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+            "--structured-outputs-config",
+            '{"backend": "guidance", "disable_any_whitespace": true}',
+        ],
+        env=dict(child_env(), VLLM_CPU_NUM_OF_RESERVED_CPU="0"),
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 400
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.time() < deadline, "vllm serve did not come up"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        out = tmp_path / "served"
+        args = [a for a in args_for("unused", minilm_path, out, limit=4) if a not in ("--model", "unused")]
+        result = CliRunner().invoke(
+            app, [*args, "--engine", "openai", "--base-url", f"http://127.0.0.1:{port}/v1"]
+        )
+        assert result.exit_code == 0, result.output
+        rows = pq.read_table(out / "data").to_pylist()
+        assert len(rows) == 4 and {r[S.MODEL] for r in rows} == {"tiny"}
+        assert all(r[S.QUERY].strip() for r in rows)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()

@@ -1,0 +1,117 @@
+"""Tasks, checkpoints and resume with a fake engine (the real-process kill test is in test_resume_kill.py)."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import schema as S
+from pipeline.config import load_config
+from pipeline.runner import run_generate
+from pipeline.tasks import RunStateError
+
+from .conftest import FakeEngine, default_answer
+
+
+def config_for(out, minilm_path, *extra):
+    config = load_config(
+        None,
+        [
+            f"output.out_dir={out}",
+            "limit=14",
+            "output.shard_rows=3",
+            f"models.embedder={minilm_path}",
+            "filters.cosine.mode=percentile",
+            *extra,
+        ],
+    )
+    config.models.generator = "fake-engine"
+    return config
+
+
+def ids(out):
+    return sorted(r[S.ID] for r in pq.read_table(out / "data").to_pylist())
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crashing_answer(after_calls):
+    calls = {"n": 0}
+
+    def answer(prompt, output):
+        if output.__name__ == "ConfigureOutput":
+            calls["n"] += 1
+            if calls["n"] > after_calls:
+                raise Crash("simulated crash")
+        return default_answer(prompt, output)
+
+    return answer
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, minilm_path):
+    out = tmp_path_factory.mktemp("ref")
+    run_generate(config_for(out, minilm_path), engine=FakeEngine(default_answer))
+    return out
+
+
+def test_tasks_split_the_same_rows(tmp_path, minilm_path, reference):
+    out = tmp_path / "three"
+    run_generate(config_for(out, minilm_path, "output.num_tasks=3"), engine=FakeEngine(default_answer))
+    assert sorted(p.name for p in (out / "completions").iterdir()) == [f"task-{t:05d}" for t in range(3)]
+    assert all(p.name.startswith("part-0000") for p in (out / "data").iterdir())
+    # per-task dedup and percentile can differ from one task; ids kept must come from the same passages
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_in"] == 14 and stats["reading"]["passages"] == 14
+    assert stats["rows_out"] + sum(stats["dropped"].values()) == 14
+    assert (out / "manifest.json").exists()
+
+
+def test_crash_then_resume_equals_uninterrupted(tmp_path, minilm_path, reference):
+    out = tmp_path / "crash"
+    with pytest.raises(Crash):
+        # 14 passages in chunks of 3: each chunk makes 3 configure calls; crash in the third chunk
+        run_generate(config_for(out, minilm_path), engine=FakeEngine(crashing_answer(7)))
+    progress = json.loads((out / "progress" / "task-00000.json").read_text())
+    assert progress["chunks_done"] == 2
+    assert not (out / "completions").exists() or not any((out / "completions").iterdir())
+    engine = FakeEngine(default_answer)
+    run_generate(config_for(out, minilm_path), engine=engine)
+    assert ids(out) == ids(reference)
+    # the rerun did not redo the two finished chunks: 14 - 6 = 8 passages were configured
+    assert sum(n for name, n in engine.calls if name == "ConfigureOutput") == 8
+    assert json.loads((out / "stats.json").read_text())["rows_in"] == 14
+    rejected = pq.read_table(out / "rejected").to_pylist() if any((out / "rejected").iterdir()) else []
+    assert len(ids(out)) + len(rejected) == 14
+
+
+def test_rerun_of_a_finished_run_does_nothing(tmp_path, minilm_path):
+    out = tmp_path / "again"
+    run_generate(config_for(out, minilm_path), engine=FakeEngine(default_answer))
+    engine = FakeEngine(default_answer)
+    run_generate(config_for(out, minilm_path), engine=engine)
+    assert engine.calls == []
+
+
+def test_changed_config_or_task_count_is_refused(tmp_path, minilm_path):
+    out = tmp_path / "run"
+    run_generate(config_for(out, minilm_path), engine=FakeEngine(default_answer))
+    with pytest.raises(RunStateError, match="num-tasks"):
+        run_generate(config_for(out, minilm_path, "output.num_tasks=2"), engine=FakeEngine(default_answer))
+    with pytest.raises(RunStateError, match="different configuration"):
+        run_generate(config_for(out, minilm_path, "seed=5"), engine=FakeEngine(default_answer))
+    run_generate(config_for(out, minilm_path, "seed=5"), engine=FakeEngine(default_answer), overwrite=True)
+    assert json.loads((out / "run.json").read_text())["num_tasks"] == 1
+
+
+def test_ranks_share_tasks_and_the_last_merges(tmp_path, minilm_path):
+    out = tmp_path / "ranks"
+    config = config_for(out, minilm_path, "output.num_tasks=4")
+    run_generate(config, engine=FakeEngine(default_answer), rank=0, world_size=2)
+    assert sorted(p.name for p in (out / "completions").iterdir()) == ["task-00000", "task-00002"]
+    assert not (out / "manifest.json").exists()  # half the run is missing
+    run_generate(config, engine=FakeEngine(default_answer), rank=1, world_size=2)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_in"] == 14 and (out / "manifest.json").exists()
