@@ -206,3 +206,39 @@ def test_sigterm_stops_cleanly_and_the_rerun_resumes(server, tmp_path, minilm_pa
     assert again.returncode == 0, again.stderr[-2000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows_in"] == 8 and stats["rows_out"] + sum(stats["dropped"].values()) == 8
+
+
+def test_workers_share_the_tasks(server, tmp_path, minilm_path):
+    srv = server()
+    out = tmp_path / "workers"
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "generate",
+        "--engine",
+        "openai",
+        "--base-url",
+        srv.url,
+        "--limit",
+        "8",
+        "--out",
+        str(out),
+        "--embedder",
+        minilm_path,
+        "--num-tasks",
+        "4",
+        "--workers",
+        "2",
+        "--set",
+        "filters.cosine.enabled=false",
+    ]
+    run = subprocess.run(
+        command, env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sorted(p.name for p in (out / "completions").iterdir()) == [f"task-{t:05d}" for t in range(4)]
+    assert "tasks to run here: task-00000, task-00002" in run.stderr
+    assert "tasks to run here: task-00001, task-00003" in run.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_in"] == 8 and (out / "manifest.json").exists()
