@@ -194,6 +194,22 @@ def prepare(
 
 
 @app.command()
+def merge(
+    checkpoints: Annotated[
+        list[Path], typer.Argument(help="Checkpoint folders (model.safetensors) to merge.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for the merged checkpoint.")],
+) -> None:
+    """Merge fine-tuning checkpoints by slerp, each with an equal share (the paper's model merging)."""
+    from .train.merge import merge_checkpoints
+
+    if len(checkpoints) < 2:
+        raise typer.BadParameter("give at least two checkpoints")
+    merge_checkpoints(checkpoints, out)
+    typer.echo(f"merged {len(checkpoints)} checkpoints into {out}")
+
+
+@app.command()
 def stats(out: Annotated[Path, typer.Argument(help="Output folder of a run.")]) -> None:
     """Print the funnel of a finished run."""
     from .stats import format_funnel

@@ -1,0 +1,95 @@
+"""Embedding encoder in the Qwen3 Embedding style, for any Hugging Face model.
+
+- Decoder models (Qwen3 and other causal LMs): left padding, the end-of-text token appended
+  when the tokenizer does not add it, and the last layer's hidden state of that final token.
+- Encoder models (BERT family): mean or CLS pooling, as the sentence-transformers pooling
+  config of the checkpoint says (mean when it says nothing).
+- L2 normalisation; Matryoshka truncation to any ``dim`` (truncate, then normalise).
+- Queries get the instruction ``Instruct: {task}\\nQuery:{query}``; documents get none.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DECODER_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3", "phi3"}
+
+
+def format_query(query: str, instruction: str | None) -> str:
+    return f"Instruct: {instruction}\nQuery:{query}" if instruction else query
+
+
+def _pooling_from_st_config(path: Path) -> str:
+    config = path / "1_Pooling" / "config.json"
+    if config.exists():
+        data = json.loads(config.read_text())
+        if data.get("pooling_mode_cls_token"):
+            return "cls"
+        if data.get("pooling_mode_lasttoken"):
+            return "last"
+    return "mean"
+
+
+class Encoder(nn.Module):
+    def __init__(self, model_path: str, pooling: str | None = None, max_length: int = 512):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model = AutoModel.from_pretrained(model_path)
+        decoder = self.model.config.model_type in DECODER_TYPES or bool(
+            getattr(self.model.config, "is_decoder", 0)
+        )
+        self.pooling = pooling or ("last" if decoder else _pooling_from_st_config(Path(model_path)))
+        if self.pooling == "last":
+            self.tokenizer.padding_side = "left"
+            if self.tokenizer.pad_token is None:
+                self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.max_length = max_length
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if self.pooling == "last":
+            eos = self.tokenizer.eos_token or ""
+            texts = [t if t.endswith(eos) else t + eos for t in texts]  # the embedding is read at this token
+        return self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+            add_special_tokens=self.pooling != "last",
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor], dim: int | None = None) -> torch.Tensor:
+        mask = batch["attention_mask"]  # (B, T)
+        kwargs = dict(input_ids=batch["input_ids"], attention_mask=mask)
+        if self.pooling == "last":
+            # left padding: positions count real tokens only, so padding does not shift them
+            kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        hidden = self.model(**kwargs).last_hidden_state  # (B, T, H)
+        if self.pooling == "last":
+            pooled = hidden[:, -1]  # left padding puts every sequence's final token last
+        elif self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        if dim is not None:
+            pooled = pooled[:, :dim]
+        return F.normalize(pooled, dim=-1)
+
+    def encode(
+        self, texts: list[str], instruction: str | None = None, batch_size: int = 32, dim: int | None = None
+    ) -> torch.Tensor:
+        """Embeddings without gradients, (len(texts), dim or hidden size)."""
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                chunk = [format_query(t, instruction) for t in texts[start : start + batch_size]]
+                out.append(self(self.tokenize(chunk), dim=dim))
+        return torch.cat(out) if out else torch.zeros(0, 0)

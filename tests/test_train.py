@@ -1,0 +1,208 @@
+"""Model side: losses, caching, merging, pooling, and a few real training steps on a tiny Qwen3."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.train.losses import ImprovedInfoNCE, MatryoshkaLoss, cached_backward, pointwise_reranker_loss
+from pipeline.train.losses.reranker import relevance_scores, reranker_prompt
+from pipeline.train.merge import slerp, slerp_state_dicts
+
+
+def batch(n=6, k=2, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randn(n, d, generator=g), torch.randn(n, k, d, generator=g)
+
+
+def mnrl(directions):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    return MultipleNegativesRankingLoss(model=None, scale=20.0, directions=directions)
+
+
+def test_plain_infonce_equals_multiple_negatives_ranking_loss():
+    q, p, n = batch()
+    ours = ImprovedInfoNCE(temperature=0.05, query_query=False, doc_doc=False, mask_false_negatives=False)
+    theirs = mnrl(("query_to_doc",)).compute_loss_from_embeddings([q, p, n[:, 0], n[:, 1]], None)
+    assert torch.allclose(ours(q, p, n), theirs, atol=1e-5)
+    # and without hard negatives: the in-batch-only form
+    ours_pairs = ours(q, p, n[:, :0])
+    theirs_pairs = mnrl(("query_to_doc",)).compute_loss_from_embeddings([q, p], None)
+    assert torch.allclose(ours_pairs, theirs_pairs, atol=1e-5)
+
+
+def test_all_five_terms_match_mnrl_with_query_and_doc_directions():
+    q, p, n = batch(seed=1)
+    ours = ImprovedInfoNCE(temperature=0.05, mask_false_negatives=False)
+    theirs = mnrl(("query_to_doc", "query_to_query", "doc_to_doc")).compute_loss_from_embeddings(
+        [q, p, n[:, 0], n[:, 1]], None
+    )
+    assert torch.allclose(ours(q, p, n), theirs, atol=1e-5)
+    assert ours(q, p, n) > ImprovedInfoNCE(query_query=False, doc_doc=False, mask_false_negatives=False)(
+        q, p, n
+    )
+
+
+def test_mask_drops_exactly_the_planted_false_negative():
+    g = torch.Generator().manual_seed(2)
+    d = 64
+    q = F.normalize(torch.randn(4, d, generator=g), dim=-1)
+    p = F.normalize(q + F.normalize(torch.randn(4, d, generator=g), dim=-1), dim=-1)  # cos(q, p) ~ 0.7
+    n = F.normalize(torch.randn(4, 1, d, generator=g), dim=-1)  # unrelated: cos ~ 0 +- 0.13
+    n[0, 0] = q[0]  # planted: scores 1.0, above the positive + 0.1
+    n[2, 0] = p[2]  # planted: the same text as row 2's positive
+    positive_ids = torch.arange(4)
+    negative_ids = torch.tensor([[10], [11], [2], [13]])
+
+    plain = ImprovedInfoNCE(query_query=False, doc_doc=False, mask_false_negatives=False)
+    masked = ImprovedInfoNCE(query_query=False, doc_doc=False, mask_false_negatives=True)
+    value = masked(q, p, n, positive_ids, negative_ids)
+
+    # reference: the plain loss with exactly those two candidates removed by hand
+    docs = torch.cat([p, n.reshape(4, d)])
+    logits = q @ docs.T / 0.05
+    s_pos = logits.diagonal().clone()
+    for i in range(4):
+        for j in range(8):
+            if j != i and logits[i, j] > s_pos[i] + 0.1 / 0.05:
+                logits[i, j] = float("-inf")
+    logits[:, 4 + 2] = torch.where(
+        torch.arange(4) == 2, float("-inf"), logits[:, 4 + 2]
+    )  # same text as row 2's
+    logits[2, 4 + 2] = float("-inf")
+    assert torch.isinf(logits).sum() == 2  # the planted near-copy of q0 and the copy of row 2's positive
+    assert torch.isinf(logits[0, 4]) and torch.isinf(logits[2, 6])
+    expected = F.cross_entropy(logits, torch.arange(4))
+    assert torch.isfinite(value)
+    assert value < plain(q, p, n)
+    assert torch.allclose(value, expected, atol=1e-5)
+
+
+def test_matryoshka_sums_truncated_losses():
+    q, p, n = batch(d=64)
+    inner = ImprovedInfoNCE()
+    wrapped = MatryoshkaLoss(inner, dims=[16, 64], weights=[1.0, 0.5])
+    expected = inner(q[:, :16], p[:, :16], n[..., :16]) + 0.5 * inner(q, p, n)
+    assert torch.allclose(wrapped(q, p, n), expected)
+
+
+def test_cached_loss_and_gradients_equal_the_plain_ones():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(12, 32), torch.nn.Tanh(), torch.nn.Dropout(0.1), torch.nn.Linear(32, 16)
+    )
+    x_q, x_p, x_n = torch.randn(8, 12), torch.randn(8, 12), torch.randn(16, 12)
+    loss_fn = ImprovedInfoNCE()
+
+    torch.manual_seed(1)
+    model.eval()  # the plain pass in eval mode; the cached pass below repeats dropout masks exactly
+    plain = loss_fn(model(x_q), model(x_p), model(x_n).reshape(8, 2, 16))
+    plain.backward()
+    plain_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    groups = {"q": list(x_q.split(3)), "p": list(x_p.split(3)), "n": list(x_n.split(5))}
+    cached = cached_backward(model, groups, loss_fn, k=2)
+    assert torch.allclose(cached, plain.detach(), atol=1e-6)
+    for mine, ref in zip((p.grad for p in model.parameters()), plain_grads, strict=True):
+        assert torch.allclose(mine, ref, atol=1e-6)
+
+
+def test_cached_repeats_dropout_between_passes():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Dropout(0.5))
+    model.train()
+    groups = {"q": [torch.randn(4, 12)], "p": [torch.randn(4, 12)]}
+    value = cached_backward(model, groups, ImprovedInfoNCE(), k=0)
+    assert torch.isfinite(value) and all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_reranker_prompt_scores_and_loss():
+    prompt = reranker_prompt("what is slerp", "Slerp interpolates on a sphere.")
+    assert "<Instruct>:" in prompt and "<Query>: what is slerp" in prompt and "<Document>:" in prompt
+    assert prompt.endswith("<think>\n\n</think>\n\n")
+    logits = torch.zeros(2, 5)
+    logits[0, 3], logits[1, 4] = 4.0, 4.0  # row 0 says yes (id 3), row 1 says no (id 4)
+    scores = relevance_scores(logits, yes_id=3, no_id=4)
+    assert scores[0] > 0.95 and scores[1] < 0.05
+    good = pointwise_reranker_loss(logits, 3, 4, torch.tensor([1, 0]))
+    bad = pointwise_reranker_loss(logits, 3, 4, torch.tensor([0, 1]))
+    assert good < 0.05 < bad
+    assert torch.allclose(good, -torch.log(torch.stack([scores[0], 1 - scores[1]])).mean())
+
+
+def test_slerp_endpoints_and_norm():
+    a, b = torch.randn(5, 7), torch.randn(5, 7)
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-6)
+    assert torch.allclose(slerp(a, b, 1.0), b, atol=1e-6)
+    mid = slerp(a, b, 0.5)
+    assert torch.isclose(mid.norm(), (a.norm() + b.norm()) / 2, atol=1e-5)
+    merged = slerp_state_dicts([{"w": a, "step": torch.tensor(3)}, {"w": b, "step": torch.tensor(9)}])
+    assert torch.allclose(merged["w"], mid) and merged["step"].item() == 3
+
+
+@pytest.mark.engine
+def test_last_token_pooling_under_left_padding(tiny_qwen3):
+    from pipeline.train.encoder import Encoder
+
+    encoder = Encoder(str(tiny_qwen3))
+    assert encoder.pooling == "last" and encoder.tokenizer.padding_side == "left"
+    texts = ["short", "a much longer text that forces padding on the short one"]
+    together = encoder.encode(texts)
+    alone = encoder.encode(texts[:1])
+    assert torch.allclose(together[0], alone[0], atol=1e-4)
+    assert not torch.allclose(together[0], together[1])
+    batch_inputs = encoder.tokenize(texts)
+    assert batch_inputs["attention_mask"][0, 0] == 0 and batch_inputs["attention_mask"][0, -1] == 1
+    assert batch_inputs["input_ids"][0, -1] == encoder.tokenizer.convert_tokens_to_ids(
+        encoder.tokenizer.eos_token
+    )
+    assert encoder.encode(texts, dim=16).shape == (2, 16)
+
+
+@pytest.mark.engine
+def test_a_few_training_steps_on_tiny_qwen3(tiny_qwen3):
+    from pipeline.train.encoder import Encoder
+
+    torch.manual_seed(0)
+    encoder = Encoder(str(tiny_qwen3))
+    queries = ["how do tides work", "boiling point of water", "who painted the mona lisa", "speed of light"]
+    docs = [
+        "The moon's gravity raises the tides.",
+        "Water boils at 100 degrees at sea level.",
+        "Leonardo da Vinci painted the Mona Lisa.",
+        "Light travels at about 300,000 km per second.",
+    ]
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=3e-3)
+    loss_fn = ImprovedInfoNCE()
+    losses = []
+    for _ in range(6):
+        q = encoder(encoder.tokenize([f"Instruct: retrieve\nQuery:{t}" for t in queries]))
+        p = encoder(encoder.tokenize(docs))
+        loss = loss_fn(q, p)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0]
+
+
+def test_merge_cli_writes_a_loadable_checkpoint(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    for name, tensor in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        save_file({"w": tensor}, str(tmp_path / name / "model.safetensors"))
+        (tmp_path / name / "config.json").write_text("{}")
+    result = CliRunner().invoke(
+        app, ["merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 0, result.output
+    merged = load_file(str(tmp_path / "m" / "model.safetensors"))["w"]
+    assert torch.allclose(merged, slerp(a, b, 0.5), atol=1e-6)
+    assert (tmp_path / "m" / "config.json").exists()
