@@ -20,7 +20,7 @@ def read_jsonl_texts(path: Path, with_title: bool = False) -> dict[str, str]:
 
 
 def read_qrels(path: Path) -> dict[str, set[str]]:
-    """query id -> ids of the documents judged relevant (score > 0)."""
+    """query id -> ids of the documents judged relevant (score > 0); graded gains are treated as 1."""
     relevant: dict[str, set[str]] = defaultdict(set)
     with path.open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
@@ -30,7 +30,7 @@ def read_qrels(path: Path) -> dict[str, set[str]]:
 
 
 def load_beir(
-    folder: Path, split: str | None = None
+    folder: Path, split: str | None = None, with_title: bool = False
 ) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
     """Corpus, queries and qrels of a BEIR folder; ``split`` None takes the only qrels file."""
     qrels_dir = folder / "qrels"
@@ -42,7 +42,7 @@ def load_beir(
     else:
         qrels_file = qrels_dir / f"{split}.tsv"
     return (
-        read_jsonl_texts(folder / "corpus.jsonl"),
+        read_jsonl_texts(folder / "corpus.jsonl", with_title=with_title),
         read_jsonl_texts(folder / "queries.jsonl"),
         read_qrels(qrels_file),
     )

@@ -194,6 +194,66 @@ def prepare(
 
 
 @app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Run folder (its data/ shards) or a folder of part-*.parquet.")],
+    model: Annotated[str, typer.Option(help="Model to fine-tune (hub id or local folder).")] = "",
+    out: Annotated[Path, typer.Option(help="Folder for the fine-tuned checkpoint.")] = Path("outputs/model"),
+    epochs: Annotated[int, typer.Option()] = 1,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    lr: Annotated[float, typer.Option()] = 2e-5,
+    negatives: Annotated[int, typer.Option(help="Hard negatives per row in the loss.")] = 1,
+    temperature: Annotated[float, typer.Option()] = 0.05,
+    matryoshka: Annotated[
+        str, typer.Option(help="Comma-separated dims for a Matryoshka loss, e.g. 64,128,384.")
+    ] = "",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Fine-tune an embedding model on generated rows with the improved InfoNCE loss."""
+    from .models import resolve_embedder
+    from .train.trainer import TrainConfig
+    from .train.trainer import train as run_training
+
+    _setup_logging(False)
+    folder = data / "data" if (data / "data").is_dir() else data
+    model_path = model or resolve_embedder(None).path
+    dims = tuple(int(x) for x in matryoshka.split(",") if x.strip())
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        negatives=negatives,
+        temperature=temperature,
+        matryoshka_dims=dims,
+        seed=seed,
+    )
+    losses = run_training(folder, model_path, out, config)
+    if not losses:
+        typer.secho(f"error: no trainable rows in {folder}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}; saved {out}")
+
+
+@app.command("eval")
+def evaluate_command(
+    model: Annotated[str, typer.Option(help="Model folder or hub id.")],
+    benchmark: Annotated[Path, typer.Option(help="BEIR-layout folder: corpus.jsonl, queries.jsonl, qrels/.")],
+    split: Annotated[str | None, typer.Option(help="qrels split (default: the only one).")] = None,
+    dim: Annotated[int | None, typer.Option(help="Matryoshka dimension to evaluate.")] = None,
+    instruction: Annotated[str | None, typer.Option(help="Query instruction (Qwen3-style models).")] = None,
+    query_ids: Annotated[
+        Path | None, typer.Option(help="File with the query ids to evaluate, one a line.")
+    ] = None,
+) -> None:
+    """nDCG@10 and Recall@100 by exact search on CPU or GPU."""
+    from .train.evaluate import evaluate
+
+    _setup_logging(False)
+    wanted = set(query_ids.read_text().split()) if query_ids else None
+    result = evaluate(model, benchmark, split=split, dim=dim, instruction=instruction, query_ids=wanted)
+    typer.echo(json.dumps(result))
+
+
+@app.command()
 def merge(
     checkpoints: Annotated[
         list[Path], typer.Argument(help="Checkpoint folders (model.safetensors) to merge.")

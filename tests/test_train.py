@@ -1,5 +1,8 @@
 """Model side: losses, caching, merging, pooling, and a few real training steps on a tiny Qwen3."""
 
+import json
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -206,3 +209,122 @@ def test_merge_cli_writes_a_loadable_checkpoint(tmp_path):
     merged = load_file(str(tmp_path / "m" / "model.safetensors"))["w"]
     assert torch.allclose(merged, slerp(a, b, 0.5), atol=1e-6)
     assert (tmp_path / "m" / "config.json").exists()
+
+
+def test_batches_never_repeat_a_text():
+    from pipeline.train.trainer import batches_without_duplicates
+
+    rows = [
+        {
+            "query": f"q{i}",
+            "positive": "shared" if i % 2 else f"p{i}",
+            "negatives": [f"n{i}"],
+            "instruction": None,
+        }
+        for i in range(8)
+    ]
+    batches = list(batches_without_duplicates(iter(rows), size=4, negatives=1))
+    for batch in batches:
+        texts = [t for r in batch for t in (r["query"], r["positive"], *r["negatives"])]
+        assert len(texts) == len(set(texts))
+    assert sorted(r["query"] for b in batches for r in b) == sorted(r["query"] for r in rows)
+
+
+def test_ranking_metrics():
+    from pipeline.train.evaluate import ndcg_at_k, recall_at_k
+
+    assert ndcg_at_k(["a", "b"], {"a": 1}) == 1.0
+    assert abs(ndcg_at_k(["x", "a"], {"a": 1}) - 1 / math.log2(3)) < 1e-9
+    assert recall_at_k(["a", "x"], {"a": 1, "b": 1}) == 0.5
+
+
+def write_beir(folder):
+    import json
+
+    folder.mkdir()
+    (folder / "qrels").mkdir()
+    docs = {
+        "d1": "Tides are caused by the moon's gravity.",
+        "d2": "Water boils at 100 degrees Celsius.",
+        "d3": "The Mona Lisa was painted by Leonardo da Vinci.",
+        "d4": "Python is a programming language.",
+    }
+    queries = {"q1": "what causes tides", "q2": "boiling point of water", "q3": "who painted the mona lisa"}
+    (folder / "corpus.jsonl").write_text(
+        "\n".join(json.dumps({"_id": k, "title": "", "text": v}) for k, v in docs.items())
+    )
+    (folder / "queries.jsonl").write_text(
+        "\n".join(json.dumps({"_id": k, "text": v}) for k, v in queries.items())
+    )
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td3\t1\n"
+    )
+
+
+def test_train_then_eval_with_minilm(tmp_path, minilm_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sentence_transformers import SentenceTransformer
+    from typer.testing import CliRunner
+
+    from pipeline import schema as S
+    from pipeline.cli import app
+
+    data = tmp_path / "run" / "data"
+    data.mkdir(parents=True)
+    rows = [
+        {S.QUERY: q, S.POSITIVE: p, S.NEGATIVES: [n], S.INSTRUCTION: "Given a query, retrieve passages"}
+        for q, p, n in [
+            ("what causes tides", "The moon's gravity raises the tides.", "Tide pools hold small crabs."),
+            ("boiling point of water", "Water boils at 100 degrees.", "Ice melts in the sun."),
+            ("who painted the mona lisa", "Leonardo painted the Mona Lisa.", "The Louvre is in Paris."),
+            ("speed of light", "Light travels 300,000 km a second.", "Sound is slower than light."),
+        ]
+    ]
+    full = [{name: row.get(name) for name in S.ROW_SCHEMA.names} for row in rows]
+    for row in full:
+        row.update(
+            {
+                S.ID: row[S.QUERY],
+                S.TASK_TYPE: "retrieval",
+                S.LANGUAGE: "en",
+                S.PASSAGE_LANGUAGE: "en",
+                S.SOURCE_ID: "s",
+                S.PASSAGE_ID: "s#0",
+                S.MODEL: "m",
+                S.PROMPT_HASH: "h",
+                S.NEGATIVE_SOURCES: ["mined"],
+            }
+        )
+    pq.write_table(pa.Table.from_pylist(full, schema=S.ROW_SCHEMA), data / "part-00000-00000.parquet")
+
+    out = tmp_path / "model"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(tmp_path / "run"),
+            "--model",
+            minilm_path,
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+            "--epochs",
+            "3",
+            "--lr",
+            "5e-5",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "model.safetensors").exists() and (out / "modules.json").exists()
+    vectors = SentenceTransformer(str(out), device="cpu").encode(["tides"])  # loads in sentence-transformers
+    assert vectors.shape == (1, 384)
+
+    bench = tmp_path / "beir"
+    write_beir(bench)
+    result = CliRunner().invoke(app, ["eval", "--model", str(out), "--benchmark", str(bench)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["queries"] == 3 and metrics["ndcg@10"] > 0.9 and metrics["recall@100"] == 1.0

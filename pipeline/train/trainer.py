@@ -1,0 +1,149 @@
+"""Fine-tuning an embedding model on the pipeline's Parquet shards.
+
+Rows are streamed from ``OUT/data/*.parquet``. A batch never holds the same text twice:
+a duplicate would sit among the in-batch negatives of its own twin (a false negative), so
+a row whose query, positive or negatives are already in the batch waits for the next one.
+AdamW with linear warmup and decay; checkpoints load in transformers and sentence-transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from .. import schema as S
+from .encoder import Encoder, format_query
+from .losses import ImprovedInfoNCE, MatryoshkaLoss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1
+    negatives: int = 1  # hard negatives per row used by the loss (rows with fewer are padded from others)
+    temperature: float = 0.05
+    max_length: int = 256
+    instruction: bool | None = None  # None: on for decoder models (Qwen3 style), off for encoder models
+    matryoshka_dims: tuple[int, ...] = ()
+    log_every: int = 10
+    seed: int = 0
+
+
+def stream_rows(data: Path) -> Iterator[dict]:
+    for shard in sorted(Path(data).glob("part-*.parquet")):
+        for batch in pq.ParquetFile(shard).iter_batches(
+            batch_size=256, columns=[S.QUERY, S.POSITIVE, S.NEGATIVES, S.INSTRUCTION]
+        ):
+            yield from batch.to_pylist()
+
+
+def count_rows(data: Path) -> int:
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in Path(data).glob("part-*.parquet"))
+
+
+def batches_without_duplicates(rows: Iterator[dict], size: int, negatives: int) -> Iterator[list[dict]]:
+    """Fill batches greedily; rows that would repeat a text in the current batch wait for a later one."""
+    waiting: list[dict] = []
+    rows = iter(rows)
+    exhausted = False
+    while not exhausted or waiting:
+        batch, texts, still_waiting = [], set(), []
+        for row in waiting:
+            row_texts = {row[S.QUERY], row[S.POSITIVE], *row[S.NEGATIVES][:negatives]}
+            if len(batch) < size and not row_texts & texts:
+                batch.append(row)
+                texts |= row_texts
+            else:
+                still_waiting.append(row)
+        waiting = still_waiting
+        while len(batch) < size and not exhausted:
+            row = next(rows, None)
+            if row is None:
+                exhausted = True
+                break
+            if len(row[S.NEGATIVES]) < negatives:
+                continue  # a row without enough negatives cannot fill the (N, K) tensor
+            row_texts = {row[S.QUERY], row[S.POSITIVE], *row[S.NEGATIVES][:negatives]}
+            if row_texts & texts:
+                waiting.append(row)
+            else:
+                batch.append(row)
+                texts |= row_texts
+        if not batch:
+            break  # only rows that clash with each other are left; one batch more would repeat texts
+        yield batch
+
+
+def save_checkpoint(encoder: Encoder, source: str, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    encoder.model.save_pretrained(target, safe_serialization=True)
+    encoder.tokenizer.save_pretrained(target)
+    # keep the sentence-transformers description of the source model, so ST loads the result as it did
+    for name in (
+        "modules.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "1_Pooling",
+    ):
+        item = Path(source) / name
+        if item.is_dir():
+            shutil.copytree(item, target / name, dirs_exist_ok=True)
+        elif item.exists():
+            shutil.copy2(item, target / name)
+
+
+def train(data: Path, model_path: str, out: Path, config: TrainConfig) -> list[float]:
+    """Fine-tune ``model_path`` on the shards in ``data``; returns the loss of every step."""
+    torch.manual_seed(config.seed)
+    encoder = Encoder(model_path, max_length=config.max_length)
+    encoder.train()
+    use_instruction = encoder.pooling == "last" if config.instruction is None else config.instruction
+    loss_fn: torch.nn.Module = ImprovedInfoNCE(temperature=config.temperature)
+    if config.matryoshka_dims:
+        loss_fn = MatryoshkaLoss(loss_fn, list(config.matryoshka_dims))
+    rows = count_rows(data)
+    total_steps = max(1, math.ceil(rows / config.batch_size) * config.epochs)
+    warmup = int(total_steps * config.warmup_ratio)
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (
+            (step + 1) / max(1, warmup)
+            if step < warmup
+            else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        ),
+    )
+    losses: list[float] = []
+    for epoch in range(config.epochs):
+        for batch in batches_without_duplicates(stream_rows(data), config.batch_size, config.negatives):
+            queries = [format_query(r[S.QUERY], r[S.INSTRUCTION] if use_instruction else None) for r in batch]
+            q = encoder(encoder.tokenize(queries))
+            p = encoder(encoder.tokenize([r[S.POSITIVE] for r in batch]))
+            n = None
+            if config.negatives:
+                flat = [neg for r in batch for neg in r[S.NEGATIVES][: config.negatives]]
+                n = encoder(encoder.tokenize(flat)).reshape(len(batch), config.negatives, -1)
+            loss = loss_fn(q, p, n)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            if len(losses) % config.log_every == 0 or len(losses) == 1:
+                log.info("epoch %d step %d/%d loss %.4f", epoch, len(losses), total_steps, losses[-1])
+    save_checkpoint(encoder, model_path, out)
+    (out / "training_log.json").write_text(json.dumps({"losses": losses, "rows": rows, "steps": len(losses)}))
+    return losses
