@@ -337,7 +337,7 @@ def run_generate(
         timings["engine_start"] = time.perf_counter() - t
         steps = build_steps(config, engine, embedder, pool, judge_engine, judge_on)
 
-        total = config.limit // num_tasks * len(todo) if config.limit else None
+        total = -(-config.limit // num_tasks) * len(todo) if config.limit else None  # an upper bound
         progress = tqdm(total=total, desc="passages", unit="passage")
         try:
             with _StopFlag() as stop:
@@ -353,11 +353,12 @@ def run_generate(
                         stream = itertools.islice(stream, config.limit)
                     own = (p for i, p in enumerate(stream) if i % num_tasks == state.task)
                     _run_task(state, config, steps, own, read_stats, progress, stop)
-        finally:
+        finally:  # also on a crash or interrupt: stats.json always reflects what is on disk
             progress.close()
             timings["total"] = time.perf_counter() - started
-            _finalize(out, config, generator, embedder_model, timings)
-    stats = _finalize(out, config, generator, embedder_model, timings)
+            stats = _finalize(out, config, generator, embedder_model, timings)
+    else:
+        stats = _finalize(out, config, generator, embedder_model, timings)
     return RunResult(out_dir=out, stats=stats, shards=sorted((out / "data").glob("part-*.parquet")))
 
 
