@@ -166,10 +166,9 @@ def test_generate_cli_over_http(server, tmp_path, minilm_path):
     assert stats["rows_out"] + sum(stats["dropped"].values()) == 5
 
 
-def test_sigterm_stops_cleanly_and_the_rerun_resumes(server, tmp_path, minilm_path):
-    srv = server(delay_s=0.3)
-    out = tmp_path / "term"
-    command = [
+def generate_over_http(srv, out, minilm_path, *extra):
+    """A `synth generate` command line for a separate process, 8 passages, against the fake server."""
+    return [
         sys.executable,
         "-m",
         "pipeline.cli",
@@ -185,10 +184,15 @@ def test_sigterm_stops_cleanly_and_the_rerun_resumes(server, tmp_path, minilm_pa
         "--embedder",
         minilm_path,
         "--set",
-        "output.shard_rows=2",
-        "--set",
         "filters.cosine.enabled=false",
+        *extra,
     ]
+
+
+def test_sigterm_stops_cleanly_and_the_rerun_resumes(server, tmp_path, minilm_path):
+    srv = server(delay_s=0.3)
+    out = tmp_path / "term"
+    command = generate_over_http(srv, out, minilm_path, "--set", "output.shard_rows=2")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -211,28 +215,7 @@ def test_sigterm_stops_cleanly_and_the_rerun_resumes(server, tmp_path, minilm_pa
 def test_workers_share_the_tasks(server, tmp_path, minilm_path):
     srv = server()
     out = tmp_path / "workers"
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "generate",
-        "--engine",
-        "openai",
-        "--base-url",
-        srv.url,
-        "--limit",
-        "8",
-        "--out",
-        str(out),
-        "--embedder",
-        minilm_path,
-        "--num-tasks",
-        "4",
-        "--workers",
-        "2",
-        "--set",
-        "filters.cosine.enabled=false",
-    ]
+    command = generate_over_http(srv, out, minilm_path, "--num-tasks", "4", "--workers", "2")
     run = subprocess.run(
         command, env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=300
     )
