@@ -62,32 +62,22 @@ def generate(
     from .runner import run_generate
 
     _setup_logging(verbose)
-    overrides = list(set_ or [])
+    flags = {
+        "generation.languages": [x.strip() for x in lang.split(",") if x.strip()] if lang else None,
+        "corpus.path": corpus,
+        "limit": limit,
+        "models.generator": model,
+        "models.embedder": embedder,
+        "output.out_dir": out,
+        "output.num_tasks": num_tasks,
+        "models.engine": engine,
+        "models.base_url": base_url,
+        "models.api_key_env": api_key_env,
+    }
     try:
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, list(set_ or []), {k: v for k, v in flags.items() if v is not None})
     except (ValueError, OSError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    if lang:
-        cfg.generation.languages = [x.strip() for x in lang.split(",") if x.strip()]
-    if corpus:
-        cfg.corpus.path = corpus
-    if limit:
-        cfg.limit = limit
-    if model:
-        cfg.models.generator = model
-    if embedder:
-        cfg.models.embedder = embedder
-    if out:
-        cfg.output.out_dir = out
-    if num_tasks:
-        cfg.output.num_tasks = num_tasks
-    if engine:
-        cfg.models.engine = engine
-    if base_url:
-        cfg.models.base_url = base_url
-    if api_key_env:
-        cfg.models.api_key_env = api_key_env
-    cfg = type(cfg).model_validate(cfg.model_dump())  # re-check after the flags
     if not 0 <= rank < world_size:
         raise typer.BadParameter(f"--rank must be in [0, {world_size})")
     from .engine.openai_engine import EngineUnavailable

@@ -307,8 +307,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults, then the YAML file, then ``key=value`` overrides; validated once at the end."""
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults, then the YAML file, then ``key=value`` overrides, then already-typed ``values``
+    (the dedicated CLI flags, keyed by dotted path); validated once at the end."""
     data: dict[str, Any] = {}
     if path is not None:
         text = Path(path).read_text(encoding="utf-8")
@@ -318,6 +323,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data = loaded
     for item in overrides or []:
         key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    for key, value in (values or {}).items():
         _set_dotted(data, key, value)
     return RunConfig.model_validate(data)
 

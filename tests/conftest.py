@@ -71,6 +71,16 @@ def default_answer(prompt: str, output) -> str:
     raise AssertionError(f"unexpected output model {name}")
 
 
+def generate_args(out, embedder, *, lang="en", limit=8, model=None, sets=(), extra=()):
+    """Arguments of a `synth generate` command line (for CliRunner or a subprocess)."""
+    args = ["generate", "--lang", lang, "--limit", str(limit), "--embedder", embedder, "--out", str(out)]
+    if model is not None:
+        args += ["--model", str(model)]
+    for item in sets:
+        args += ["--set", item]
+    return [*args, *extra]
+
+
 @pytest.fixture
 def fake_engine():
     return FakeEngine(default_answer)

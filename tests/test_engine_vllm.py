@@ -10,6 +10,8 @@ from pipeline import schema as S
 from pipeline.cli import app
 from pipeline.outputs import QueryOutput
 
+from .conftest import generate_args
+
 pytestmark = pytest.mark.engine
 
 
@@ -35,21 +37,7 @@ def test_generate_cli_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path, t
         "filters.language.enabled=false",
         "filters.cosine.enabled=false",
     ]
-    args = [
-        "generate",
-        "--lang",
-        "zh",
-        "--limit",
-        "6",
-        "--model",
-        str(tiny_qwen3),
-        "--embedder",
-        minilm_path,
-        "--out",
-        str(out),
-    ]
-    for item in sets:
-        args += ["--set", item]
+    args = generate_args(out, minilm_path, lang="zh", limit=6, model=tiny_qwen3, sets=sets)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     table = pq.read_table(out / "data")

@@ -18,7 +18,7 @@ from pipeline.cli import app
 from pipeline.engine.openai_engine import EngineUnavailable, OpenAIEngine
 from pipeline.outputs import QueryOutput, configure_output
 
-from .conftest import default_answer
+from .conftest import default_answer, generate_args
 
 
 class FakeServer:
@@ -138,27 +138,17 @@ def test_api_key_from_environment(server, monkeypatch, caplog):
     assert "retry" in caplog.text and "sekret" not in caplog.text
 
 
+def http_args(srv, out, minilm_path, limit=8, sets=(), extra=()):
+    return generate_args(
+        out, minilm_path, limit=limit, sets=sets, extra=["--engine", "openai", "--base-url", srv.url, *extra]
+    )
+
+
 def test_generate_cli_over_http(server, tmp_path, minilm_path):
     srv = server(fail_first=2)
     out = tmp_path / "http"
-    result = CliRunner().invoke(
-        app,
-        [
-            "generate",
-            "--engine",
-            "openai",
-            "--base-url",
-            srv.url,
-            "--limit",
-            "5",
-            "--out",
-            str(out),
-            "--embedder",
-            minilm_path,
-            "--set",
-            "filters.cosine.mode=percentile",
-        ],
-    )
+    args = http_args(srv, out, minilm_path, limit=5, sets=["filters.cosine.mode=percentile"])
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = pq.read_table(out / "data").to_pylist()
     assert rows and {r[S.MODEL] for r in rows} == {"fake-served-model"}
@@ -168,25 +158,8 @@ def test_generate_cli_over_http(server, tmp_path, minilm_path):
 
 def generate_over_http(srv, out, minilm_path, *extra):
     """A `synth generate` command line for a separate process, 8 passages, against the fake server."""
-    return [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "generate",
-        "--engine",
-        "openai",
-        "--base-url",
-        srv.url,
-        "--limit",
-        "8",
-        "--out",
-        str(out),
-        "--embedder",
-        minilm_path,
-        "--set",
-        "filters.cosine.enabled=false",
-        *extra,
-    ]
+    sets = ["filters.cosine.enabled=false"]
+    return [sys.executable, "-m", "pipeline.cli", *http_args(srv, out, minilm_path, sets=sets, extra=extra)]
 
 
 def test_sigterm_stops_cleanly_and_the_rerun_resumes(server, tmp_path, minilm_path):

@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from pipeline import schema as S
 from pipeline.cli import app
 
+from .conftest import generate_args
+
 pytestmark = pytest.mark.engine
 
 # every row survives, so the ids of a run are exactly those of its passages
@@ -45,22 +47,7 @@ def child_env():
 
 
 def args_for(tiny_qwen3, minilm_path, out, limit=8):
-    args = [
-        "generate",
-        "--lang",
-        "en",
-        "--limit",
-        str(limit),
-        "--model",
-        str(tiny_qwen3),
-        "--embedder",
-        minilm_path,
-        "--out",
-        str(out),
-    ]
-    for item in OPEN_GATE:
-        args += ["--set", item]
-    return args
+    return generate_args(out, minilm_path, limit=limit, model=tiny_qwen3, sets=OPEN_GATE)
 
 
 def row_ids(out):
@@ -145,7 +132,7 @@ def test_vllm_serve_as_the_engine(tiny_qwen3, minilm_path, tmp_path):
             except OSError:
                 time.sleep(1)
         out = tmp_path / "served"
-        args = [a for a in args_for("unused", minilm_path, out, limit=4) if a not in ("--model", "unused")]
+        args = generate_args(out, minilm_path, limit=4, sets=OPEN_GATE)
         result = CliRunner().invoke(
             app, [*args, "--engine", "openai", "--base-url", f"http://127.0.0.1:{port}/v1"]
         )
