@@ -35,7 +35,7 @@ def split_queries(qrels: dict, seed: int) -> tuple[list[str], list[str]]:
     return sorted(ids[:cut]), sorted(ids[cut:])
 
 
-def build_rows(corpus, queries, qrels, train_ids, out: Path, embedder) -> int:
+def build_rows(corpus, queries, qrels, train_ids, out: Path, embedder, keep=None, seed=0) -> int:
     from pipeline import schema as S
     from pipeline.config import NegativesConfig
     from pipeline.corpus import Passage
@@ -71,6 +71,8 @@ def build_rows(corpus, queries, qrels, train_ids, out: Path, embedder) -> int:
     rows = MineNegatives(embedder, pool, config)(rows).kept
     rows = NegativeMargin(embedder, config)(rows).kept
     rows = [r for r in rows if r[S.NEGATIVES]]
+    if keep is not None:  # as many human rows as a generated run has, for a like-for-like comparison
+        rows = random.Random(seed).sample(rows, min(keep, len(rows)))
     write_table(data_records(rows), S.ROW_SCHEMA, out / "data" / "part-00000-00000.parquet")
     return len(rows)
 
@@ -89,6 +91,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="train on this run folder instead")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument(
+        "--human-rows", type=int, default=None, help="keep only this many human rows (seeded sample)"
+    )
+    parser.add_argument("--no-base", action="store_true", help="skip evaluating the base model again")
     args = parser.parse_args()
 
     from pipeline.beir import load_beir
@@ -105,7 +112,7 @@ def main() -> None:
     if data is None:
         data = args.out / "human"
         embedder = Embedder(base.path, base.name)
-        count = build_rows(corpus, queries, qrels, train_ids, data, embedder)
+        count = build_rows(corpus, queries, qrels, train_ids, data, embedder, args.human_rows, args.seed)
         print(f"{count} training rows from {len(train_ids)} queries; {len(heldout_ids)} held out")
     common = [
         "--benchmark",
@@ -115,7 +122,7 @@ def main() -> None:
         "--query-ids",
         str(args.out / "heldout_ids.txt"),
     ]
-    before = json.loads(synth("eval", "--model", base.path, *common))
+    before = None if args.no_base else json.loads(synth("eval", "--model", base.path, *common))
     model_dir = args.out / f"model-{data.name}"
     print(
         synth(
@@ -131,12 +138,14 @@ def main() -> None:
             "--batch-size",
             "32",
             "--lr",
-            "2e-5",
+            str(args.lr),
         )
     )
     after = json.loads(synth("eval", "--model", str(model_dir), *common))
     result = {
         "data": str(data),
+        "epochs": args.epochs,
+        "lr": args.lr,
         "before": before,
         "after": after,
         "seconds": round(time.perf_counter() - started),

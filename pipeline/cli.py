@@ -22,10 +22,41 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``zh:0.7,en:0.3`` -> {"zh": 0.7, "en": 0.3}; a bare name weighs 1 (``zh,en`` mixes evenly)."""
+    weights: dict[str, float] = {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        name, _, weight = item.partition(":")
+        try:
+            weights[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"{item!r}: expected name or name:weight, e.g. zh:0.7") from None
+    if not weights:
+        raise ValueError(f"{text!r}: no languages given")
+    return weights
+
+
 @app.command()
 def generate(
     lang: Annotated[
         str | None, typer.Option(help="Query language(s), comma-separated ISO codes: zh or zh,en.")
+    ] = None,
+    tasks: Annotated[
+        str | None, typer.Option(help="Task types, comma-separated: retrieval,bitext,classification,sts.")
+    ] = None,
+    query_langs: Annotated[
+        str | None,
+        typer.Option(help="Query languages with mixing weights, e.g. en:0.7,zh:0.3 (wins over --lang)."),
+    ] = None,
+    passage_langs: Annotated[
+        str | None,
+        typer.Option(help="Passage languages to use, with mixing weights, e.g. zh or zh:0.5,en:0.5."),
     ] = None,
     corpus: Annotated[
         str | None, typer.Option(help="JSONL/Parquet file, folder of .txt, or HF dataset.")
@@ -62,8 +93,16 @@ def generate(
     from .runner import run_generate
 
     _setup_logging(verbose)
+    try:
+        query_weights = parse_weights(query_langs) if query_langs else None
+        passage_weights = parse_weights(passage_langs) if passage_langs else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     flags = {
-        "generation.languages": [x.strip() for x in lang.split(",") if x.strip()] if lang else None,
+        "generation.languages": query_weights
+        or ([x.strip() for x in lang.split(",") if x.strip()] if lang else None),
+        "generation.passage_languages": passage_weights,
+        "generation.tasks": _names(tasks) if tasks else None,
         "corpus.path": corpus,
         "limit": limit,
         "models.generator": model,
@@ -196,6 +235,10 @@ def train(
     matryoshka: Annotated[
         str, typer.Option(help="Comma-separated dims for a Matryoshka loss, e.g. 64,128,384.")
     ] = "",
+    mini_batch: Annotated[
+        int,
+        typer.Option(help="Gradient caching: embed this many texts at a time (0: whole batch at once)."),
+    ] = 0,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Fine-tune an embedding model on generated rows with the improved InfoNCE loss."""
@@ -214,9 +257,34 @@ def train(
         negatives=negatives,
         temperature=temperature,
         matryoshka_dims=dims,
+        mini_batch=mini_batch,
         seed=seed,
     )
     losses = run_training(folder, model_path, out, config)
+    if not losses:
+        typer.secho(f"error: no trainable rows in {folder}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}; saved {out}")
+
+
+@app.command("train-reranker")
+def train_reranker_command(
+    data: Annotated[Path, typer.Option(help="Run folder (its data/ shards) or a folder of part-*.parquet.")],
+    model: Annotated[str, typer.Option(help="Causal LM to fine-tune (hub id or local folder), e.g. Qwen3.")],
+    out: Annotated[Path, typer.Option(help="Folder for the fine-tuned reranker.")] = Path("outputs/reranker"),
+    epochs: Annotated[int, typer.Option()] = 1,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 16,
+    lr: Annotated[float, typer.Option()] = 1e-5,
+    negatives: Annotated[int, typer.Option(help="'no' pairs per row, from its hard negatives.")] = 1,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Fine-tune a point-wise yes/no reranker (the paper's prompt and loss) on generated rows."""
+    from .train.reranker_trainer import RerankerConfig, train_reranker
+
+    _setup_logging(False)
+    folder = data / "data" if (data / "data").is_dir() else data
+    config = RerankerConfig(epochs=epochs, batch_size=batch_size, lr=lr, negatives=negatives, seed=seed)
+    losses = train_reranker(folder, model, out, config)
     if not losses:
         typer.secho(f"error: no trainable rows in {folder}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)

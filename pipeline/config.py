@@ -108,38 +108,139 @@ class ModelConfig(_Strict):
     temperature: float = Field(0.7, ge=0, description="Sampling temperature for generation calls.")
     top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling for generation calls.")
     embed_batch_size: int = Field(64, ge=1, description="Batch size of the sentence embedder.")
+    embedder_languages: list[str] | None = Field(
+        None,
+        description='Languages whose embedder scores the filters may trust (cosine, margin); `["*"]`: all. '
+        "None: English only for known English-only embedders (all-MiniLM-L6-v2, ...), all for others.",
+    )
+
+
+TASK_TYPES = ("retrieval", "bitext", "classification", "sts")
+TaskType = Literal["retrieval", "bitext", "classification", "sts"]
+
+
+def _weights(value: Any) -> Any:
+    """A list means equal weights; ``{name: weight}`` is taken as it is."""
+    if isinstance(value, (list, tuple)):
+        return {item: 1.0 for item in value}
+    return value
+
+
+def _check_weights(name: str, weights: dict) -> dict:
+    if not weights:
+        raise ValueError(f"{name}: give at least one entry")
+    if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+        raise ValueError(f"{name}: weights must be >= 0 and at least one > 0, got {weights}")
+    return weights
 
 
 class GenerationConfig(_Strict):
-    languages: list[str] = Field(
-        default_factory=lambda: ["en"],
-        description="Query languages (ISO 639-1). Each passage gets one, drawn with the run seed.",
+    tasks: list[TaskType] = Field(
+        default_factory=lambda: ["retrieval"],
+        description="Task types to synthesize: retrieval, bitext, classification, sts. Every passage "
+        "yields one row per task type.",
     )
-    question_types: list[str] = Field(
-        default_factory=lambda: list(QUESTION_TYPES), description="Question types the LLM may choose from."
+    languages: dict[str, float] = Field(
+        default_factory=lambda: {"en": 1.0},
+        description="Query languages (ISO 639-1) with mixing weights; a list means equal weights. Each row "
+        "draws one with the run seed. For bitext rows this is the target language of the translation.",
     )
-    difficulties: list[str] = Field(
-        default_factory=lambda: list(DIFFICULTIES), description="Difficulties the LLM may choose from."
+    passage_languages: dict[str, float] | None = Field(
+        None,
+        description="Passage languages to use, with mixing weights: passages in other languages are "
+        "skipped (counted), and the listed ones are interleaved in these proportions as far as the corpus "
+        "allows. None: every passage, in corpus order. With the packaged sample corpus, also which "
+        "samples are read.",
+    )
+    question_types: dict[str, float] = Field(
+        default_factory=lambda: {name: 1.0 for name in QUESTION_TYPES},
+        description="Question types with sampling weights (a list means equal weights).",
+    )
+    difficulties: dict[str, float] = Field(
+        default_factory=lambda: {name: 1.0 for name in DIFFICULTIES},
+        description="Difficulties with sampling weights (a list means equal weights).",
+    )
+    choose_by: Literal["sampled", "llm"] = Field(
+        "sampled",
+        description="`sampled`: question type and difficulty are drawn from the weights above with the "
+        "run seed, and the configuration call only picks the persona (controlled, reproducible "
+        "diversity). `llm`: the configuration call picks all three among the types and difficulties "
+        "with weight > 0, as in the paper.",
     )
     query_length_words: dict[int, float] = Field(
         default_factory=lambda: {4: 0.2, 8: 0.3, 12: 0.25, 20: 0.15, 30: 0.1},
         description="Distribution of the requested query length in words: length -> weight.",
     )
+    sts_scores: dict[int, float] = Field(
+        default_factory=lambda: {1: 0.2, 2: 0.15, 3: 0.2, 4: 0.2, 5: 0.25},
+        description="STS: distribution of the similarity (1 unrelated or contradicting ... 5 paraphrase) "
+        "asked for per pair.",
+    )
+    sts_max_score_gap: int = Field(
+        1,
+        ge=0,
+        le=4,
+        description="STS: drop a pair whose own score (the model grades what it wrote) differs from the "
+        "requested one by more than this (`score_mismatch`); 4 keeps every pair.",
+    )
+    labels: dict[str, str] | None = Field(
+        None,
+        description="Classification: label name -> description. None: the LLM proposes `label_count` "
+        "labels from the run's first passages once, saved in OUT/labels.json and reused on resume.",
+    )
+    label_count: int = Field(8, ge=2, le=32, description="Labels the LLM proposes when `labels` is None.")
+    bitext_negatives: int = Field(
+        1, ge=1, le=4, description="Bitext: near-miss translations (wrong number, name, negation) per row."
+    )
     max_tokens_configure: int = Field(64, ge=8, description="Token budget of the configuration call's reply.")
     max_tokens_query: int = Field(
         720,
         ge=8,
-        description="Token budget of the query call's reply: room for the longest allowed query even in "
-        "CJK, where byte-level tokenizers spend up to three tokens a character.",
+        description="Token budget of the query call's reply (and of the classification and STS calls): "
+        "room for the longest allowed query even in CJK, where byte-level tokenizers spend up to three "
+        "tokens a character.",
+    )
+    max_tokens_bitext: int = Field(
+        1024, ge=32, description="Token budget of the bitext call (a translation plus near misses)."
     )
 
-    @field_validator("languages")
+    @field_validator("tasks")
     @classmethod
-    def _languages_non_empty(cls, v: list[str]) -> list[str]:
-        v = [x.strip().lower() for x in v if x.strip()]
+    def _tasks_non_empty(cls, v: list[str]) -> list[str]:
         if not v:
-            raise ValueError("at least one query language is required")
+            raise ValueError("at least one task type is required")
+        return list(dict.fromkeys(v))  # order kept, repeats removed
+
+    @field_validator("languages", "passage_languages", "question_types", "difficulties", mode="before")
+    @classmethod
+    def _list_means_equal_weights(cls, v: Any) -> Any:
+        return _weights(v)
+
+    @field_validator("languages", "passage_languages")
+    @classmethod
+    def _languages(cls, v: dict[str, float] | None, info) -> dict[str, float] | None:
+        if v is None:
+            return None
+        v = {k.strip().lower(): w for k, w in v.items() if k.strip()}
+        if not v:
+            raise ValueError("at least one language is required")
+        return _check_weights(info.field_name, v)
+
+    @field_validator("question_types", "difficulties", "query_length_words", "sts_scores")
+    @classmethod
+    def _positive_weights(cls, v: dict, info) -> dict:
+        return _check_weights(info.field_name, v)
+
+    @field_validator("sts_scores")
+    @classmethod
+    def _scores_in_scale(cls, v: dict[int, float]) -> dict[int, float]:
+        if any(not 1 <= s <= 5 for s in v):
+            raise ValueError(f"sts_scores: scores are on a 1-5 scale, got {sorted(v)}")
         return v
+
+    @property
+    def query_languages(self) -> list[str]:
+        return list(self.languages)
 
 
 class NegativesConfig(_Strict):
@@ -249,8 +350,20 @@ class CopyCheckConfig(_Strict):
     )
 
 
+class RepetitionConfig(_Strict):
+    enabled: bool = Field(True, description="Drop rows whose written text loops on a phrase.")
+    max_repeated: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Largest share of a text's word 3-grams (character 4-grams for CJK) that may repeat "
+        "an earlier one. Small models that run out of ideas repeat a phrase until the token budget ends.",
+    )
+
+
 class FiltersConfig(_Strict):
     language: LanguageCheckConfig = Field(default_factory=LanguageCheckConfig, description="Language check.")
+    repetition: RepetitionConfig = Field(default_factory=RepetitionConfig, description="Looping-text check.")
     passage_copy: CopyCheckConfig = Field(
         default_factory=CopyCheckConfig, description="Copied-passage check."
     )
@@ -286,7 +399,11 @@ class RunConfig(_Strict):
     filters: FiltersConfig = Field(default_factory=FiltersConfig, description="The quality gate.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
     limit: int | None = Field(None, ge=1, description="Stop after this many passages. None: all.")
-    seed: int = Field(1234, description="Seed for every sampled choice (language, length) and for sampling.")
+    seed: int = Field(
+        1234,
+        description="Seed for every sampled choice (language, question type, difficulty, length, STS score, "
+        "passage mix) and for the engine's sampling.",
+    )
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

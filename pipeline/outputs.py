@@ -58,3 +58,72 @@ class JudgeOutput(_Output):
     score: Literal[0, 1, 2, 3] = Field(
         description="3 answers fully, 2 mostly, 1 same topic only, 0 unrelated."
     )
+
+
+def configure_persona_output(top_k: int) -> type[BaseModel]:
+    """Answer of the configuration call when question type and difficulty were sampled: the persona only."""
+    return create_model(
+        "ConfigureOutput",
+        __base__=_Output,
+        character=(Literal[tuple(range(1, top_k + 1))], Field(description="Number of the chosen candidate.")),
+    )
+
+
+SENTENCE_MAX_CHARS = 400  # one sentence, in any script
+
+
+def bitext_output(count: int) -> type[BaseModel]:
+    """Answer of the bitext call: the faithful translation and ``count`` near misses."""
+    sentence = Annotated[str, StringConstraints(min_length=2, max_length=SENTENCE_MAX_CHARS)]
+    return create_model(
+        "BitextOutput",
+        __base__=_Output,
+        translation=(sentence, Field(description="Faithful translation of the sentence.")),
+        near_misses=(
+            list[sentence],
+            Field(
+                min_length=count,
+                max_length=count,
+                description="Translations with one deliberate error each (number, name, negation).",
+            ),
+        ),
+    )
+
+
+def classification_output(labels: list[str]) -> type[BaseModel]:
+    """Answer of the classification call: a text, its label, and the most tempting wrong label."""
+    return create_model(
+        "ClassificationOutput",
+        __base__=_Output,
+        text=(
+            str,
+            Field(min_length=2, max_length=QUERY_MAX_CHARS * 2, description="The text to classify."),
+        ),
+        label=(Literal[tuple(labels)], Field(description="The label that fits the text.")),
+        wrong_label=(
+            Literal[tuple(labels)],
+            Field(description="A different label that a careless reader might pick."),
+        ),
+    )
+
+
+class STSOutput(_Output):
+    """Answer of the STS call: two sentences and how similar they are in meaning (1-5)."""
+
+    sentence1: str = Field(min_length=2, max_length=SENTENCE_MAX_CHARS, description="First sentence.")
+    sentence2: str = Field(min_length=2, max_length=SENTENCE_MAX_CHARS, description="Second sentence.")
+    score: Literal[1, 2, 3, 4, 5] = Field(description="5 same meaning ... 1 unrelated or contradictory.")
+
+
+class LabelItem(_Output):
+    name: str = Field(min_length=2, max_length=40, description="Short label name, lower case.")
+    description: str = Field(min_length=5, max_length=200, description="One sentence saying what belongs.")
+
+
+def label_set_output(count: int) -> type[BaseModel]:
+    """Answer of the label-proposal call: ``count`` labels for the corpus's domain."""
+    return create_model(
+        "LabelSetOutput",
+        __base__=_Output,
+        labels=(list[LabelItem], Field(min_length=count, max_length=count, description="The labels.")),
+    )

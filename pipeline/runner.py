@@ -22,17 +22,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import sampling
 from . import schema as S
 from .config import RunConfig, dump_config
-from .corpus import Passage, ReadStats, iter_documents, iter_passages, sample_corpus_path
+from .corpus import Passage, ReadStats, iter_documents, iter_passages, mix_languages, sample_corpus_paths
 from .embedder import Embedder
 from .engine import ChatEngine
 from .engine.factory import get_engine
+from .labels import load_or_propose
 from .models import SMOLLM2_NAME, ResolvedModel, cache_root, resolve_embedder, resolve_generator
 from .personas import load_personas
 from .prompts import PromptLibrary
 from .stats import RunStats
-from .steps.base import Row, Step, row_rng
+from .steps.base import Row, Step, run_step
+from .steps.bitext import WriteBitext
+from .steps.classification import WriteClassification
 from .steps.configure import Configure
 from .steps.copycheck import CopyCheck
 from .steps.cosine import CosineFilter
@@ -43,6 +47,8 @@ from .steps.margin import NegativeMargin, RequireNegatives
 from .steps.negatives import MineNegatives, PassagePool, WriteNegatives
 from .steps.personas import PersonaCandidates
 from .steps.query import WriteQuery
+from .steps.repetition import RepetitionCheck
+from .steps.sts import WriteSTS
 from .tasks import TaskState, claim_run, clear_run, remove_stale_temporaries
 from .writer import data_records, rejected_records, write_table
 
@@ -72,20 +78,76 @@ def token_counter(model: ResolvedModel, local_only: bool = False) -> Callable[[s
 
 
 def new_row(passage: Passage, config: RunConfig, task: str = "retrieval") -> Row:
-    languages = config.generation.languages
-    language = row_rng(config.seed, passage.passage_id, "language").choice(languages)
-    row_id = hashlib.sha256(f"{passage.passage_id}\x1f{task}\x1f{language}".encode()).hexdigest()[:16]
+    """The starting row of one task type for one passage, with its seeded language draw.
+
+    For bitext the drawn language is the translation's (``target_language``) and
+    the query, a sentence of the passage, is in the passage's language.
+    """
+    generation = config.generation
+    target = None
+    if task == "bitext":
+        language = passage.language
+        target = sampling.bitext_target(generation, config.seed, passage.passage_id, passage.language)
+    else:
+        language = sampling.query_language(generation, config.seed, passage.passage_id, task)
+    key = f"{passage.passage_id}\x1f{task}\x1f{language}\x1f{target or ''}"
     return {
-        S.ID: row_id,
+        S.ID: hashlib.sha256(key.encode()).hexdigest()[:16],
         S.POSITIVE: passage.text,
         S.TASK_TYPE: task,
         S.LANGUAGE: language,
         S.PASSAGE_LANGUAGE: passage.language,
+        S.TARGET_LANGUAGE: target,
         S.SOURCE_ID: passage.source_id,
         S.PASSAGE_ID: passage.passage_id,
         S.TITLE: passage.title,
         S.NEGATIVES: [],
     }
+
+
+def new_rows(passage: Passage, config: RunConfig) -> list[Row]:
+    """One row per configured task type."""
+    return [new_row(passage, config, task) for task in config.generation.tasks]
+
+
+def default_corpus(config: RunConfig) -> list[Path]:
+    """The packaged samples read when no corpus is named: those of the passage or query languages."""
+    generation = config.generation
+    return sample_corpus_paths(generation.passage_languages or generation.languages)
+
+
+def passage_mix(config: RunConfig) -> dict[str, float] | None:
+    """Passage-language weights: as configured; for the packaged samples, the query languages' weights."""
+    generation = config.generation
+    if generation.passage_languages:
+        return generation.passage_languages
+    if config.corpus.path is None and len(default_corpus(config)) > 1:
+        return {lang: w for lang, w in generation.languages.items() if lang in {"en", "zh"}}
+    return None
+
+
+def passage_stream(config: RunConfig, count_tokens, read_stats: ReadStats) -> Iterator[Passage]:
+    """The run's passages in their fixed order: read, split, language-mixed, limited."""
+    stream = iter_passages(
+        iter_documents(config.corpus, default_corpus(config), read_stats),
+        count_tokens,
+        config.corpus,
+        read_stats,
+    )
+    mix = passage_mix(config)
+    if mix:
+        stream = mix_languages(stream, mix, config.seed, read_stats)
+    if config.limit:
+        stream = itertools.islice(stream, config.limit)
+    return stream
+
+
+def trusted_languages(config: RunConfig, embedder: ResolvedModel) -> tuple[str, ...] | None:
+    """Languages whose embedder scores filters may use (None: all)."""
+    wanted = config.models.embedder_languages
+    if wanted is None:
+        return embedder.languages
+    return None if "*" in wanted else tuple(wanted)
 
 
 def _batches(items: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
@@ -114,19 +176,36 @@ def build_steps(
     pool: PassagePool | None,
     judge_engine: ChatEngine | None = None,
     judge_on: bool = True,
+    labels: dict[str, str] | None = None,
 ) -> list[Step]:
-    """The ordered steps of a run: cheap filters before expensive LLM calls."""
+    """The ordered steps of a run: cheap filters before expensive LLM calls.
+
+    Every step handles the task types in its ``tasks`` and lets other rows pass
+    (``run_step``), so one list serves a run of any mix of task types.
+    """
     prompts = PromptLibrary()
-    personas = load_personas(config.personas.path)
-    log.info("%d personas loaded", len(personas))
-    filters, negatives = config.filters, config.negatives
-    steps: list[Step] = [
-        PersonaCandidates(embedder, personas, config.personas.top_k),
-        Configure(engine, prompts, config.generation, config.personas.top_k),
-        WriteQuery(engine, prompts, config.generation, config.seed),
-    ]
+    filters, negatives, generation = config.filters, config.negatives, config.generation
+    tasks = set(generation.tasks)
+    steps: list[Step] = []
+    if tasks & {"retrieval", "classification"}:
+        personas = load_personas(config.personas.path)
+        log.info("%d personas loaded", len(personas))
+        steps.append(PersonaCandidates(embedder, personas, config.personas.top_k))
+    if "retrieval" in tasks:
+        steps.append(Configure(engine, prompts, generation, config.personas.top_k, config.seed))
+        steps.append(WriteQuery(engine, prompts, generation, config.seed))
+    if "bitext" in tasks:
+        steps.append(WriteBitext(engine, prompts, generation, config.seed, filters.language.check_negatives))
+    if "classification" in tasks:
+        if not labels:
+            raise ValueError("classification rows need a label set")
+        steps.append(WriteClassification(engine, prompts, generation, labels, config.seed, embedder))
+    if "sts" in tasks:
+        steps.append(WriteSTS(engine, prompts, generation, config.seed))
     if filters.language.enabled:
         steps.append(LanguageCheck())
+    if filters.repetition.enabled:
+        steps.append(RepetitionCheck(filters.repetition.max_repeated))
     if filters.passage_copy.enabled:
         steps.append(CopyCheck(filters.passage_copy))
     steps.append(Dedup(filters.dedup))
@@ -144,15 +223,13 @@ def build_steps(
     return steps
 
 
-def build_pool(
-    config: RunConfig, embedder: Embedder, count_tokens, default_corpus: Path
-) -> PassagePool | None:
+def build_pool(config: RunConfig, embedder: Embedder, count_tokens) -> PassagePool | None:
     """Encode up to ``negatives.pool_size`` corpus passages once, for mining."""
-    if not config.negatives.mined_count:
+    if not config.negatives.mined_count or "retrieval" not in config.generation.tasks:
         return None
     stats = ReadStats()
     passages = iter_passages(
-        iter_documents(config.corpus, default_corpus, stats), count_tokens, config.corpus, stats
+        iter_documents(config.corpus, default_corpus(config), stats), count_tokens, config.corpus, stats
     )
     pool = PassagePool.build(
         itertools.islice(passages, config.negatives.pool_size), embedder, cache_root() / "pools"
@@ -200,21 +277,24 @@ def _resume_stateful_steps(steps: list[Step], state: TaskState) -> None:
 
     kept = []
     for shard in state.shards("data"):
-        for row in pq.read_table(shard, columns=[S.ID, S.QUERY, S.POSITIVE_SCORE]).to_pylist():
-            kept.append({S.ID: row[S.ID], S.QUERY: row[S.QUERY], "scores": {"cosine": row[S.POSITIVE_SCORE]}})
+        for row in pq.read_table(shard, columns=[S.ID, S.TASK_TYPE, S.QUERY, S.POSITIVE_SCORE]).to_pylist():
+            scores = {"cosine": row.pop(S.POSITIVE_SCORE)}
+            kept.append({**row, "scores": scores})
     rejected = []
     for shard in state.shards("rejected"):
-        for row in pq.read_table(shard, columns=[S.ID, S.QUERY, S.STAGE, S.SCORES]).to_pylist():
-            scores = json.loads(row[S.SCORES]) if row[S.SCORES] else {}
-            rejected.append({S.ID: row[S.ID], S.QUERY: row[S.QUERY], S.STAGE: row[S.STAGE], "scores": scores})
+        columns = [S.ID, S.TASK_TYPE, S.QUERY, S.STAGE, S.SCORES]
+        for row in pq.read_table(shard, columns=columns).to_pylist():
+            scores = json.loads(row.pop(S.SCORES)) if row[S.SCORES] else {}
+            rejected.append({**row, "scores": scores})
     order = [step.name for step in steps]
     for position, step in enumerate(steps):
         resume = getattr(step, "resume", None)
         if resume is None:
             continue
         reached_at = set(order[position:])
-        reached = kept + [r for r in rejected if r[S.STAGE] in reached_at]
-        passed = kept + [r for r in rejected if r[S.STAGE] in reached_at - {step.name}]
+        mine = [r for r in kept + rejected if r.get(S.TASK_TYPE) in step.tasks]
+        reached = [r for r in mine if S.STAGE not in r or r[S.STAGE] in reached_at]
+        passed = [r for r in mine if S.STAGE not in r or r[S.STAGE] in reached_at - {step.name}]
         resume(reached, passed)
 
 
@@ -241,16 +321,18 @@ def _run_task(
             continue  # written by an earlier run
         if stop.requested:
             raise Interrupted(state.name)
-        rows = [new_row(p, config) for p in batch]
+        rows = [row for p in batch for row in new_rows(p, config)]
+        stats.rows_in += len(rows)
         rejected: list[dict] = []
         for step in steps:
             t = time.perf_counter()
-            result = step(rows)
-            stats.record(step.name, len(rows), result, time.perf_counter() - t)
+            result, others = run_step(step, rows)
+            stats.record(step.name, len(rows) - len(others), result, time.perf_counter() - t)
             stats.add_outcomes([], result.dropped)
             rejected.extend(rejected_records(step.name, result.dropped))
-            rows = result.kept
+            rows = result.kept + others
         stats.add_outcomes(rows, [])
+        stats.rows_out += len(rows)
         name = state.shard_name(chunk)
         if rows:
             write_table(data_records(rows), S.ROW_SCHEMA, state.out / "data" / name)
@@ -316,14 +398,13 @@ def run_generate(
             embedder_model.path,
             embedder_model.name,
             config.models.embed_batch_size,
-            languages=embedder_model.languages,
+            languages=trusted_languages(config, embedder_model),
         )
         count_tokens = token_counter(generator, local_only=remote)
         timings["load_embedder_and_tokenizer"] = time.perf_counter() - t
 
-        default_corpus = sample_corpus_path(config.generation.languages[0])
         t = time.perf_counter()
-        pool = build_pool(config, embedder, count_tokens, default_corpus)
+        pool = build_pool(config, embedder, count_tokens)
         timings["mining_pool"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -335,7 +416,20 @@ def run_generate(
             judge = ResolvedModel(judge_model, judge_model) if remote else resolve_generator(judge_model)
             judge_engine = get_engine(judge, config.models, config.seed)
         timings["engine_start"] = time.perf_counter() - t
-        steps = build_steps(config, engine, embedder, pool, judge_engine, judge_on)
+        labels = None
+        if "classification" in config.generation.tasks:
+            head = itertools.islice(passage_stream(config, count_tokens, ReadStats()), 64)
+            labels = load_or_propose(
+                out,
+                config.generation.labels,
+                # the packaged SmolLM2-135M copies the worked example's labels: not worth asking
+                None if generator.name == SMOLLM2_NAME else engine,
+                PromptLibrary(),
+                [p.text for p in head],
+                config.generation.label_count,
+            )
+            log.info("classification labels: %s", ", ".join(labels))
+        steps = build_steps(config, engine, embedder, pool, judge_engine, judge_on, labels)
 
         total = -(-config.limit // num_tasks) * len(todo) if config.limit else None  # an upper bound
         progress = tqdm(total=total, desc="passages", unit="passage")
@@ -343,14 +437,7 @@ def run_generate(
             with _StopFlag() as stop:
                 for state in todo:
                     read_stats = ReadStats()
-                    stream = iter_passages(
-                        iter_documents(config.corpus, default_corpus, read_stats),
-                        count_tokens,
-                        config.corpus,
-                        read_stats,
-                    )
-                    if config.limit:
-                        stream = itertools.islice(stream, config.limit)
+                    stream = passage_stream(config, count_tokens, read_stats)
                     own = (p for i, p in enumerate(stream) if i % num_tasks == state.task)
                     _run_task(state, config, steps, own, read_stats, progress, stop)
         finally:  # also on a crash or interrupt: stats.json always reflects what is on disk
@@ -407,10 +494,8 @@ def _write_manifest(
             "generator": {"name": generator.name, "path": generator.path},
             "embedder": {"name": embedder.name, "path": embedder.path},
         },
-        "prompts": {
-            name: prompts.prompt(name).hash
-            for name in ("retrieval/configure", "retrieval/query", "retrieval/negatives", "judge/relevance")
-        },
+        "prompts": {name: prompts.prompt(name).hash for name in templates_of(config)},
+        "tasks": list(config.generation.tasks),
         "seed": config.seed,
         "rows": stats.rows_out,
         "shards": [
@@ -418,4 +503,19 @@ def _write_manifest(
         ],
         "schema": [f"{f.name}: {f.type}" for f in S.ROW_SCHEMA],
     }
+    labels = out / "labels.json"
+    if labels.exists():
+        manifest["labels"] = json.loads(labels.read_text(encoding="utf-8"))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+
+
+TEMPLATES = {
+    "retrieval": ("retrieval/configure", "retrieval/query", "retrieval/negatives", "judge/relevance"),
+    "bitext": ("bitext/translate",),
+    "classification": ("classification/classify", "classification/labels"),
+    "sts": ("sts/pair",),
+}
+
+
+def templates_of(config: RunConfig) -> list[str]:
+    return [name for task in config.generation.tasks for name in TEMPLATES[task]]

@@ -10,13 +10,23 @@ from __future__ import annotations
 import pyarrow as pa
 
 # -- columns of the training rows in OUT/data/*.parquet -------------------------------
+# What query / positive / negatives hold depends on the task type:
+#   retrieval       query: written query; positive: the passage; negatives: look-alike passages
+#   bitext          query: a sentence of the passage; positive: its translation;
+#                   negatives: near-miss translations
+#   classification  query: a text about the passage; positive: its label's description;
+#                   negatives: a wrong label's description
+#   sts             query: sentence 1; positive: sentence 2; no negatives; SCORE holds 1-5
 ID = "id"
 QUERY = "query"
 POSITIVE = "positive"
 NEGATIVES = "negatives"
 TASK_TYPE = "task_type"
 LANGUAGE = "language"  # language of the query
-PASSAGE_LANGUAGE = "passage_language"
+PASSAGE_LANGUAGE = "passage_language"  # language of the corpus passage the row was made from
+TARGET_LANGUAGE = "target_language"  # bitext: language of the translation (positive and negatives)
+LABEL = "label"  # classification: name of the correct label
+SCORE = "score"  # sts: similarity of query and positive, 1 (unrelated) to 5 (same meaning)
 PERSONA = "persona"
 QUESTION_TYPE = "question_type"
 DIFFICULTY = "difficulty"
@@ -42,6 +52,9 @@ ROW_SCHEMA = pa.schema(
         pa.field(TASK_TYPE, pa.string(), nullable=False),
         pa.field(LANGUAGE, pa.string(), nullable=False),
         pa.field(PASSAGE_LANGUAGE, pa.string(), nullable=False),
+        pa.field(TARGET_LANGUAGE, pa.string()),
+        pa.field(LABEL, pa.string()),
+        pa.field(SCORE, pa.float32()),
         pa.field(PERSONA, pa.string()),
         pa.field(QUESTION_TYPE, pa.string()),
         pa.field(DIFFICULTY, pa.string()),
@@ -69,6 +82,8 @@ REJECTED_SCHEMA = pa.schema(
     [
         pa.field(ID, pa.string()),
         pa.field(PASSAGE_ID, pa.string()),
+        pa.field(TASK_TYPE, pa.string()),
+        pa.field(LANGUAGE, pa.string()),
         pa.field(STAGE, pa.string(), nullable=False),
         pa.field(REASON, pa.string(), nullable=False),
         pa.field(DETAIL, pa.string()),
@@ -84,6 +99,24 @@ WORK_CANDIDATES = "_persona_candidates"  # top-k persona texts for the passage
 WORK_PROMPTS = "_prompt_hashes"  # template name -> short hash, joined into PROMPT_HASH
 WORK_LLM_NEGATIVES = "_llm_negatives"  # candidates written by the LLM, before any check
 WORK_MINED_NEGATIVES = "_mined_negatives"  # candidates mined from the corpus, nearest first
+WORK_REQUESTED_SCORE = "_requested_score"  # sts: the similarity the pair was asked to have
+
+
+def positive_language(row: dict) -> str:
+    """Language of the ``positive`` column: the translation's for bitext, the query's for STS."""
+    task = row.get(TASK_TYPE)
+    if task == "bitext":
+        return row[TARGET_LANGUAGE]
+    if task == "sts":
+        return row[LANGUAGE]
+    return row[PASSAGE_LANGUAGE]
+
+
+def language_pair(row: dict) -> str:
+    """``from->to`` of a row: passage to query, or for bitext source to translation."""
+    if row.get(TASK_TYPE) == "bitext":
+        return f"{row.get(LANGUAGE)}->{row.get(TARGET_LANGUAGE)}"
+    return f"{row.get(PASSAGE_LANGUAGE)}->{row.get(LANGUAGE)}"
 
 
 def project_row(row: dict) -> dict:

@@ -10,12 +10,29 @@ from typing import Any
 
 import numpy as np
 
+from . import schema as S
 from .steps.base import SCORES, Dropped, Row, StepResult
+
+# Breakdowns of kept and dropped rows: dimension -> how to read it off a row (None: not applicable).
+GROUPS = {
+    "task_type": lambda r: r.get(S.TASK_TYPE),
+    "language_pair": lambda r: S.language_pair(r) if r.get(S.TASK_TYPE) else None,
+    "task_language_pair": lambda r: f"{r[S.TASK_TYPE]} {S.language_pair(r)}" if r.get(S.TASK_TYPE) else None,
+    "question_type": lambda r: r.get(S.QUESTION_TYPE),
+    "difficulty": lambda r: r.get(S.DIFFICULTY),
+    "query_length_words": lambda r: r.get(S.QUERY_LENGTH_WORDS),
+    "label": lambda r: r.get(S.LABEL),
+    "sts_score": lambda r: r.get(S.SCORE) if r.get(S.SCORE) is not None else r.get(S.WORK_REQUESTED_SCORE),
+}
 
 
 def _edges(score: str) -> np.ndarray:
-    # judge grades are integers 0-3; everything else is a cosine-like score in [-1, 1]
-    return np.arange(0, 5) if score.startswith("judge") else np.linspace(-1.0, 1.0, 21)
+    # judge grades are integers 0-3, score gaps integers 0-4; the rest are cosine-like scores in [-1, 1]
+    if score.startswith("judge"):
+        return np.arange(0, 5)
+    if score.endswith("_gap"):
+        return np.arange(0, 6)
+    return np.linspace(-1.0, 1.0, 21)
 
 
 @dataclass
@@ -37,10 +54,22 @@ class StageCounts:
 @dataclass
 class RunStats:
     reading: Counter = field(default_factory=Counter)
+    # rows created (one per passage and task type) and rows written; stages see only their task types
+    rows_in: int = 0
+    rows_out: int = 0
     stages: dict[str, StageCounts] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     # score name -> {"kept": counts, "dropped": counts} over fixed bins
     histograms: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # dimension -> value -> {"kept": n, "dropped": n}, over final outcomes
+    groups: dict[str, dict[str, Counter]] = field(default_factory=dict)
+
+    def add_groups(self, row: Row, outcome: str) -> None:
+        for dimension, read in GROUPS.items():
+            value = read(row)
+            if value is not None:
+                key = f"{value:g}" if isinstance(value, float) else str(value)
+                self.groups.setdefault(dimension, {}).setdefault(key, Counter())[outcome] += 1
 
     def add_scores(self, scores: dict[str, float], outcome: str) -> None:
         for name, value in scores.items():
@@ -54,8 +83,10 @@ class RunStats:
     def add_outcomes(self, kept: list[Row], dropped: list[Dropped]) -> None:
         for row in kept:
             self.add_scores(row.get(SCORES, {}), "kept")
+            self.add_groups(row, "kept")
         for drop in dropped:
             self.add_scores({**drop.row.get(SCORES, {}), **(drop.scores or {})}, "dropped")
+            self.add_groups(drop.row, "dropped")
 
     def record(self, stage: str, rows_in: int, result: StepResult, seconds: float) -> None:
         counts = self.stages.setdefault(stage, StageCounts())
@@ -69,16 +100,6 @@ class RunStats:
                 f"step {stage!r} lost rows: {rows_in} in, "
                 f"{len(result.kept)} kept, {len(result.dropped)} dropped"
             )
-
-    @property
-    def rows_in(self) -> int:
-        first = next(iter(self.stages.values()), None)
-        return first.rows_in if first else 0
-
-    @property
-    def rows_out(self) -> int:
-        last = next(reversed(self.stages.values()), None) if self.stages else None
-        return last.rows_out if last else 0
 
     def to_json(self) -> dict[str, Any]:
         dropped = Counter()
@@ -99,11 +120,23 @@ class RunStats:
                 }
                 for name, hist in sorted(self.histograms.items())
             },
+            "groups": {
+                dimension: {
+                    value: {"kept": c["kept"], "dropped": c["dropped"]}
+                    for value, c in sorted(values.items(), key=lambda kv: _natural(kv[0]))
+                }
+                for dimension, values in self.groups.items()
+            },
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunStats:
-        stats = cls(reading=Counter(data.get("reading", {})), timings=dict(data.get("timings_seconds", {})))
+        stats = cls(
+            reading=Counter(data.get("reading", {})),
+            rows_in=data.get("rows_in", 0),
+            rows_out=data.get("rows_out", 0),
+            timings=dict(data.get("timings_seconds", {})),
+        )
         for name, counts in data.get("stages", {}).items():
             stage = StageCounts(
                 rows_in=counts["in"], rows_out=counts["out"], seconds=counts.get("seconds", 0.0)
@@ -116,11 +149,15 @@ class RunStats:
             stats.stages[name] = stage
         for name, hist in data.get("histograms", {}).items():
             stats.histograms[name] = {k: np.asarray(hist[k], dtype=int) for k in ("kept", "dropped")}
+        for dimension, values in data.get("groups", {}).items():
+            stats.groups[dimension] = {value: Counter(c) for value, c in values.items()}
         return stats
 
     def merge(self, other: RunStats) -> None:
         """Add another task's counts to these (timings add up as work done, not wall time)."""
         self.reading.update(other.reading)
+        self.rows_in += other.rows_in
+        self.rows_out += other.rows_out
         for name, theirs in other.stages.items():
             mine = self.stages.setdefault(name, StageCounts())
             mine.rows_in += theirs.rows_in
@@ -134,11 +171,31 @@ class RunStats:
             mine = self.histograms.setdefault(name, {k: np.zeros_like(v) for k, v in hist.items()})
             for key in ("kept", "dropped"):
                 mine[key] = mine[key] + hist[key]
+        for dimension, values in other.groups.items():
+            for value, counts in values.items():
+                self.groups.setdefault(dimension, {}).setdefault(value, Counter()).update(counts)
 
     def write(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False))
         tmp.replace(path)
+
+
+def _natural(value: str) -> tuple:
+    """Sort numbers as numbers ("4" < "12"), everything else alphabetically after them."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def format_groups(stats: dict[str, Any]) -> str:
+    """Kept / dropped rows per task type, language pair, question type, difficulty, ..."""
+    lines = []
+    for dimension, values in stats.get("groups", {}).items():
+        cells = "  ".join(f"{value}={c['kept']}/{c['kept'] + c['dropped']}" for value, c in values.items())
+        lines.append(f"{dimension} (kept/total): {cells}")
+    return "\n".join(lines)
 
 
 def format_funnel(stats: dict[str, Any]) -> str:
@@ -166,4 +223,6 @@ def format_funnel(stats: dict[str, Any]) -> str:
             if k or d
         ]
         lines.append(f"{name} (bin start: kept/dropped): " + "  ".join(cells))
+    if stats.get("groups"):
+        lines.append(format_groups(stats))
     return "\n".join(lines)

@@ -40,6 +40,8 @@ def rejected_records(stage: str, dropped: list[Dropped]) -> list[dict]:
         {
             S.ID: d.row.get(S.ID),
             S.PASSAGE_ID: d.row.get(S.PASSAGE_ID),
+            S.TASK_TYPE: d.row.get(S.TASK_TYPE),
+            S.LANGUAGE: d.row.get(S.LANGUAGE),
             S.STAGE: stage,
             S.REASON: d.reason,
             S.DETAIL: d.detail,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -48,16 +49,106 @@ NEGATIVE_TEXT = {
 }
 
 
+TRANSLATIONS = {  # target language -> (translation, near miss)
+    "English": (
+        "The museum opened its new wing in 2015 after four years of building work.",
+        "The museum opened its new wing in 2012 after four years of building work.",
+    ),
+    "Chinese": (
+        "博物馆在施工四年之后，于二〇一五年开放了新的展厅。",
+        "博物馆在施工三年之后，于二〇一五年开放了新的展厅。",
+    ),
+}
+STS_PAIRS = {
+    "English": (
+        "The library closes early on public holidays.",
+        "On public holidays the library shuts its doors early.",
+    ),
+    "Chinese": ("图书馆在公共假日会提前关门。", "每逢公共假日，图书馆都会早一些闭馆。"),
+}
+
+
+WORDS = [
+    "river",
+    "mountain",
+    "history",
+    "science",
+    "energy",
+    "market",
+    "health",
+    "school",
+    "city",
+    "music",
+    "garden",
+    "ocean",
+    "bridge",
+    "language",
+    "library",
+    "winter",
+    "engine",
+    "forest",
+    "island",
+    "medicine",
+    "planet",
+    "harvest",
+    "railway",
+    "painting",
+]  # noqa: SIM905
+
+
+def english_words(text: str, count: int) -> str:
+    """``count`` English words chosen by a hash of ``text``: a stand-in query that differs per text."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return "how does " + " ".join(WORDS[b % len(WORDS)] for b in digest[:count]) + " work"
+
+
 def default_answer(prompt: str, output) -> str:
     """A well-behaved fake model: the query is made of the passage's opening words, so it is on topic."""
     name = output.__name__
     if name == "ConfigureOutput":
-        return json.dumps({"character": 2, "question_type": "summary", "difficulty": "university"})
+        answer = {"character": 2}
+        # the LLM chooses them only in `choose_by: llm` mode (the HTTP fake has a schema, no model)
+        if "question_type" in output.model_json_schema()["properties"]:
+            answer.update(question_type="summary", difficulty="university")
+        return json.dumps(answer)
+    if name == "BitextOutput":
+        language = task_field(prompt, "Target language").rstrip(".")
+        translation, near_miss = TRANSLATIONS[language]
+        return json.dumps({"translation": translation, "near_misses": [near_miss]}, ensure_ascii=False)
+    if name == "ClassificationOutput":
+        labels = output.model_json_schema()["properties"]["label"]["enum"]
+        chinese = "in Chinese" in task_field(prompt, "Text")
+        passage = task_field(prompt, "Passage")
+        if chinese:
+            text = passage[:30:2]
+        else:
+            text = " ".join(passage.split()[:20:2]) if passage.isascii() else english_words(passage, 9)
+        return json.dumps({"text": text, "label": labels[0], "wrong_label": labels[1]}, ensure_ascii=False)
+    if name == "STSOutput":
+        asked = task_field(prompt, "Similarity asked for")
+        score, chinese = int(asked.split(",")[0]), "Chinese" in asked
+        first, second = STS_PAIRS["Chinese" if chinese else "English"]
+        # a different subject per passage, so deduplication keeps one pair per passage
+        passage = task_field(prompt, "Passage")
+        subject = passage[:6] if chinese else english_words(passage, 3)
+        first, second = f"{subject}: {first}", f"{subject}: {second}"
+        return json.dumps({"sentence1": first, "sentence2": second, "score": score}, ensure_ascii=False)
+    if name == "LabelSetOutput":
+        count = output.model_json_schema()["properties"]["labels"]["maxItems"]
+        labels = [
+            {"name": f"topic {i}", "description": f"Texts about subject number {i}."} for i in range(count)
+        ]
+        return json.dumps({"labels": labels})
     if name == "QueryOutput":
         # every other word (character, for Chinese) of the passage's opening: on topic, not a copy
         passage = task_field(prompt, "Passage")
         chinese = "Chinese" in task_field(prompt, "Question type").split("query: ")[-1]
-        query = passage[:28:2] if chinese else " ".join(passage.split()[:16:2])
+        if chinese:
+            query = passage[:28:2]
+        elif passage.isascii():
+            query = " ".join(passage.split()[:16:2])
+        else:  # an English query about a Chinese passage: English words, different per passage
+            query = english_words(passage, 7)
         return json.dumps({"query": query}, ensure_ascii=False)
     if name == "NegativesOutput":
         language = "Chinese" if "(Chinese)" in prompt.split("### Your task")[-1] else "English"

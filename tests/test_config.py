@@ -12,7 +12,7 @@ def test_defaults_and_overrides(tmp_path):
     )
     assert config.limit == 10
     assert config.models.temperature == 0.2
-    assert config.generation.languages == ["en", "zh"]
+    assert config.generation.languages == {"en": 1.0, "zh": 1.0}  # a list means equal weights
     assert config.personas.top_k == 5
 
 

@@ -34,6 +34,7 @@ class TableEmbedder:
 def row(i, query, positive="a passage", language="en", **extra):
     return {
         S.ID: f"r{i}",
+        S.TASK_TYPE: "retrieval",
         S.QUERY: query,
         S.POSITIVE: positive,
         S.LANGUAGE: language,
@@ -252,3 +253,29 @@ def test_unparsable_llm_negatives_keep_the_row():
     result = step([row(0, "how do tides work", "The moon's gravity pulls the oceans.")])
     assert result.dropped == [] and result.kept[0][S.WORK_LLM_NEGATIVES] == []
     assert result.events["negatives_llm_invalid"] == 1
+
+
+def test_repetition_drops_looping_text_only():
+    from pipeline.steps.repetition import RepetitionCheck
+
+    rows = [
+        row(0, "the-holy-week-the-holy-week-the-holy-week-the-holy-week of the year in rome"),
+        row(1, "how does AMPK regulate cardiovascular function in older adults with heart disease"),
+        row(2, "发现胆疯被胆疯，发现胆疯被胆疯，发现胆疯被胆疯，控制血糖", language="zh"),
+        row(3, "为什么说威斯特伐利亚和约是现代主权国家体系的起点", language="zh"),
+    ]
+    result = RepetitionCheck()(rows)
+    assert [r[S.ID] for r in result.kept] == ["r1", "r3"]
+    assert {d.reason for d in result.dropped} == {"repetitive"}
+
+
+def test_a_lightly_edited_example_is_still_a_copy():
+    from pipeline.steps.llm_call import copies_example
+
+    prompt = (
+        "Rules.\n### Example\nAnswer: 长城始建于春秋战国时期，明朝时大规模重修，现存部分大多为明代所建。\n"
+        "### Your task\nPassage: something else"
+    )
+    assert copies_example("长城始建于春秋战国时期，明朝时大规模重修，现存部分大多为明代修建的。", prompt)
+    assert not copies_example("秦朝统一六国后修建了连接各段城墙的防线。", prompt)
+    assert not copies_example("something else entirely, about rivers", prompt)  # the task part does not count

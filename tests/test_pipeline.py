@@ -31,6 +31,8 @@ def test_run_writes_schema_stats_and_rejected(tmp_path, minilm_path):
         "limit=12",
         f"models.embedder={minilm_path}",
         "generation.languages=[zh]",
+        "generation.choose_by=llm",  # the fake always chooses "summary"
+        "models.embedder_languages=['*']",  # exercise cosine and margin on Chinese, trusted or not
         "filters.cosine.mode=percentile",
         "filters.cosine.percentile=20",
     )

@@ -32,6 +32,7 @@ OPEN_GATE = [
     "negatives.llm_count=0",
     "negatives.min_negatives=0",
     "filters.language.enabled=false",
+    "filters.repetition.enabled=false",
     "filters.passage_copy.enabled=false",
     "filters.cosine.enabled=false",
     "filters.judge.enabled=false",

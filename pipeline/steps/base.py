@@ -13,6 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import schema as S
+from ..config import TASK_TYPES
+
 Row = dict[str, Any]
 
 
@@ -43,10 +46,24 @@ def set_score(row: Row, name: str, value: float) -> None:
 
 class Step(ABC):
     name: str
+    # task types whose rows this step handles; rows of other types pass it untouched and uncounted
+    tasks: frozenset[str] = frozenset(TASK_TYPES)
 
     @abstractmethod
     def __call__(self, rows: list[Row]) -> StepResult:
         """Process one batch; every input row ends up either kept or dropped."""
+
+
+def run_step(step: Step, rows: list[Row]) -> tuple[StepResult, list[Row]]:
+    """Run ``step`` on the rows of its task types; return its result and the rows it did not see.
+
+    Stats count a stage over its own result only; the caller carries on with
+    ``result.kept + others``. Every runner (local, HTTP, Ray ``map_batches``)
+    calls steps through this.
+    """
+    mine = [row for row in rows if row.get(S.TASK_TYPE) in step.tasks]
+    others = [row for row in rows if row.get(S.TASK_TYPE) not in step.tasks]
+    return (step(mine) if mine else StepResult()), others
 
 
 def row_rng(seed: int, *keys: str) -> random.Random:

@@ -20,6 +20,7 @@ def passage_overlap(query: str, passage: str) -> float:
 
 class CopyCheck(Step):
     name = "copy_check"
+    tasks = frozenset({"retrieval"})  # a bitext source and an STS sentence may quote the passage
 
     def __init__(self, config: CopyCheckConfig):
         self.config = config

@@ -19,6 +19,8 @@ from .base import Dropped, Row, Step, StepResult, set_score
 
 class CosineFilter(Step):
     name = "cosine"
+    # classification pairs a text with a label description, STS pairs are dissimilar by design
+    tasks = frozenset({"retrieval", "bitext"})
 
     def __init__(self, embedder: Embedder, config: CosineConfig):
         self.embedder = embedder
@@ -43,7 +45,7 @@ class CosineFilter(Step):
         result = StepResult()
         scored = []
         for row in rows:
-            if self.embedder.supports(row[S.LANGUAGE], row[S.PASSAGE_LANGUAGE]):
+            if self.embedder.supports(row[S.LANGUAGE], S.positive_language(row)):
                 scored.append(row)
             else:
                 result.kept.append(row)

@@ -73,17 +73,24 @@ class Dedup(Step):
 
     def reset(self) -> None:
         """Forget every query seen: each task deduplicates on its own, whatever process runs it."""
-        self._exact: dict[str, str] = {}  # normalised query -> id of the first row
-        self._lsh = MinHashLSH(threshold=self.config.near_threshold, num_perm=self.config.num_perm)
+        # keyed by task type: a bitext source sentence may equal an STS sentence without harm
+        self._exact: dict[tuple[str, str], str] = {}  # (task type, normalised query) -> first row id
+        self._lsh: dict[str, MinHashLSH] = {}
         self._lsh_ids: set[str] = set()
+
+    def _index(self, task: str) -> MinHashLSH:
+        if task not in self._lsh:
+            self._lsh[task] = MinHashLSH(threshold=self.config.near_threshold, num_perm=self.config.num_perm)
+        return self._lsh[task]
 
     def resume(self, reached: list[dict], passed: list[dict]) -> None:
         """Remember the queries that passed this step in chunks an earlier run already wrote."""
         for row in passed:
+            task = row.get(S.TASK_TYPE) or "retrieval"
             norm = normalise(row[S.QUERY])
-            self._exact.setdefault(norm, row[S.ID])
+            self._exact.setdefault((task, norm), row[S.ID])
             if self.config.near and row[S.ID] not in self._lsh_ids:
-                self._lsh.insert(row[S.ID], self._minhash(norm))
+                self._index(task).insert(row[S.ID], self._minhash(norm))
                 self._lsh_ids.add(row[S.ID])
 
     def _minhash(self, norm: str) -> MinHash:
@@ -102,26 +109,26 @@ class Dedup(Step):
     def __call__(self, rows: list[Row]) -> StepResult:
         result = StepResult()
         for row in rows:
-            query = row[S.QUERY]
+            query, task = row[S.QUERY], row[S.TASK_TYPE]
             norm = normalise(query)
             if (self._eval_exact or self._eval_ngrams) and self._contaminated(query, norm):
                 result.dropped.append(
                     Dropped(row, "contaminated", detail="shares an n-gram with an eval query")
                 )
                 continue
-            if self.config.exact and norm in self._exact:
+            if self.config.exact and (task, norm) in self._exact:
                 result.dropped.append(
-                    Dropped(row, "duplicate", detail=f"same query as row {self._exact[norm]}")
+                    Dropped(row, "duplicate", detail=f"same query as row {self._exact[(task, norm)]}")
                 )
                 continue
             if self.config.near:
                 minhash = self._minhash(norm)
-                similar = self._lsh.query(minhash)
+                similar = self._index(task).query(minhash)
                 if similar:
                     result.dropped.append(Dropped(row, "near_duplicate", detail=f"close to row {similar[0]}"))
                     continue
-                self._lsh.insert(row[S.ID], minhash)
+                self._index(task).insert(row[S.ID], minhash)
                 self._lsh_ids.add(row[S.ID])
-            self._exact.setdefault(norm, row[S.ID])
+            self._exact.setdefault((task, norm), row[S.ID])
             result.kept.append(row)
         return result

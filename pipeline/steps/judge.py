@@ -25,6 +25,7 @@ def judgement_chat(prompts: PromptLibrary, query: str, passage: str) -> list[dic
 
 class Judge(Step):
     name = "judge"
+    tasks = frozenset({"retrieval"})  # the rubric grades whether a passage answers a query
 
     def __init__(self, engine: ChatEngine, prompts: PromptLibrary, config: JudgeConfig):
         self.engine = engine

@@ -1,10 +1,20 @@
-"""Step: the query must be in the language that was asked for (peers never check this)."""
+"""Step: every text the model wrote must be in the language that was asked for (peers never check this)."""
 
 from __future__ import annotations
 
 from .. import schema as S
 from ..langid import check_language
 from .base import Dropped, Row, Step, StepResult, set_score
+
+
+def written_texts(row: Row) -> list[tuple[str, str, str]]:
+    """(column, text, language it must be in) of each text the model wrote for this row."""
+    task = row[S.TASK_TYPE]
+    if task == "bitext":  # the query is the passage's own sentence; the translation is written
+        return [(S.POSITIVE, row[S.POSITIVE], row[S.TARGET_LANGUAGE])]
+    if task == "sts":
+        return [(S.QUERY, row[S.QUERY], row[S.LANGUAGE]), (S.POSITIVE, row[S.POSITIVE], row[S.LANGUAGE])]
+    return [(S.QUERY, row[S.QUERY], row[S.LANGUAGE])]
 
 
 class LanguageCheck(Step):
@@ -16,18 +26,25 @@ class LanguageCheck(Step):
     def __call__(self, rows: list[Row]) -> StepResult:
         result = StepResult()
         for row in rows:
-            ok, scores = check_language(row[S.QUERY], row[S.LANGUAGE], self.min_margin)
-            set_score(row, "query_language", scores["requested"])
-            if ok:
+            failure = None
+            for column, text, language in written_texts(row):
+                ok, scores = check_language(text, language, self.min_margin)
+                if column == S.QUERY or row[S.TASK_TYPE] == "bitext":
+                    set_score(row, "query_language", scores["requested"])
+                if not ok:
+                    failure = (column, language, scores)
+                    break
+            if failure is None:
                 result.kept.append(row)
-            else:
-                best = next((k[len("best_is_") :] for k in scores if k.startswith("best_is_")), "?")
-                result.dropped.append(
-                    Dropped(
-                        row,
-                        "wrong_language",
-                        detail=f"asked {row[S.LANGUAGE]}, looks like {best}",
-                        scores={"query_language": scores["requested"], "best_language": scores["best"]},
-                    )
+                continue
+            column, language, scores = failure
+            best = next((k[len("best_is_") :] for k in scores if k.startswith("best_is_")), "?")
+            result.dropped.append(
+                Dropped(
+                    row,
+                    "wrong_language",
+                    detail=f"{column}: asked {language}, looks like {best}",
+                    scores={"query_language": scores["requested"], "best_language": scores["best"]},
                 )
+            )
         return result

@@ -1,7 +1,8 @@
 """Step: the positive-aware margin on every negative, then the final choice of negatives.
 
 A negative is kept only if score(q, neg) < (1 - margin) * score(q, pos) (NV-Retriever's
-TopK-PercPos; margin 0.05 means 95% of the positive's score). Peers apply this
+TopK-PercPos; margin 0.05 means 95% of the positive's score). Rows in languages the
+embedder does not handle keep their candidates unchecked (counted as an event). Peers apply this
 to mined negatives only; here LLM-written negatives must pass it too, since an
 LLM asked for a look-alike often writes something that answers the query.
 """
@@ -22,6 +23,7 @@ def passes_margin(negative_score: float, positive_score: float, margin: float) -
 
 class NegativeMargin(Step):
     name = "margin"
+    tasks = frozenset({"retrieval"})  # near misses and wrong labels are negatives by construction
 
     def __init__(self, embedder: Embedder, config: NegativesConfig):
         self.embedder = embedder
@@ -45,6 +47,10 @@ class NegativeMargin(Step):
 
         for i, row in enumerate(rows):
             positive = row[S.POSITIVE_SCORE]
+            # an embedder that does not handle these languages gives scores no rule should trust
+            trusted = self.embedder.supports(row[S.LANGUAGE], row[S.PASSAGE_LANGUAGE])
+            if not trusted:
+                result.events["margin_skipped_unsupported_language"] += 1
             chosen: list[tuple[str, float, str]] = []
             for source, candidates, limit in (
                 ("llm", llm_scores.get(i, []), self.config.llm_count),
@@ -60,7 +66,7 @@ class NegativeMargin(Step):
                         break
                     if any(text == c[0] for c in chosen):
                         continue
-                    if passes_margin(score, positive, self.config.relative_margin):
+                    if not trusted or passes_margin(score, positive, self.config.relative_margin):
                         chosen.append((text, score, source))
                         taken += 1
                     else:
@@ -77,6 +83,7 @@ class RequireNegatives(Step):
     """Rows left with too few negatives after every check are not worth training on."""
 
     name = "require_negatives"
+    tasks = frozenset({"retrieval", "bitext", "classification"})  # STS rows carry a score instead
 
     def __init__(self, minimum: int):
         self.minimum = minimum

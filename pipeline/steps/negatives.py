@@ -31,6 +31,7 @@ class WriteNegatives(Step):
     """The LLM writes look-alike passages that do not answer the query, in the passage's language."""
 
     name = "negatives_llm"
+    tasks = frozenset({"retrieval"})
 
     def __init__(
         self,
@@ -131,6 +132,7 @@ class MineNegatives(Step):
     """
 
     name = "negatives_mined"
+    tasks = frozenset({"retrieval"})
 
     def __init__(self, embedder: Embedder, pool: PassagePool, config: NegativesConfig):
         self.embedder = embedder

@@ -12,6 +12,7 @@ from .base import Row, Step, StepResult
 
 class PersonaCandidates(Step):
     name = "personas"
+    tasks = frozenset({"retrieval", "classification"})
 
     def __init__(self, embedder: Embedder, personas: list[str], k: int = 5):
         self.embedder = embedder

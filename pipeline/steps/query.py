@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
+from .. import sampling
 from .. import schema as S
 from ..config import GenerationConfig
 from ..engine import ChatEngine
+from ..instructions import instruction
 from ..langid import language_name
 from ..outputs import QueryOutput
 from ..prompts import PromptLibrary
-from .base import Dropped, Row, Step, StepResult, row_rng
+from .base import Dropped, Row, Step, StepResult
 from .llm_call import ask, copies_example
-
-INSTRUCTIONS = {
-    "retrieval": "Given a search query, retrieve relevant passages that answer the query",
-}
-
-
-def sample_length(config: GenerationConfig, seed: int, row_id: str) -> int:
-    lengths = sorted(config.query_length_words)
-    weights = [config.query_length_words[n] for n in lengths]
-    return row_rng(seed, row_id, "length").choices(lengths, weights=weights, k=1)[0]
 
 
 class WriteQuery(Step):
     name = "query"
+    tasks = frozenset({"retrieval"})
 
     def __init__(
         self,
@@ -42,7 +35,7 @@ class WriteQuery(Step):
 
     def __call__(self, rows: list[Row]) -> StepResult:
         for row in rows:
-            row[S.QUERY_LENGTH_WORDS] = sample_length(self.config, self.seed, row[S.ID])
+            row[S.QUERY_LENGTH_WORDS] = sampling.length_words(self.config, self.seed, row[S.ID])
         variables = [
             {
                 "passage": row[S.POSITIVE],
@@ -80,7 +73,7 @@ class WriteQuery(Step):
                 )
                 continue
             row[S.QUERY] = query
-            row[S.INSTRUCTION] = INSTRUCTIONS[self.task]
+            row[S.INSTRUCTION] = instruction(row)
             row[S.MODEL] = self.engine.model_name
             result.kept.append(row)
         return result

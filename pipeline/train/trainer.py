@@ -21,7 +21,7 @@ import torch
 
 from .. import schema as S
 from .encoder import Encoder, format_query
-from .losses import ImprovedInfoNCE, MatryoshkaLoss
+from .losses import ImprovedInfoNCE, MatryoshkaLoss, cached_backward
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ class TrainConfig:
     max_length: int = 256
     instruction: bool | None = None  # None: on for decoder models (Qwen3 style), off for encoder models
     matryoshka_dims: tuple[int, ...] = ()
+    # > 0: gradient caching with mini-batches of this many texts (same loss and gradients as the
+    # whole batch at once, activation memory of one mini-batch); 0: the whole batch in one pass
+    mini_batch: int = 0
     log_every: int = 10
     seed: int = 0
 
@@ -86,6 +89,22 @@ def batches_without_duplicates(rows: Iterator[dict], size: int, negatives: int) 
         yield batch
 
 
+def warmup_then_linear_decay(optimizer, total_steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate rising linearly for ``warmup`` steps, then falling linearly to 0 at ``total_steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (
+            (step + 1) / max(1, warmup)
+            if step < warmup
+            else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        ),
+    )
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def save_checkpoint(encoder: Encoder, source: str, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     encoder.model.save_pretrained(target, safe_serialization=True)
@@ -117,27 +136,32 @@ def train(data: Path, model_path: str, out: Path, config: TrainConfig) -> list[f
     total_steps = max(1, math.ceil(rows / config.batch_size) * config.epochs)
     warmup = int(total_steps * config.warmup_ratio)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (
-            (step + 1) / max(1, warmup)
-            if step < warmup
-            else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-        ),
-    )
+    schedule = warmup_then_linear_decay(optimizer, total_steps, warmup)
     losses: list[float] = []
     for epoch in range(config.epochs):
         for batch in batches_without_duplicates(stream_rows(data), config.batch_size, config.negatives):
             queries = [format_query(r[S.QUERY], r[S.INSTRUCTION] if use_instruction else None) for r in batch]
-            q = encoder(encoder.tokenize(queries))
-            p = encoder(encoder.tokenize([r[S.POSITIVE] for r in batch]))
-            n = None
-            if config.negatives:
-                flat = [neg for r in batch for neg in r[S.NEGATIVES][: config.negatives]]
-                n = encoder(encoder.tokenize(flat)).reshape(len(batch), config.negatives, -1)
-            loss = loss_fn(q, p, n)
+            positives = [r[S.POSITIVE] for r in batch]
+            flat = [neg for r in batch for neg in r[S.NEGATIVES][: config.negatives]]
             optimizer.zero_grad()
-            loss.backward()
+            if config.mini_batch:
+                groups = {
+                    "q": _chunks(queries, config.mini_batch),
+                    "p": _chunks(positives, config.mini_batch),
+                }
+                if flat:
+                    groups["n"] = _chunks(flat, config.mini_batch)
+                loss = cached_backward(
+                    lambda texts: encoder(encoder.tokenize(texts)), groups, loss_fn, k=config.negatives
+                )
+            else:
+                q = encoder(encoder.tokenize(queries))  # (N, d)
+                p = encoder(encoder.tokenize(positives))  # (N, d)
+                n = None
+                if flat:
+                    n = encoder(encoder.tokenize(flat)).reshape(len(batch), config.negatives, -1)  # (N, K, d)
+                loss = loss_fn(q, p, n)
+                loss.backward()
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
             optimizer.step()
             schedule.step()

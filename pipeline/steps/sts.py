@@ -1,0 +1,89 @@
+"""Step: STS rows. Two sentences drawn from the passage's content and their similarity, 1 to 5.
+
+The similarity is drawn first from the config's distribution (so the run holds
+paraphrases, partial overlaps and contradictions in known proportions); the
+model writes a pair at that level and grades its own pair. A pair whose grade
+strays from the request by more than ``sts_max_score_gap`` is dropped: the
+model did not do what was asked, and the score would be noise.
+"""
+
+from __future__ import annotations
+
+from .. import sampling
+from .. import schema as S
+from ..config import GenerationConfig
+from ..engine import ChatEngine
+from ..instructions import instruction
+from ..langid import language_name
+from ..outputs import STSOutput
+from ..prompts import PromptLibrary
+from .base import Dropped, Row, Step, StepResult, set_score
+from .copycheck import passage_overlap
+from .dedup import normalise
+from .llm_call import ask, copies_example
+
+TEMPLATE = "sts/pair"
+NEAR_IDENTICAL = 0.8  # share of sentence 2's n-grams found in sentence 1
+
+
+class WriteSTS(Step):
+    name = "sts"
+    tasks = frozenset({"sts"})
+
+    def __init__(self, engine: ChatEngine, prompts: PromptLibrary, config: GenerationConfig, seed: int):
+        self.engine = engine
+        self.prompts = prompts
+        self.config = config
+        self.seed = seed
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        for row in rows:
+            row[S.WORK_REQUESTED_SCORE] = sampling.sts_score(self.config, self.seed, row[S.ID])
+        variables = [
+            {
+                "passage": row[S.POSITIVE],
+                "passage_language": language_name(row[S.PASSAGE_LANGUAGE]),
+                "language": language_name(row[S.LANGUAGE]),
+                "score": row[S.WORK_REQUESTED_SCORE],
+            }
+            for row in rows
+        ]
+        answered, result = ask(
+            self.engine,
+            self.prompts,
+            TEMPLATE,
+            rows,
+            variables,
+            STSOutput,
+            self.config.max_tokens_query,
+        )
+        for row, answer, prompt in answered:
+            first, second = (" ".join(s.split()) for s in (answer.sentence1, answer.sentence2))
+            requested = row[S.WORK_REQUESTED_SCORE]
+            set_score(row, "sts_score_gap", abs(answer.score - requested))
+            overlap = passage_overlap(second, first)
+            if normalise(first) == normalise(second) or (overlap >= NEAR_IDENTICAL and answer.score < 5):
+                # equal sentences, or near-equal ones graded as different in meaning: the pair is broken
+                result.dropped.append(
+                    Dropped(row, "identical_pair", detail=f"{overlap:.0%} shared n-grams", raw_output=first)
+                )
+            elif copies_example(first, prompt) or copies_example(second, prompt):
+                result.dropped.append(
+                    Dropped(row, "copied_example", detail="sentence taken from a worked example")
+                )
+            elif abs(answer.score - requested) > self.config.sts_max_score_gap:
+                result.dropped.append(
+                    Dropped(
+                        row,
+                        "score_mismatch",
+                        detail=f"asked for similarity {requested}, the model graded its pair {answer.score}",
+                        raw_output=f"{first}\n{second}",
+                    )
+                )
+            else:
+                row[S.QUERY], row[S.POSITIVE] = first, second
+                row[S.SCORE] = float(answer.score)
+                row[S.INSTRUCTION] = instruction(row)
+                row[S.MODEL] = self.engine.model_name
+                result.kept.append(row)
+        return result
