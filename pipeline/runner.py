@@ -277,7 +277,16 @@ def _resume_stateful_steps(steps: list[Step], state: TaskState) -> None:
 
     kept = []
     for shard in state.shards("data"):
-        for row in pq.read_table(shard, columns=[S.ID, S.TASK_TYPE, S.QUERY, S.POSITIVE_SCORE]).to_pylist():
+        columns = [
+            S.ID,
+            S.TASK_TYPE,
+            S.QUERY,
+            S.POSITIVE_SCORE,
+            S.LANGUAGE,
+            S.PASSAGE_LANGUAGE,
+            S.TARGET_LANGUAGE,
+        ]
+        for row in pq.read_table(shard, columns=columns).to_pylist():
             scores = {"cosine": row.pop(S.POSITIVE_SCORE)}
             kept.append({**row, "scores": scores})
     rejected = []

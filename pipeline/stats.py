@@ -16,6 +16,7 @@ from .steps.base import SCORES, Dropped, Row, StepResult
 # Breakdowns of kept and dropped rows: dimension -> how to read it off a row (None: not applicable).
 GROUPS = {
     "task_type": lambda r: r.get(S.TASK_TYPE),
+    "task_language": lambda r: f"{r[S.TASK_TYPE]} {r[S.LANGUAGE]}" if r.get(S.TASK_TYPE) else None,
     "language_pair": lambda r: S.language_pair(r) if r.get(S.TASK_TYPE) else None,
     "task_language_pair": lambda r: f"{r[S.TASK_TYPE]} {S.language_pair(r)}" if r.get(S.TASK_TYPE) else None,
     "question_type": lambda r: r.get(S.QUESTION_TYPE),

@@ -84,6 +84,12 @@ def claim_run(out: Path, config: RunConfig) -> None:
                 "rerun with the same options to resume, or pass --overwrite to start over"
             )
         return
+    leftovers = [p for name in ("data", "rejected") for p in (out / name).glob("*.parquet")]
+    if leftovers:  # shards with no run record: another tool's, or an older version's; never mix them in
+        raise RunStateError(
+            f"{out} already holds shards of an unknown run ({leftovers[0]}): choose an empty folder, or "
+            "pass --overwrite to delete them"
+        )
     write_json_atomic(run_file, {"fingerprint": fingerprint, "num_tasks": config.output.num_tasks})
 
 

@@ -154,6 +154,7 @@ def test_all_four_task_types_in_both_languages(tmp_path, minilm_path):
     shown = CliRunner().invoke(app, ["stats", str(tmp_path / "out")]).output
     assert "task_type (kept/total):" in shown and "sts=" in shown and "bitext=" in shown
     assert "task_language_pair (kept/total):" in shown and "retrieval zh->en=" in shown
+    assert "task_language (kept/total):" in shown and "classification zh=" in shown
 
 
 def test_cross_lingual_zh_passages_en_queries(tmp_path, minilm_path):

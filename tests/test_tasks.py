@@ -115,3 +115,29 @@ def test_ranks_share_tasks_and_the_last_merges(tmp_path, minilm_path):
     run_generate(config, engine=FakeEngine(default_answer), rank=1, world_size=2)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows_in"] == 14 and (out / "manifest.json").exists()
+
+
+def test_mixed_task_types_resume_like_an_uninterrupted_run(tmp_path, minilm_path):
+    """Dedup state is per task type; a resumed mixed run must rebuild it and keep the same rows."""
+    mixed = ["generation.tasks=[retrieval, bitext, sts]", "generation.languages=[zh, en]"]
+    reference = tmp_path / "ref"
+    run_generate(config_for(reference, minilm_path, *mixed), engine=FakeEngine(default_answer))
+    out = tmp_path / "crash"
+    with pytest.raises(Crash):
+        run_generate(config_for(out, minilm_path, *mixed), engine=FakeEngine(crashing_answer(7)))
+    assert json.loads((out / "progress" / "task-00000.json").read_text())["chunks_done"] == 2
+    run_generate(config_for(out, minilm_path, *mixed), engine=FakeEngine(default_answer))
+    assert ids(out) == ids(reference)
+    assert {r[S.TASK_TYPE] for r in pq.read_table(out / "data").to_pylist()} == {"retrieval", "bitext", "sts"}
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_in"] == 42 == stats["rows_out"] + sum(stats["dropped"].values())
+    assert stats["groups"] == json.loads((reference / "stats.json").read_text())["groups"]
+
+
+def test_a_folder_with_foreign_shards_is_refused(tmp_path, minilm_path):
+    out = tmp_path / "old"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "part-00000.parquet").write_bytes(b"not ours")
+    with pytest.raises(RunStateError, match="unknown run"):
+        run_generate(config_for(out, minilm_path), engine=FakeEngine(default_answer))
+    assert (out / "data" / "part-00000.parquet").exists()  # nothing was deleted

@@ -32,8 +32,18 @@ class CosineFilter(Step):
         self._seen = []
 
     def resume(self, reached: list[dict], passed: list[dict]) -> None:
-        """Restore the percentile history from the rows an earlier run already scored."""
-        self._seen = [r["scores"]["cosine"] for r in reached if r["scores"].get("cosine") is not None]
+        """Restore the percentile history from the rows an earlier run already scored.
+
+        A kept row's positive score may come from the margin step instead (a language pair
+        this filter skipped), so kept rows count only where this filter would have scored them;
+        a rejected row carries a cosine score only if this filter set it.
+        """
+        self._seen = [
+            r["scores"]["cosine"]
+            for r in reached
+            if r["scores"].get("cosine") is not None
+            and (S.STAGE in r or self.embedder.supports(r[S.LANGUAGE], S.positive_language(r)))
+        ]
 
     def threshold(self, batch_scores: np.ndarray) -> float:
         if self.config.mode == "absolute":
