@@ -247,7 +247,7 @@ def train(
     from .train.trainer import train as run_training
 
     _setup_logging(False)
-    folder = data / "data" if (data / "data").is_dir() else data
+    folder = _data_folder(data)
     model_path = model or resolve_embedder(None).path
     dims = tuple(int(x) for x in matryoshka.split(",") if x.strip())
     config = TrainConfig(
@@ -261,6 +261,15 @@ def train(
         seed=seed,
     )
     losses = run_training(folder, model_path, out, config)
+    _report_training(losses, folder, out)
+
+
+def _data_folder(data: Path) -> Path:
+    """A run folder's data/ shards, or the folder itself when it holds the shards."""
+    return data / "data" if (data / "data").is_dir() else data
+
+
+def _report_training(losses: list[float], folder: Path, out: Path) -> None:
     if not losses:
         typer.secho(f"error: no trainable rows in {folder}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
@@ -282,13 +291,10 @@ def train_reranker_command(
     from .train.reranker_trainer import RerankerConfig, train_reranker
 
     _setup_logging(False)
-    folder = data / "data" if (data / "data").is_dir() else data
+    folder = _data_folder(data)
     config = RerankerConfig(epochs=epochs, batch_size=batch_size, lr=lr, negatives=negatives, seed=seed)
     losses = train_reranker(folder, model, out, config)
-    if not losses:
-        typer.secho(f"error: no trainable rows in {folder}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
-    typer.echo(f"{len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}; saved {out}")
+    _report_training(losses, folder, out)
 
 
 @app.command("eval")
