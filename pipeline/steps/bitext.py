@@ -14,13 +14,12 @@ from .. import schema as S
 from ..config import GenerationConfig
 from ..corpus import split_sentences
 from ..engine import ChatEngine
-from ..instructions import instruction
 from ..langid import check_language, language_name
 from ..outputs import SENTENCE_MAX_CHARS, bitext_output
 from ..prompts import PromptLibrary
-from .base import Dropped, Row, Step, StepResult
+from .base import Dropped, Row, StepResult
 from .dedup import normalise, tokens
-from .llm_call import ask, copies_example
+from .llm_call import LLMStep, copies_example
 
 TEMPLATE = "bitext/translate"
 MIN_SENTENCE_TOKENS = 5  # words, or characters in CJK: shorter "sentences" are headings and fragments
@@ -34,7 +33,7 @@ def candidate_sentences(passage: str) -> list[str]:
     ]
 
 
-class WriteBitext(Step):
+class WriteBitext(LLMStep):
     name = "bitext"
     tasks = frozenset({"bitext"})
 
@@ -46,10 +45,7 @@ class WriteBitext(Step):
         seed: int,
         check_language: bool = True,
     ):
-        self.engine = engine
-        self.prompts = prompts
-        self.config = config
-        self.seed = seed
+        super().__init__(engine, prompts, config, seed)
         self.check_language = check_language
         self.output = bitext_output(config.bitext_negatives)
 
@@ -85,9 +81,7 @@ class WriteBitext(Step):
             }
             for row in ready
         ]
-        answered, asked = ask(
-            self.engine,
-            self.prompts,
+        answered, asked = self.ask(
             TEMPLATE,
             ready,
             variables,
@@ -124,7 +118,5 @@ class WriteBitext(Step):
             row[S.POSITIVE] = translation
             row[S.NEGATIVES] = negatives
             row[S.NEGATIVE_SOURCES] = ["llm"] * len(negatives)
-            row[S.INSTRUCTION] = instruction(row)
-            row[S.MODEL] = self.engine.model_name
-            result.kept.append(row)
+            self.accept(row, result)
         return result

@@ -16,12 +16,11 @@ from .. import schema as S
 from ..config import GenerationConfig
 from ..embedder import Embedder
 from ..engine import ChatEngine
-from ..instructions import instruction
 from ..langid import language_name
 from ..outputs import classification_output
 from ..prompts import PromptLibrary
-from .base import Dropped, Row, Step, StepResult
-from .llm_call import ask, copies_example
+from .base import Dropped, Row, StepResult
+from .llm_call import LLMStep, copies_example
 
 TEMPLATE = "classification/classify"
 
@@ -31,7 +30,7 @@ def label_document(name: str, description: str) -> str:
     return f"{name}: {description}"
 
 
-class WriteClassification(Step):
+class WriteClassification(LLMStep):
     name = "classification"
     tasks = frozenset({"classification"})
 
@@ -46,11 +45,8 @@ class WriteClassification(Step):
     ):
         if len(labels) < 2:
             raise ValueError("classification needs at least two labels")
-        self.engine = engine
-        self.prompts = prompts
-        self.config = config
+        super().__init__(engine, prompts, config, seed)
         self.labels = labels
-        self.seed = seed
         self.output = classification_output(list(labels))
         self.embedder = embedder
         self._label_vectors: np.ndarray | None = None
@@ -80,9 +76,7 @@ class WriteClassification(Step):
             }
             for row in rows
         ]
-        answered, result = ask(
-            self.engine,
-            self.prompts,
+        answered, result = self.ask(
             TEMPLATE,
             rows,
             variables,
@@ -111,7 +105,5 @@ class WriteClassification(Step):
             row[S.POSITIVE] = label_document(answer.label, self.labels[answer.label])
             row[S.NEGATIVES] = [label_document(wrong, self.labels[wrong])]
             row[S.NEGATIVE_SOURCES] = ["llm"]
-            row[S.INSTRUCTION] = instruction(row)
-            row[S.MODEL] = self.engine.model_name
-            result.kept.append(row)
+            self.accept(row, result)
         return result

@@ -14,11 +14,11 @@ from ..engine import ChatEngine
 from ..langid import language_name
 from ..outputs import configure_output, configure_persona_output
 from ..prompts import PromptLibrary
-from .base import Row, Step, StepResult
-from .llm_call import ask
+from .base import Row, StepResult
+from .llm_call import LLMStep
 
 
-class Configure(Step):
+class Configure(LLMStep):
     name = "configure"
     tasks = frozenset({"retrieval"})
 
@@ -31,10 +31,7 @@ class Configure(Step):
         seed: int = 0,
         task: str = "retrieval",
     ):
-        self.engine = engine
-        self.prompts = prompts
-        self.config = config
-        self.seed = seed
+        super().__init__(engine, prompts, config, seed)
         self.template = f"{task}/configure"
         self.sampled = config.choose_by == "sampled"
         self.question_types = [k for k, w in config.question_types.items() if w > 0]
@@ -62,9 +59,7 @@ class Configure(Step):
             }
             for row in rows
         ]
-        answered, result = ask(
-            self.engine,
-            self.prompts,
+        answered, result = self.ask(
             self.template,
             rows,
             variables,

@@ -7,8 +7,9 @@ from pydantic import BaseModel
 from .. import schema as S
 from ..engine import ChatEngine, Generation
 from ..engine.base import REQUEST_FAILED
+from ..instructions import instruction
 from ..prompts import PromptLibrary
-from .base import Dropped, Row, StepResult
+from .base import Dropped, Row, Step, StepResult
 
 TASK_MARKER = "### Your task"  # every template puts its worked examples before this line
 
@@ -64,3 +65,44 @@ def ask(
         else:
             answered.append((row, generation.parsed, chat[-1]["content"]))
     return answered, result
+
+
+class LLMStep(Step):
+    """A step that asks the LLM one templated question per row.
+
+    Holds what every such step needs (engine, prompt library, its config section,
+    the run seed) and the two things they all do: ask, and finish a row the model
+    answered well (its task instruction and the generator's name).
+    """
+
+    def __init__(self, engine: ChatEngine, prompts: PromptLibrary, config, seed: int = 0):
+        self.engine = engine
+        self.prompts = prompts
+        self.config = config
+        self.seed = seed
+
+    def ask(
+        self,
+        template: str,
+        rows: list[Row],
+        variables: list[dict],
+        output: type[BaseModel],
+        max_tokens: int,
+        language_column: str = S.LANGUAGE,
+    ) -> tuple[list[tuple[Row, BaseModel, str]], StepResult]:
+        return ask(
+            self.engine,
+            self.prompts,
+            template,
+            rows,
+            variables,
+            output,
+            max_tokens,
+            language_column=language_column,
+        )
+
+    def accept(self, row: Row, result: StepResult) -> None:
+        """Keep a row whose model answer is now in place."""
+        row[S.INSTRUCTION] = instruction(row)
+        row[S.MODEL] = self.engine.model_name
+        result.kept.append(row)

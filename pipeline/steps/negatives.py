@@ -22,12 +22,12 @@ from ..outputs import negatives_output
 from ..prompts import PromptLibrary
 from .base import Row, Step, StepResult
 from .dedup import normalise
-from .llm_call import ask, copies_example
+from .llm_call import LLMStep, copies_example
 
 log = logging.getLogger(__name__)
 
 
-class WriteNegatives(Step):
+class WriteNegatives(LLMStep):
     """The LLM writes look-alike passages that do not answer the query, in the passage's language."""
 
     name = "negatives_llm"
@@ -41,9 +41,7 @@ class WriteNegatives(Step):
         check_language: bool = True,
         task: str = "retrieval",
     ):
-        self.engine = engine
-        self.prompts = prompts
-        self.config = config
+        super().__init__(engine, prompts, config)
         self.check_language = check_language
         self.template = f"{task}/negatives"
         self.output = negatives_output(config.llm_count)
@@ -60,9 +58,7 @@ class WriteNegatives(Step):
             }
             for row in rows
         ]
-        answered, result = ask(
-            self.engine, self.prompts, self.template, rows, variables, self.output, self.config.max_tokens
-        )
+        answered, result = self.ask(self.template, rows, variables, self.output, self.config.max_tokens)
         # A failed call costs the row its LLM negatives, not the row: mined ones may still serve.
         for failed in result.dropped:
             log.debug("negatives call failed for %s: %s", failed.row[S.ID], failed.detail)

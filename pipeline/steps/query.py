@@ -6,15 +6,14 @@ from .. import sampling
 from .. import schema as S
 from ..config import GenerationConfig
 from ..engine import ChatEngine
-from ..instructions import instruction
 from ..langid import language_name
 from ..outputs import QueryOutput
 from ..prompts import PromptLibrary
-from .base import Dropped, Row, Step, StepResult
-from .llm_call import ask, copies_example
+from .base import Dropped, Row, StepResult
+from .llm_call import LLMStep, copies_example
 
 
-class WriteQuery(Step):
+class WriteQuery(LLMStep):
     name = "query"
     tasks = frozenset({"retrieval"})
 
@@ -26,10 +25,7 @@ class WriteQuery(Step):
         seed: int,
         task: str = "retrieval",
     ):
-        self.engine = engine
-        self.prompts = prompts
-        self.config = config
-        self.seed = seed
+        super().__init__(engine, prompts, config, seed)
         self.task = task
         self.template = f"{task}/query"
 
@@ -48,9 +44,7 @@ class WriteQuery(Step):
             }
             for row in rows
         ]
-        answered, result = ask(
-            self.engine,
-            self.prompts,
+        answered, result = self.ask(
             self.template,
             rows,
             variables,
@@ -73,7 +67,5 @@ class WriteQuery(Step):
                 )
                 continue
             row[S.QUERY] = query
-            row[S.INSTRUCTION] = instruction(row)
-            row[S.MODEL] = self.engine.model_name
-            result.kept.append(row)
+            self.accept(row, result)
         return result

@@ -12,29 +12,22 @@ from __future__ import annotations
 from .. import sampling
 from .. import schema as S
 from ..config import GenerationConfig
-from ..engine import ChatEngine
-from ..instructions import instruction
 from ..langid import language_name
 from ..outputs import STSOutput
-from ..prompts import PromptLibrary
-from .base import Dropped, Row, Step, StepResult, set_score
+from .base import Dropped, Row, StepResult, set_score
 from .copycheck import passage_overlap
 from .dedup import normalise
-from .llm_call import ask, copies_example
+from .llm_call import LLMStep, copies_example
 
 TEMPLATE = "sts/pair"
 NEAR_IDENTICAL = 0.8  # share of sentence 2's n-grams found in sentence 1
 
 
-class WriteSTS(Step):
+class WriteSTS(LLMStep):
     name = "sts"
     tasks = frozenset({"sts"})
 
-    def __init__(self, engine: ChatEngine, prompts: PromptLibrary, config: GenerationConfig, seed: int):
-        self.engine = engine
-        self.prompts = prompts
-        self.config = config
-        self.seed = seed
+    config: GenerationConfig
 
     def __call__(self, rows: list[Row]) -> StepResult:
         for row in rows:
@@ -48,9 +41,7 @@ class WriteSTS(Step):
             }
             for row in rows
         ]
-        answered, result = ask(
-            self.engine,
-            self.prompts,
+        answered, result = self.ask(
             TEMPLATE,
             rows,
             variables,
@@ -83,7 +74,5 @@ class WriteSTS(Step):
             else:
                 row[S.QUERY], row[S.POSITIVE] = first, second
                 row[S.SCORE] = float(answer.score)
-                row[S.INSTRUCTION] = instruction(row)
-                row[S.MODEL] = self.engine.model_name
-                result.kept.append(row)
+                self.accept(row, result)
         return result
