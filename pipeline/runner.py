@@ -169,6 +169,12 @@ def judge_enabled(config: RunConfig, generator: ResolvedModel) -> bool:
     return True
 
 
+def prompt_library(config: RunConfig) -> PromptLibrary:
+    """The run's templates: the packaged ones, or the folder the config names."""
+    folder = config.generation.prompts_dir
+    return PromptLibrary(Path(folder) if folder else None)
+
+
 def build_steps(
     config: RunConfig,
     engine: ChatEngine,
@@ -183,7 +189,7 @@ def build_steps(
     Every step handles the task types in its ``tasks`` and lets other rows pass
     (``run_step``), so one list serves a run of any mix of task types.
     """
-    prompts = PromptLibrary()
+    prompts = prompt_library(config)
     filters, negatives, generation = config.filters, config.negatives, config.generation
     tasks = set(generation.tasks)
     steps: list[Step] = []
@@ -191,7 +197,11 @@ def build_steps(
         personas = load_personas(config.personas.path)
         log.info("%d personas loaded", len(personas))
         steps.append(PersonaCandidates(embedder, personas, config.personas.top_k))
-    if "retrieval" in tasks:
+    if "retrieval" in tasks and generation.calls == "one":
+        steps.append(
+            WriteQuery(engine, prompts, generation, config.seed, choose_persona_among=config.personas.top_k)
+        )
+    elif "retrieval" in tasks:
         steps.append(Configure(engine, prompts, generation, config.personas.top_k, config.seed))
         steps.append(WriteQuery(engine, prompts, generation, config.seed))
     if "bitext" in tasks:
@@ -385,6 +395,7 @@ def run_generate(
     mine = [TaskState(out, t) for t in range(num_tasks) if t % world_size == rank]
     todo = [state for state in mine if not state.is_complete()]
     timings: dict[str, float] = {}
+    engine_info: dict = {}
     remote = config.models.engine == "openai"
     if remote:
         # the server decides the model; nothing is converted or loaded here
@@ -425,6 +436,7 @@ def run_generate(
             judge = ResolvedModel(judge_model, judge_model) if remote else resolve_generator(judge_model)
             judge_engine = get_engine(judge, config.models, config.seed)
         timings["engine_start"] = time.perf_counter() - t
+        engine_info = dict(getattr(engine, "settings", {}))
         labels = None
         if "classification" in config.generation.tasks:
             head = itertools.islice(passage_stream(config, count_tokens, ReadStats()), 64)
@@ -433,7 +445,7 @@ def run_generate(
                 config.generation.labels,
                 # the packaged SmolLM2-135M copies the worked example's labels: not worth asking
                 None if generator.name == SMOLLM2_NAME else engine,
-                PromptLibrary(),
+                prompt_library(config),
                 [p.text for p in head],
                 config.generation.label_count,
             )
@@ -452,14 +464,19 @@ def run_generate(
         finally:  # also on a crash or interrupt: stats.json always reflects what is on disk
             progress.close()
             timings["total"] = time.perf_counter() - started
-            stats = _finalize(out, config, generator, embedder_model, timings)
+            stats = _finalize(out, config, generator, embedder_model, timings, engine_info)
     else:
-        stats = _finalize(out, config, generator, embedder_model, timings)
+        stats = _finalize(out, config, generator, embedder_model, timings, engine_info)
     return RunResult(out_dir=out, stats=stats, shards=sorted((out / "data").glob("part-*.parquet")))
 
 
 def _finalize(
-    out: Path, config: RunConfig, generator: ResolvedModel, embedder: ResolvedModel, timings: dict[str, float]
+    out: Path,
+    config: RunConfig,
+    generator: ResolvedModel,
+    embedder: ResolvedModel,
+    timings: dict[str, float],
+    engine_info: dict | None = None,
 ) -> RunStats:
     """Merge every task's stats into stats.json; write the manifest once all tasks are complete."""
     states = [TaskState(out, t) for t in range(config.output.num_tasks)]
@@ -474,6 +491,7 @@ def _finalize(
             task_stats.reading = Counter()
             stats.merge(task_stats)
     stats.reading = reading
+    stats.engine = dict(engine_info or {})
     stats.timings = dict(timings)
     stats.timings["generation"] = sum(c.seconds for c in stats.stages.values())
     done = sum(state.is_complete() for state in states)
@@ -496,11 +514,11 @@ def _write_manifest(
 ) -> None:
     import pyarrow.parquet as pq
 
-    prompts = PromptLibrary()
+    prompts = prompt_library(config)
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "models": {
-            "generator": {"name": generator.name, "path": generator.path},
+            "generator": {"name": generator.name, "path": generator.path, **stats.engine},
             "embedder": {"name": embedder.name, "path": embedder.path},
         },
         "prompts": {name: prompts.prompt(name).hash for name in templates_of(config)},
@@ -527,4 +545,9 @@ TEMPLATES = {
 
 
 def templates_of(config: RunConfig) -> list[str]:
-    return [name for task in config.generation.tasks for name in TEMPLATES[task]]
+    names = [name for task in config.generation.tasks for name in TEMPLATES[task]]
+    if config.generation.calls == "one" and "retrieval/configure" in names:
+        names[names.index("retrieval/configure") : names.index("retrieval/query") + 1] = [
+            "retrieval/persona_query"
+        ]
+    return names

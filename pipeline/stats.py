@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from . import schema as S
-from .steps.base import SCORES, Dropped, Row, StepResult
+from .engine.base import Usage
+from .steps.base import SCORES, TOKENS, Dropped, Row, StepResult
 
 # Breakdowns of kept and dropped rows: dimension -> how to read it off a row (None: not applicable).
 GROUPS = {
@@ -43,13 +44,25 @@ class StageCounts:
     dropped: Counter = field(default_factory=Counter)
     events: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    usage: Usage = field(default_factory=Usage)  # the stage's own LLM calls
+    # LLM tokens spent, at this stage and before it, on the rows this stage dropped
+    tokens_dropped: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"in": self.rows_in, "out": self.rows_out}
         out.update({f"dropped_{reason}": n for reason, n in sorted(self.dropped.items())})
         out.update(sorted(self.events.items()))
         out["seconds"] = round(self.seconds, 3)
+        if self.usage.requests:
+            out[LLM] = self.usage.to_json()
+        if self.tokens_dropped:
+            out[TOKENS_DROPPED] = self.tokens_dropped
         return out
+
+
+LLM = "llm"  # key of a stage's token usage in stats.json
+TOKENS_DROPPED = "tokens_on_dropped_rows"
+NOT_EVENTS = {"in", "out", "seconds", LLM, TOKENS_DROPPED}  # stage keys that are not event counts
 
 
 @dataclass
@@ -64,6 +77,30 @@ class RunStats:
     histograms: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     # dimension -> value -> {"kept": n, "dropped": n}, over final outcomes
     groups: dict[str, dict[str, Counter]] = field(default_factory=dict)
+    tokens_kept: int = 0  # LLM tokens spent on the rows that were written
+    engine: dict[str, Any] = field(default_factory=dict)  # settings the engine ran with (dtype, cache)
+
+    def usage(self) -> Usage:
+        """Every LLM call of the run, all stages together."""
+        total = Usage()
+        for counts in self.stages.values():
+            total.merge(counts.usage)
+        return total
+
+    def token_summary(self) -> dict[str, Any]:
+        """The run's cost: tokens in all, per kept pair, and what the prefix cache served."""
+        total = self.usage()
+        kept = self.rows_out
+        out: dict[str, Any] = total.to_json()
+        out["total_tokens"] = total.tokens
+        out["tokens_on_kept_rows"] = self.tokens_kept
+        out["tokens_on_dropped_rows"] = sum(c.tokens_dropped for c in self.stages.values())
+        if kept:
+            out["tokens_per_kept_pair"] = round(total.tokens / kept, 1)
+            # what a kept pair costs in computed tokens, cache hits excluded
+            out["computed_tokens_per_kept_pair"] = round((total.tokens - total.cached_tokens) / kept, 1)
+            out["output_tokens_per_kept_pair"] = round(total.output_tokens / kept, 1)
+        return out
 
     def add_groups(self, row: Row, outcome: str) -> None:
         for dimension, read in GROUPS.items():
@@ -85,6 +122,7 @@ class RunStats:
         for row in kept:
             self.add_scores(row.get(SCORES, {}), "kept")
             self.add_groups(row, "kept")
+            self.tokens_kept += row.get(TOKENS, 0)
         for drop in dropped:
             self.add_scores({**drop.row.get(SCORES, {}), **(drop.scores or {})}, "dropped")
             self.add_groups(drop.row, "dropped")
@@ -96,6 +134,8 @@ class RunStats:
         counts.dropped.update(d.reason for d in result.dropped)
         counts.events.update(result.events)
         counts.seconds += seconds
+        counts.usage.merge(result.usage)
+        counts.tokens_dropped += sum(d.row.get(TOKENS, 0) for d in result.dropped)
         if rows_in != len(result.kept) + len(result.dropped):
             raise RuntimeError(
                 f"step {stage!r} lost rows: {rows_in} in, "
@@ -112,6 +152,8 @@ class RunStats:
             "dropped": dict(sorted(dropped.items())),
             "reading": dict(sorted(self.reading.items())),
             "stages": {name: counts.to_json() for name, counts in self.stages.items()},
+            "tokens": self.token_summary(),
+            "engine": self.engine,
             "timings_seconds": {k: round(v, 3) for k, v in self.timings.items()},
             "histograms": {
                 name: {
@@ -137,15 +179,21 @@ class RunStats:
             rows_in=data.get("rows_in", 0),
             rows_out=data.get("rows_out", 0),
             timings=dict(data.get("timings_seconds", {})),
+            tokens_kept=data.get("tokens", {}).get("tokens_on_kept_rows", 0),
+            engine=dict(data.get("engine", {})),
         )
         for name, counts in data.get("stages", {}).items():
             stage = StageCounts(
-                rows_in=counts["in"], rows_out=counts["out"], seconds=counts.get("seconds", 0.0)
+                rows_in=counts["in"],
+                rows_out=counts["out"],
+                seconds=counts.get("seconds", 0.0),
+                usage=Usage.from_json(counts.get(LLM, {})),
+                tokens_dropped=counts.get(TOKENS_DROPPED, 0),
             )
             for key, value in counts.items():
                 if key.startswith("dropped_"):
                     stage.dropped[key[len("dropped_") :]] = value
-                elif key not in ("in", "out", "seconds"):
+                elif key not in NOT_EVENTS:
                     stage.events[key] = value
             stats.stages[name] = stage
         for name, hist in data.get("histograms", {}).items():
@@ -159,6 +207,7 @@ class RunStats:
         self.reading.update(other.reading)
         self.rows_in += other.rows_in
         self.rows_out += other.rows_out
+        self.tokens_kept += other.tokens_kept
         for name, theirs in other.stages.items():
             mine = self.stages.setdefault(name, StageCounts())
             mine.rows_in += theirs.rows_in
@@ -166,6 +215,8 @@ class RunStats:
             mine.dropped.update(theirs.dropped)
             mine.events.update(theirs.events)
             mine.seconds += theirs.seconds
+            mine.usage.merge(theirs.usage)
+            mine.tokens_dropped += theirs.tokens_dropped
         for key, value in other.timings.items():
             self.timings[key] = self.timings.get(key, 0.0) + value
         for name, hist in other.histograms.items():
@@ -206,9 +257,7 @@ def format_funnel(stats: dict[str, Any]) -> str:
         drops = ", ".join(f"{k[8:]}={v}" for k, v in counts.items() if k.startswith("dropped_"))
         lines.append(f"{name:<18}{counts['in']:>8}{counts['out']:>8}  {drops or '-'}")
         events = ", ".join(
-            f"{k}={v}"
-            for k, v in counts.items()
-            if k not in ("in", "out", "seconds") and not k.startswith("dropped_")
+            f"{k}={v}" for k, v in counts.items() if k not in NOT_EVENTS and not k.startswith("dropped_")
         )
         if events:
             lines.append(f"{'':<36}({events})")
@@ -226,4 +275,42 @@ def format_funnel(stats: dict[str, Any]) -> str:
         lines.append(f"{name} (bin start: kept/dropped): " + "  ".join(cells))
     if stats.get("groups"):
         lines.append(format_groups(stats))
+    tokens = format_tokens(stats)
+    if tokens:
+        lines.append(tokens)
+    return "\n".join(lines)
+
+
+def format_tokens(stats: dict[str, Any]) -> str:
+    """LLM cost per stage (tokens, cached share, throughput) and per kept pair."""
+    llm_stages = {n: c for n, c in stats.get("stages", {}).items() if c.get(LLM)}
+    if not llm_stages:
+        return ""
+    lines = [
+        f"{'LLM stage':<18}{'requests':>9}{'prompt':>10}{'cached':>8}{'output':>9}"
+        f"{'prompt/s':>10}{'output/s':>10}{'on dropped':>12}"
+    ]
+    for name, counts in llm_stages.items():
+        usage = counts[LLM]
+        lines.append(
+            f"{name:<18}{usage['requests']:>9}{usage['prompt_tokens']:>10}"
+            f"{usage.get('cached_share', 0.0):>8.0%}{usage['output_tokens']:>9}"
+            f"{usage.get('prompt_tokens_per_s', 0.0):>10.0f}{usage.get('output_tokens_per_s', 0.0):>10.1f}"
+            f"{counts.get(TOKENS_DROPPED, 0):>12}"
+        )
+    tokens = stats.get("tokens", {})
+    if tokens.get("requests"):
+        lines.append(
+            f"{'all':<18}{tokens['requests']:>9}{tokens['prompt_tokens']:>10}"
+            f"{tokens.get('cached_share', 0.0):>8.0%}{tokens['output_tokens']:>9}"
+        )
+    if "tokens_per_kept_pair" in tokens:
+        lines.append(
+            f"tokens per kept pair: {tokens['tokens_per_kept_pair']:g} "
+            f"({tokens['computed_tokens_per_kept_pair']:g} not served from the prefix cache, "
+            f"{tokens['output_tokens_per_kept_pair']:g} generated); "
+            f"{tokens['tokens_on_dropped_rows']} of {tokens['total_tokens']} tokens went to dropped rows"
+        )
+    elif tokens.get("total_tokens"):
+        lines.append(f"tokens per kept pair: no kept rows ({tokens['total_tokens']} tokens spent)")
     return "\n".join(lines)

@@ -19,20 +19,32 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 class FakeEngine(ChatEngine):
-    """Answers from a function of the prompt text; records every call for assertions."""
+    """Answers from a function of the prompt text; records every call for assertions.
+
+    Token counts are a stand-in: a token every four characters, and the part of the
+    prompt before its task section counted as served from the prefix cache.
+    """
 
     model_name = "fake-engine"
 
     def __init__(self, answer):
         self.answer = answer  # (prompt_text, output_model) -> raw text
         self.calls: list[tuple[str, int]] = []
+        self.budgets: list[tuple[str, list[int]]] = []  # (output model, max_tokens per chat)
 
     def generate(self, chats, output, max_tokens, temperature=None, desc=None):
         self.calls.append((output.__name__, len(chats)))
+        limits = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(chats)
+        self.budgets.append((output.__name__, limits))
         results: list[Generation] = []
         for chat in chats:
-            raw = self.answer(chat[-1]["content"], output)
-            results.append(parse_output(raw, output))
+            prompt = chat[-1]["content"]
+            raw = self.answer(prompt, output)
+            generation = parse_output(raw, output)
+            generation.prompt_tokens = len(prompt) // 4 + 1
+            generation.cached_tokens = len(prompt.split("### Your task")[0]) // 4
+            generation.output_tokens = len(raw) // 4 + 1
+            results.append(generation)
         return results
 
 
@@ -139,6 +151,9 @@ def default_answer(prompt: str, output) -> str:
             {"name": f"topic {i}", "description": f"Texts about subject number {i}."} for i in range(count)
         ]
         return json.dumps({"labels": labels})
+    if name == "PersonaQueryOutput":  # one-call mode: the persona choice, then the query
+        query = json.loads(default_answer(prompt, type("QueryOutput", (), {"__name__": "QueryOutput"})))
+        return json.dumps({"character": 2, **query}, ensure_ascii=False)
     if name == "QueryOutput":
         # every other word (character, for Chinese) of the passage's opening: on topic, not a copy
         passage = task_field(prompt, "Passage")

@@ -23,12 +23,26 @@ def test_engine_returns_schema_valid_json(vllm_engine):
     assert all(g.parsed is not None for g in generations), [g.error for g in generations]
 
 
+def test_engine_counts_tokens_and_serves_a_shared_head_from_the_prefix_cache(vllm_engine):
+    head = "You write search queries. " * 60  # ~300 tokens shared by every chat
+    chats = [[{"role": "user", "content": f"{head}\n### Your task\nQuery number {i}."}] for i in range(6)]
+    first = vllm_engine.generate(chats[:1], QueryOutput, max_tokens=16)
+    rest = vllm_engine.generate(chats[1:], QueryOutput, max_tokens=[8, 16, 24, 32, 40])
+    assert vllm_engine.settings["prefix_caching"] and vllm_engine.settings["dtype"] == "float32"
+    for generation, budget in zip(first + rest, [16, 8, 16, 24, 32, 40], strict=True):
+        assert generation.prompt_tokens > 300 and 0 < generation.output_tokens <= budget
+    # the head was computed once; the later chats found at least one whole block of it cached
+    assert first[0].cached_tokens < first[0].prompt_tokens
+    assert all(g.cached_tokens >= vllm_engine.settings["block_size"] for g in rest)
+
+
 def test_generate_cli_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path, tmp_path):
     """Every step runs on the real engine; the filters that judge meaning are opened up,
     since a random-weight model writes noise (the language check would drop it all)."""
     out = tmp_path / "run"
     sets = [
         "generation.max_tokens_query=512",
+        "generation.reply_slack=50",  # random weights rarely close a string early: room to finish
         "output.shard_rows=4",
         "negatives.max_tokens=1024",
         "filters.judge.max_tokens=300",
@@ -59,6 +73,12 @@ def test_generate_cli_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path, t
     assert all(r[S.PASSAGE_LANGUAGE] == "zh" for r in rows)  # the packaged Chinese sample corpus
     assert {r[S.MODEL] for r in rows} == {"tiny-random-qwen3"}
     assert all(r[S.JUDGE_SCORE] is not None for r in rows)
+    # the engine's own token counts reach stats.json, per stage and per kept pair
+    tokens = stats["tokens"]
+    assert tokens["prompt_tokens"] > tokens["cached_tokens"] > 0 and tokens["output_tokens"] > 0
+    assert tokens["tokens_on_kept_rows"] + tokens["tokens_on_dropped_rows"] == tokens["total_tokens"]
+    assert stats["stages"]["query"]["llm"]["requests"] == 6
+    assert stats["engine"]["dtype"] == "float32" and stats["engine"]["prefix_caching"]
 
     # kept negatives obey the positive-aware margin, re-scored independently
     from pipeline.embedder import Embedder
@@ -81,6 +101,7 @@ def test_every_task_type_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path
         "output.shard_rows=4",
         "generation.max_tokens_query=400",
         "generation.max_tokens_bitext=600",
+        "generation.reply_slack=50",
         "generation.sts_max_score_gap=4",
         "generation.label_count=3",
         "filters.language.enabled=false",

@@ -59,8 +59,15 @@ class FakeServer:
                 schema = body["response_format"]["json_schema"]
                 output = type(schema["name"], (), {"__name__": schema["name"]})
                 output.model_json_schema = staticmethod(lambda: schema["schema"])
-                content = default_answer(body["messages"][-1]["content"], output)
-                self._send(200, {"choices": [{"message": {"content": content}, "finish_reason": "stop"}]})
+                prompt = body["messages"][-1]["content"]
+                content = default_answer(prompt, output)
+                usage = {  # as vLLM's server reports it with --enable-prompt-tokens-details
+                    "prompt_tokens": len(prompt) // 4,
+                    "completion_tokens": len(content) // 4,
+                    "prompt_tokens_details": {"cached_tokens": len(prompt.split("### Your task")[0]) // 4},
+                }
+                choice = {"message": {"content": content}, "finish_reason": "stop"}
+                self._send(200, {"choices": [choice], "usage": usage})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -154,6 +161,10 @@ def test_generate_cli_over_http(server, tmp_path, minilm_path):
     assert rows and {r[S.MODEL] for r in rows} == {"fake-served-model"}
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows_out"] + sum(stats["dropped"].values()) == 5
+    # the server's usage block, cached tokens included, is what the run counts
+    query = stats["stages"]["query"]["llm"]
+    assert query["requests"] == 5 and query["prompt_tokens"] > query["cached_tokens"] > 0
+    assert stats["tokens"]["tokens_per_kept_pair"] > 0
 
 
 def generate_over_http(srv, out, minilm_path, *extra):

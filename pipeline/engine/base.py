@@ -28,10 +28,74 @@ class Generation:
     parsed: BaseModel | None  # None when the text is not valid JSON for the schema
     error: str | None = None  # why parsing failed
     finish_reason: str | None = None
+    # what the request cost, as the engine counted it (0 where an engine cannot tell)
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the engine's prefix cache
+    output_tokens: int = 0
+
+
+@dataclass
+class Usage:
+    """Tokens and engine time of a number of requests: what a stage costs."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0  # wall time spent waiting for the engine
+
+    def add(self, generations: list[Generation], seconds: float = 0.0) -> None:
+        self.requests += len(generations)
+        self.prompt_tokens += sum(g.prompt_tokens for g in generations)
+        self.cached_tokens += sum(g.cached_tokens for g in generations)
+        self.output_tokens += sum(g.output_tokens for g in generations)
+        self.seconds += seconds
+
+    def merge(self, other: Usage) -> None:
+        for name in ("requests", "prompt_tokens", "cached_tokens", "output_tokens", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.output_tokens
+
+    def to_json(self) -> dict[str, float]:
+        out: dict[str, float] = {
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "output_tokens": self.output_tokens,
+            "engine_seconds": round(self.seconds, 3),
+        }
+        if self.prompt_tokens:
+            out["cached_share"] = round(self.cached_tokens / self.prompt_tokens, 4)
+        if self.seconds > 0:
+            out["prompt_tokens_per_s"] = round(self.prompt_tokens / self.seconds, 1)
+            out["output_tokens_per_s"] = round(self.output_tokens / self.seconds, 1)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> Usage:
+        return cls(
+            requests=int(data.get("requests", 0)),
+            prompt_tokens=int(data.get("prompt_tokens", 0)),
+            cached_tokens=int(data.get("cached_tokens", 0)),
+            output_tokens=int(data.get("output_tokens", 0)),
+            seconds=float(data.get("engine_seconds", 0.0)),
+        )
 
 
 def json_schema(output: type[BaseModel]) -> dict[str, Any]:
     return output.model_json_schema()
+
+
+def budgets(max_tokens: int | list[int], count: int) -> list[int]:
+    """One token budget per chat."""
+    if isinstance(max_tokens, int):
+        return [max_tokens] * count
+    if len(max_tokens) != count:
+        raise ValueError(f"{len(max_tokens)} token budgets for {count} chats")
+    return list(max_tokens)
 
 
 def parse_output(raw: str, output: type[BaseModel], finish_reason: str | None = None) -> Generation:
@@ -58,11 +122,16 @@ class ChatEngine(ABC):
         self,
         chats: list[Chat],
         output: type[BaseModel],
-        max_tokens: int,
+        max_tokens: int | list[int],
         temperature: float | None = None,
         desc: str | None = None,
     ) -> list[Generation]:
-        """Answer every chat with JSON matching ``output``; order is preserved."""
+        """Answer every chat with JSON matching ``output``; order is preserved.
+
+        ``max_tokens`` is one budget for every chat or one per chat (a short query
+        needs a short budget: a reply that loops then ends early). Each
+        ``Generation`` carries its prompt, cached and output token counts.
+        """
 
     def close(self) -> None:  # noqa: B027 - engines without resources need no cleanup
         """Release the model's memory and worker processes."""

@@ -23,7 +23,7 @@ from tenacity import (
 )
 from tqdm import tqdm
 
-from .base import REQUEST_FAILED, Chat, ChatEngine, Generation, json_schema, parse_output
+from .base import REQUEST_FAILED, Chat, ChatEngine, Generation, budgets, json_schema, parse_output
 
 log = logging.getLogger(__name__)
 
@@ -113,19 +113,30 @@ class OpenAIEngine(ChatEngine):
         except httpx.HTTPError as exc:
             return Generation("", None, str(exc), REQUEST_FAILED)
         choice = reply["choices"][0]
-        return parse_output(choice["message"].get("content") or "", output, choice.get("finish_reason"))
+        generation = parse_output(choice["message"].get("content") or "", output, choice.get("finish_reason"))
+        usage = reply.get("usage") or {}
+        generation.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        generation.output_tokens = int(usage.get("completion_tokens") or 0)
+        # vLLM reports this when started with --enable-prompt-tokens-details; OpenAI always does
+        details = usage.get("prompt_tokens_details") or {}
+        generation.cached_tokens = int(details.get("cached_tokens") or 0)
+        return generation
 
     def generate(
         self,
         chats: list[Chat],
         output: type[BaseModel],
-        max_tokens: int,
+        max_tokens: int | list[int],
         temperature: float | None = None,
         desc: str | None = None,
     ) -> list[Generation]:
         temp = self.temperature if temperature is None else temperature
+        limits = budgets(max_tokens, len(chats))
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = [pool.submit(self._one, chat, output, max_tokens, temp) for chat in chats]
+            futures = [
+                pool.submit(self._one, chat, output, limit, temp)
+                for chat, limit in zip(chats, limits, strict=True)
+            ]
             return [f.result() for f in tqdm(futures, desc=desc or "requests", leave=False)]
 
     def close(self) -> None:

@@ -11,14 +11,43 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 
 from pydantic import BaseModel
 
 from ..config import ModelConfig
 from ..models import cache_root, has_cuda
-from .base import Chat, ChatEngine, Generation, json_schema, parse_output
+from .base import Chat, ChatEngine, Generation, budgets, json_schema, parse_output
 
 log = logging.getLogger(__name__)
+
+
+def cpu_flags() -> set[str]:
+    """Feature flags of this CPU as the kernel lists them (empty where /proc is not Linux's)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86, then Arm
+            flags.update(value.split())
+    return flags
+
+
+def cpu_dtype(flags: set[str] | None = None) -> tuple[str, str]:
+    """The weight dtype for vLLM on this CPU, and why.
+
+    bfloat16 only where the CPU computes it natively (AVX512-BF16 or AMX on x86, the
+    BF16 extension on Arm). Without it vLLM falls back to plain torch matmuls in
+    bfloat16, measured 4x slower than float32 on an AVX2-only EPYC.
+    """
+    flags = cpu_flags() if flags is None else flags
+    native = {"avx512_bf16", "amx_bf16", "bf16"} & flags
+    if native:
+        return "bfloat16", f"CPU computes bfloat16 natively ({', '.join(sorted(native))})"
+    return "float32", "CPU has no native bfloat16 (no avx512_bf16, amx_bf16 or bf16 flag)"
 
 
 def configure_cpu_environment(config: ModelConfig) -> None:
@@ -28,6 +57,10 @@ def configure_cpu_environment(config: ModelConfig) -> None:
     # both to the model nearly doubled throughput.
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_root() / "vllm"))
+    # The engine core in this process instead of a spawned one: each spawned process imports
+    # torch and vLLM again, and the start went from ~38 s to ~6 s (2-core AVX2 machine, SmolLM2);
+    # the calls took the same time within 10% (docs/benchmarks.md).
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
 class VLLMEngine(ChatEngine):
@@ -40,9 +73,15 @@ class VLLMEngine(ChatEngine):
         started = time.perf_counter()
         from vllm import LLM  # deferred: importing vllm alone takes ~20 s on CPU
 
+        self.dtype, why = config.dtype, "set in the config"
+        if config.dtype == "auto" and not on_gpu:
+            self.dtype, why = cpu_dtype()
+        log.info("generator dtype: %s (%s)", self.dtype, why)
         kwargs = dict(
             model=model_path,
-            dtype=config.dtype,
+            dtype=self.dtype,
+            # on by default in current vLLM; said here because the templates are built for it
+            enable_prefix_caching=True,
             max_model_len=config.max_model_len,
             seed=seed,
             enforce_eager=(not on_gpu) if config.enforce_eager is None else config.enforce_eager,
@@ -54,7 +93,18 @@ class VLLMEngine(ChatEngine):
         )
         if on_gpu:
             kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+        if config.block_size:
+            kwargs["block_size"] = config.block_size
         self.llm = LLM(**kwargs)
+        cache = self.llm.llm_engine.vllm_config.cache_config
+        self.settings = {
+            "dtype": self.dtype,
+            "dtype_reason": why,
+            "enforce_eager": kwargs["enforce_eager"],
+            "prefix_caching": bool(cache.enable_prefix_caching),
+            "block_size": cache.block_size,
+            "structured_backend": config.structured_backend,
+        }
         self.start_seconds = time.perf_counter() - started
         log.info("vLLM engine for %s ready in %.1f s", model_name, self.start_seconds)
 
@@ -62,7 +112,7 @@ class VLLMEngine(ChatEngine):
         self,
         chats: list[Chat],
         output: type[BaseModel],
-        max_tokens: int,
+        max_tokens: int | list[int],
         temperature: float | None = None,
         desc: str | None = None,
     ) -> list[Generation]:
@@ -71,22 +121,33 @@ class VLLMEngine(ChatEngine):
 
         if not chats:
             return []
-        params = SamplingParams(
-            max_tokens=max_tokens,
-            temperature=self.config.temperature if temperature is None else temperature,
-            top_p=self.config.top_p,
-            structured_outputs=StructuredOutputsParams(json=json_schema(output), disable_any_whitespace=True),
-        )
+        schema = json_schema(output)  # one schema object per call: the backend compiles it once
+        temperature = self.config.temperature if temperature is None else temperature
+        by_budget: dict[int, SamplingParams] = {}
+        params = []
+        for limit in budgets(max_tokens, len(chats)):
+            if limit not in by_budget:
+                by_budget[limit] = SamplingParams(
+                    max_tokens=limit,
+                    temperature=temperature,
+                    top_p=self.config.top_p,
+                    structured_outputs=StructuredOutputsParams(json=schema, disable_any_whitespace=True),
+                )
+            params.append(by_budget[limit])
         results = self.llm.chat(
             chats,
             params,
-            use_tqdm=True,
+            use_tqdm=self.config.engine_progress,
             chat_template_kwargs={"enable_thinking": False},
         )
         generations = []
         for result in results:
             completion = result.outputs[0]
-            generations.append(parse_output(completion.text, output, completion.finish_reason))
+            generation = parse_output(completion.text, output, completion.finish_reason)
+            generation.prompt_tokens = len(result.prompt_token_ids or ())
+            generation.cached_tokens = int(result.num_cached_tokens or 0)
+            generation.output_tokens = len(completion.token_ids)
+            generations.append(generation)
         return generations
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import schema as S
 from ..config import TASK_TYPES
+from ..engine.base import Usage
 
 Row = dict[str, Any]
 
@@ -35,13 +36,25 @@ class StepResult:
     # events inside kept rows, e.g. {"negatives_removed_margin": 3}: a row can lose a
     # negative without being dropped, and the funnel must still explain it
     events: Counter = field(default_factory=Counter)
+    # what the step's LLM calls cost (requests, prompt / cached / output tokens, engine time)
+    usage: Usage = field(default_factory=Usage)
 
 
 SCORES = "_scores"  # per-row working field: score name -> value, for histograms and output columns
+TOKENS = "_tokens"  # per-row working field: LLM tokens (prompt + output) spent on the row so far
 
 
 def set_score(row: Row, name: str, value: float) -> None:
     row.setdefault(SCORES, {})[name] = float(value)
+
+
+def charge(row: Row, generations) -> None:
+    """Add what the engine spent answering for ``row`` to the row's running token count.
+
+    When the row is dropped later, the stage that drops it is charged everything spent
+    on it so far: that is where filtering earlier would have saved the tokens.
+    """
+    row[TOKENS] = row.get(TOKENS, 0) + sum(g.prompt_tokens + g.output_tokens for g in generations)
 
 
 class Step(ABC):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .. import sampling
 from .. import schema as S
+from ..budgets import JSON_OVERHEAD, approx_words, capped, words_budget
 from ..config import GenerationConfig
 from ..corpus import split_sentences
 from ..engine import ChatEngine
@@ -86,10 +87,23 @@ class WriteBitext(LLMStep):
             ready,
             variables,
             self.output,
-            self.config.max_tokens_bitext,
+            [
+                capped(
+                    JSON_OVERHEAD
+                    + (1 + self.config.bitext_negatives)
+                    * words_budget(
+                        approx_words(row[S.QUERY], row[S.LANGUAGE]),
+                        row[S.TARGET_LANGUAGE],
+                        self.config.reply_slack,
+                    ),
+                    self.config.max_tokens_bitext,
+                )
+                for row in ready
+            ],
             language_column=S.TARGET_LANGUAGE,
         )
         result.dropped.extend(asked.dropped)
+        result.usage.merge(asked.usage)
         for row, answer, prompt in answered:
             translation = " ".join(answer.translation.split())
             if normalise(translation) == normalise(row[S.QUERY]):

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import sampling
 from .. import schema as S
+from ..budgets import capped, words_budget
 from ..config import GenerationConfig
 from ..embedder import Embedder
 from ..engine import ChatEngine
@@ -23,6 +24,7 @@ from .base import Dropped, Row, StepResult
 from .llm_call import LLMStep, copies_example
 
 TEMPLATE = "classification/classify"
+LABEL_TOKENS = 40  # the two label fields of the reply, names of up to 40 characters
 
 
 def label_document(name: str, description: str) -> str:
@@ -81,7 +83,14 @@ class WriteClassification(LLMStep):
             rows,
             variables,
             self.output,
-            self.config.max_tokens_query,
+            [
+                capped(
+                    LABEL_TOKENS
+                    + words_budget(row[S.QUERY_LENGTH_WORDS], row[S.LANGUAGE], self.config.reply_slack),
+                    self.config.max_tokens_query,
+                )
+                for row in rows
+            ],
         )
         for row, answer, prompt in answered:
             text = " ".join(answer.text.split())

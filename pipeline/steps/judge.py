@@ -8,12 +8,14 @@ query after all and is removed. A judgement that does not parse drops the row
 
 from __future__ import annotations
 
+import time
+
 from .. import schema as S
 from ..config import JudgeConfig
 from ..engine import ChatEngine
 from ..outputs import JudgeOutput
 from ..prompts import PromptLibrary
-from .base import Dropped, Row, Step, StepResult, set_score
+from .base import Dropped, Row, Step, StepResult, charge, set_score
 
 TEMPLATE = "judge/relevance"
 
@@ -43,15 +45,18 @@ class Judge(Step):
             row = rows[i]
             document = row[S.POSITIVE] if j == 0 else row[S.NEGATIVES][j - 1]
             chats.append(judgement_chat(self.prompts, row[S.QUERY], document))
+        started = time.perf_counter()
         generations = self.engine.generate(
             chats, JudgeOutput, self.config.max_tokens, temperature=0.0, desc="judge"
         )
+        result.usage.add(generations, time.perf_counter() - started)
         verdicts: dict[int, list] = {}
         for (i, _), generation in zip(pairs, generations, strict=True):
             verdicts.setdefault(i, []).append(generation)
 
         judge_hash = self.prompts.prompt(TEMPLATE).hash
         for i, row in enumerate(rows):
+            charge(row, verdicts[i])
             row.setdefault(S.WORK_PROMPTS, {})[TEMPLATE] = judge_hash
             positive, *negatives = verdicts[i]
             broken = next((g for g in verdicts[i] if g.parsed is None), None)

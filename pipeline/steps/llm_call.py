@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel
 
 from .. import schema as S
@@ -9,9 +11,10 @@ from ..engine import ChatEngine, Generation
 from ..engine.base import REQUEST_FAILED
 from ..instructions import instruction
 from ..prompts import PromptLibrary
-from .base import Dropped, Row, Step, StepResult
+from .base import Dropped, Row, Step, StepResult, charge
 
 TASK_MARKER = "### Your task"  # every template puts its worked examples before this line
+CUT_AT_LIMIT = "cut_at_token_limit"  # drop reason of a reply that ran out of its token budget
 
 
 COPY_OVERLAP = 0.6  # share of the answer's n-grams found in the examples that makes it a copy
@@ -40,7 +43,7 @@ def ask(
     rows: list[Row],
     variables: list[dict],
     output: type[BaseModel],
-    max_tokens: int,
+    max_tokens: int | list[int],
     invalid_reason: str = "invalid_json",
     language_column: str = S.LANGUAGE,
 ) -> tuple[list[tuple[Row, BaseModel, str]], StepResult]:
@@ -56,11 +59,19 @@ def ask(
         language = row.get(language_column)
         chats.append([{"role": "user", "content": prompts.render(template, values, language)}])
         row.setdefault(S.WORK_PROMPTS, {})[template] = prompts.prompt(template, language).hash
+    started = time.perf_counter()
     generations: list[Generation] = engine.generate(chats, output, max_tokens, desc=template)
     answered, result = [], StepResult()
+    result.usage.add(generations, time.perf_counter() - started)
     for row, chat, generation in zip(rows, chats, generations, strict=True):
+        charge(row, [generation])
         if generation.parsed is None:
-            reason = REQUEST_FAILED if generation.finish_reason == REQUEST_FAILED else invalid_reason
+            if generation.finish_reason == REQUEST_FAILED:
+                reason = REQUEST_FAILED
+            elif generation.finish_reason == "length":
+                reason = CUT_AT_LIMIT  # a reply that ran past its budget: looping or far too long
+            else:
+                reason = invalid_reason
             result.dropped.append(Dropped(row, reason, detail=generation.error, raw_output=generation.raw))
         else:
             answered.append((row, generation.parsed, chat[-1]["content"]))
@@ -87,7 +98,7 @@ class LLMStep(Step):
         rows: list[Row],
         variables: list[dict],
         output: type[BaseModel],
-        max_tokens: int,
+        max_tokens: int | list[int],
         language_column: str = S.LANGUAGE,
     ) -> tuple[list[tuple[Row, BaseModel, str]], StepResult]:
         return ask(

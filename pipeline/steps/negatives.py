@@ -14,17 +14,20 @@ from pathlib import Path
 import numpy as np
 
 from .. import schema as S
+from ..budgets import JSON_OVERHEAD, capped, chars_budget
 from ..config import NegativesConfig
 from ..embedder import Embedder
 from ..engine import ChatEngine
 from ..langid import check_language, language_name
-from ..outputs import negatives_output
+from ..outputs import NEGATIVE_MAX_CHARS, negatives_output
 from ..prompts import PromptLibrary
 from .base import Row, Step, StepResult
 from .dedup import normalise
 from .llm_call import LLMStep, copies_example
 
 log = logging.getLogger(__name__)
+
+NEGATIVE_LENGTH_SLACK = 1.5  # a negative is "about as long as the passage": room for half as much again
 
 
 class WriteNegatives(LLMStep):
@@ -58,15 +61,27 @@ class WriteNegatives(LLMStep):
             }
             for row in rows
         ]
-        answered, result = self.ask(self.template, rows, variables, self.output, self.config.max_tokens)
+        limits = [
+            capped(
+                JSON_OVERHEAD
+                + self.config.llm_count
+                * chars_budget(
+                    min(NEGATIVE_MAX_CHARS, int(NEGATIVE_LENGTH_SLACK * len(row[S.POSITIVE]))),
+                    row[S.PASSAGE_LANGUAGE],
+                ),
+                self.config.max_tokens,
+            )
+            for row in rows
+        ]
+        answered, result = self.ask(self.template, rows, variables, self.output, limits)
         # A failed call costs the row its LLM negatives, not the row: mined ones may still serve.
         for failed in result.dropped:
             log.debug("negatives call failed for %s: %s", failed.row[S.ID], failed.detail)
             failed.row[S.WORK_LLM_NEGATIVES] = []
             result.kept.append(failed.row)
-        if result.dropped:
-            result.events["negatives_llm_invalid"] += len(result.dropped)
-            result.dropped = []
+            why = "invalid" if failed.reason == "invalid_json" else failed.reason
+            result.events[f"negatives_llm_{why}"] += 1
+        result.dropped = []
         for row, answer, prompt in answered:
             positive = normalise(row[S.POSITIVE])
             kept = []

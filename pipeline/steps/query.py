@@ -1,16 +1,24 @@
-"""Step: the query call. The LLM writes the query from the chosen persona's view."""
+"""Step: the query call. The LLM writes the query from the chosen persona's view.
+
+In one-call mode (``generation.calls: one``) the same call also picks the persona
+among the candidates, so the configuration call is not made: question type and
+difficulty are drawn with the run seed, as in ``choose_by: sampled``.
+"""
 
 from __future__ import annotations
 
 from .. import sampling
 from .. import schema as S
+from ..budgets import capped, words_budget
 from ..config import GenerationConfig
 from ..engine import ChatEngine
 from ..langid import language_name
-from ..outputs import QueryOutput
+from ..outputs import QueryOutput, persona_query_output
 from ..prompts import PromptLibrary
 from .base import Dropped, Row, StepResult
 from .llm_call import LLMStep, copies_example
+
+CHARACTER_TOKENS = 8  # the "character" field of a one-call reply
 
 
 class WriteQuery(LLMStep):
@@ -24,23 +32,30 @@ class WriteQuery(LLMStep):
         config: GenerationConfig,
         seed: int,
         task: str = "retrieval",
+        choose_persona_among: int = 0,
     ):
         super().__init__(engine, prompts, config, seed)
         self.task = task
-        self.template = f"{task}/query"
+        # one-call mode: the number of candidates the call chooses the persona from (0: off)
+        self.one_call = choose_persona_among > 0
+        self.template = f"{task}/persona_query" if self.one_call else f"{task}/query"
+        self.output = persona_query_output(choose_persona_among) if self.one_call else QueryOutput
 
     def __call__(self, rows: list[Row]) -> StepResult:
         for row in rows:
             row[S.QUERY_LENGTH_WORDS] = sampling.length_words(self.config, self.seed, row[S.ID])
+            if self.one_call:
+                row[S.QUESTION_TYPE] = sampling.question_type(self.config, self.seed, row[S.ID])
+                row[S.DIFFICULTY] = sampling.difficulty(self.config, self.seed, row[S.ID])
         variables = [
             {
                 "passage": row[S.POSITIVE],
                 "passage_language": language_name(row[S.PASSAGE_LANGUAGE]),
-                "persona": row[S.PERSONA],
                 "question_type": row[S.QUESTION_TYPE],
                 "difficulty": row[S.DIFFICULTY],
                 "length_words": row[S.QUERY_LENGTH_WORDS],
                 "query_language": language_name(row[S.LANGUAGE]),
+                **({"candidates": row[S.WORK_CANDIDATES]} if self.one_call else {"persona": row[S.PERSONA]}),
             }
             for row in rows
         ]
@@ -48,10 +63,21 @@ class WriteQuery(LLMStep):
             self.template,
             rows,
             variables,
-            QueryOutput,
-            self.config.max_tokens_query,
+            self.output,
+            [
+                capped(
+                    words_budget(row[S.QUERY_LENGTH_WORDS], row[S.LANGUAGE], self.config.reply_slack)
+                    + (CHARACTER_TOKENS if self.one_call else 0),
+                    self.config.max_tokens_query,
+                )
+                for row in rows
+            ],
         )
         for row, answer, prompt in answered:
+            if self.one_call:
+                candidates = row[S.WORK_CANDIDATES]
+                # the schema bounds the choice by top_k; a passage may have fewer candidates
+                row[S.PERSONA] = candidates[min(answer.character, len(candidates)) - 1]
             query = " ".join(answer.query.split())
             if not query:
                 result.dropped.append(Dropped(row, "empty_query", raw_output=answer.query))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .. import sampling
 from .. import schema as S
+from ..budgets import capped, words_budget
 from ..config import GenerationConfig
 from ..langid import language_name
 from ..outputs import STSOutput
@@ -21,6 +22,7 @@ from .llm_call import LLMStep, copies_example
 
 TEMPLATE = "sts/pair"
 NEAR_IDENTICAL = 0.8  # share of sentence 2's n-grams found in sentence 1
+STS_SENTENCE_WORDS = 20  # budget per sentence: a long sentence, before the slack
 
 
 class WriteSTS(LLMStep):
@@ -46,7 +48,13 @@ class WriteSTS(LLMStep):
             rows,
             variables,
             STSOutput,
-            self.config.max_tokens_query,
+            [
+                capped(
+                    2 * words_budget(STS_SENTENCE_WORDS, row[S.LANGUAGE], self.config.reply_slack),
+                    self.config.max_tokens_query,
+                )
+                for row in rows
+            ],
         )
         for row, answer, prompt in answered:
             first, second = (" ".join(s.split()) for s in (answer.sentence1, answer.sentence2))
