@@ -22,36 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-EN = [
-    "river",
-    "mountain",
-    "history",
-    "science",
-    "energy",
-    "market",
-    "health",
-    "school",
-    "city",
-    "music",
-    "garden",
-    "ocean",
-    "bridge",
-    "language",
-    "library",
-    "winter",
-    "engine",
-    "forest",
-    "island",
-    "medicine",
-    "planet",
-    "harvest",
-    "railway",
-    "painting",
-    "theory",
-    "protein",
-    "climate",
-]
-ZH = list("河流山脉历史科学能源市场健康学校城市音乐花园海洋桥梁语言图书馆冬天发动机森林岛屿医学")
+from bench.synthetic import CHINESE_CHARACTERS as ZH  # noqa: E402
+from bench.synthetic import ENGLISH_WORDS as EN  # noqa: E402
+
 BATCH = 512
 
 

@@ -100,6 +100,8 @@ class RunStats:
             # what a kept pair costs in computed tokens, cache hits excluded
             out["computed_tokens_per_kept_pair"] = round((total.tokens - total.cached_tokens) / kept, 1)
             out["output_tokens_per_kept_pair"] = round(total.output_tokens / kept, 1)
+            # the bill: engine time per million written pairs on this hardware (GPU-hours on a GPU)
+            out["engine_hours_per_million_kept_pairs"] = round(total.seconds / kept * 1e6 / 3600, 1)
         return out
 
     def add_groups(self, row: Row, outcome: str) -> None:
@@ -311,6 +313,8 @@ def format_tokens(stats: dict[str, Any]) -> str:
             f"{tokens['output_tokens_per_kept_pair']:g} generated); "
             f"{tokens['tokens_on_dropped_rows']} of {tokens['total_tokens']} tokens went to dropped rows"
         )
+        hours = tokens["engine_hours_per_million_kept_pairs"]
+        lines.append(f"engine hours per million kept pairs at this speed: {hours:g}")
     elif tokens.get("total_tokens"):
         lines.append(f"tokens per kept pair: no kept rows ({tokens['total_tokens']} tokens spent)")
     return "\n".join(lines)

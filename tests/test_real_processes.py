@@ -117,6 +117,7 @@ def test_vllm_serve_as_the_engine(tiny_qwen3, minilm_path, tmp_path):
             "--enforce-eager",
             "--structured-outputs-config",
             '{"backend": "guidance", "disable_any_whitespace": true}',
+            "--enable-prompt-tokens-details",  # report the prompt tokens served from the prefix cache
         ],
         env=dict(child_env(), VLLM_CPU_NUM_OF_RESERVED_CPU="0"),
         stdout=log,
@@ -142,6 +143,9 @@ def test_vllm_serve_as_the_engine(tiny_qwen3, minilm_path, tmp_path):
         rows = pq.read_table(out / "data").to_pylist()
         assert len(rows) == 4 and {r[S.MODEL] for r in rows} == {"tiny"}
         assert all(r[S.QUERY].strip() for r in rows)
+        # the server's own token counts: the configure prompts share a head the cache serves
+        configure = json.loads((out / "stats.json").read_text())["stages"]["configure"]["llm"]
+        assert configure["requests"] == 4 and configure["prompt_tokens"] > configure["cached_tokens"] > 0
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()

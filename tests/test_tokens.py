@@ -59,9 +59,12 @@ def test_tokens_of_every_row_are_accounted_for(tmp_path, minilm_path):
     assert dropped_at_query > 0 and stages["query"]["tokens_on_dropped_rows"] > 0
     assert result.stats.rows_out > 0
     assert tokens["tokens_per_kept_pair"] == pytest.approx(total / result.stats.rows_out, abs=0.1)
+    engine_seconds = sum(stages[n]["llm"]["engine_seconds"] for n in llm_stages)
+    hours = engine_seconds / result.stats.rows_out * 1e6 / 3600
+    assert tokens["engine_hours_per_million_kept_pairs"] == pytest.approx(hours, abs=0.2)
 
     shown = CliRunner().invoke(app, ["stats", str(tmp_path / "out")]).output
-    assert "tokens per kept pair: " in shown and "cached" in shown
+    assert "tokens per kept pair: " in shown and "cached" in shown and "engine hours per million" in shown
     assert "negatives_llm" in shown.split("LLM stage")[1]
 
     # a resumed or merged run reads the same numbers back
