@@ -102,7 +102,8 @@ class ModelConfig(_Strict):
         None,
         ge=16,
         description="KV-cache block size in tokens. The prefix cache reuses whole blocks only, so a "
-        "smaller block caches more of a shared prompt head. None: the engine's default (128 on CPU).",
+        "smaller block caches more of a shared prompt head. None: 32 on CPU (vLLM's own default there, "
+        "128, left up to 127 tokens of each template head uncached), the engine's default on GPU.",
     )
     engine_progress: bool = Field(
         True, description="Show vLLM's progress bar for each engine call (prompts done, tokens/s)."
