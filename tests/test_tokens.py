@@ -26,20 +26,20 @@ def copy_for_water(prompt: str, output) -> str:
     return default_answer(prompt, output)
 
 
+def fake_run(tmp_path, minilm_path, engine, *sets, values=None):
+    """One `synth generate` run into tmp_path/out through a fake engine; returns its result."""
+    config = load_config(
+        None, [f"output.out_dir={tmp_path / 'out'}", f"models.embedder={minilm_path}", *sets], values
+    )
+    config.models.generator = "fake-engine"  # no tokenizer: a character estimate counts passage tokens
+    return run_generate(config, engine=engine)
+
+
 def test_tokens_of_every_row_are_accounted_for(tmp_path, minilm_path):
     engine = FakeEngine(copy_for_water)
-    config = load_config(
-        None,
-        [
-            f"output.out_dir={tmp_path / 'out'}",
-            "output.shard_rows=6",
-            "limit=14",
-            f"models.embedder={minilm_path}",
-            "filters.cosine.enabled=false",
-        ],
+    result = fake_run(
+        tmp_path, minilm_path, engine, "output.shard_rows=6", "limit=14", "filters.cosine.enabled=false"
     )
-    config.models.generator = "fake-engine"
-    result = run_generate(config, engine=engine)
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     tokens, stages = stats["tokens"], stats["stages"]
 
@@ -76,13 +76,7 @@ def test_tokens_of_every_row_are_accounted_for(tmp_path, minilm_path):
 
 def test_query_budgets_follow_the_requested_length_and_language(tmp_path, minilm_path):
     engine = FakeEngine(default_answer)
-    config = load_config(
-        None,
-        [f"output.out_dir={tmp_path / 'out'}", "limit=10", f"models.embedder={minilm_path}"],
-        {"generation.languages": ["en", "zh"]},
-    )
-    config.models.generator = "fake-engine"
-    run_generate(config, engine=engine)
+    fake_run(tmp_path, minilm_path, engine, "limit=10", values={"generation.languages": ["en", "zh"]})
     import pyarrow.parquet as pq
 
     budgets = dict(engine.budgets)["QueryOutput"]
@@ -108,11 +102,7 @@ def test_a_reply_cut_at_its_budget_is_dropped_with_its_own_reason(tmp_path, mini
             cut = Generation('{"query": "loop loop loop', None, "not valid JSON", "length", 50, 10, 30)
             return [cut] + generations[1:]
 
-    config = load_config(
-        None, [f"output.out_dir={tmp_path / 'out'}", "limit=4", f"models.embedder={minilm_path}"]
-    )
-    config.models.generator = "fake-engine"
-    run_generate(config, engine=Cutting(default_answer))
+    fake_run(tmp_path, minilm_path, Cutting(default_answer), "limit=4")
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["stages"]["query"]["dropped_cut_at_token_limit"] == 1
 
@@ -216,17 +206,7 @@ def test_one_call_mode_picks_the_persona_in_the_query_call(tmp_path, minilm_path
     import pyarrow.parquet as pq
 
     engine = FakeEngine(default_answer)
-    config = load_config(
-        None,
-        [
-            f"output.out_dir={tmp_path / 'out'}",
-            "limit=6",
-            f"models.embedder={minilm_path}",
-            "generation.calls=one",
-        ],
-    )
-    config.models.generator = "fake-engine"
-    run_generate(config, engine=engine)
+    fake_run(tmp_path, minilm_path, engine, "limit=6", "generation.calls=one")
     called = {name for name, _ in engine.calls}
     assert "ConfigureOutput" not in called and "PersonaQueryOutput" in called
     rows = pq.read_table(tmp_path / "out" / "data").to_pylist()
