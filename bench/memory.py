@@ -85,7 +85,7 @@ def child(corpus: Path, out: Path, embedder: str) -> None:
     from pipeline.config import load_config
     from pipeline.embedder import Embedder
     from pipeline.engine.base import ChatEngine, parse_output
-    from pipeline.runner import run_generate
+    from pipeline.executors import run_generate
 
     class FastFakeEngine(ChatEngine):
         model_name = "fast-fake-engine"

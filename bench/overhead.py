@@ -69,8 +69,8 @@ def run_pipeline(args, out: Path, calls_file: Path) -> dict:
     """One `synth generate` run in this process; returns per-stage seconds and the engine settings."""
     from pipeline.config import load_config
     from pipeline.engine.factory import get_engine
+    from pipeline.executors import run_generate
     from pipeline.models import resolve_generator
-    from pipeline.runner import run_generate
 
     sets = [f"output.out_dir={out}", f"limit={args.passages}", *args.set]
     if args.corpus:

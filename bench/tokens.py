@@ -69,8 +69,8 @@ def persona_spread(out: Path) -> dict:
 def one_run(args, prompts_dir: Path | None, extra: list[str], out: Path) -> dict:
     from pipeline.config import load_config
     from pipeline.engine.factory import get_engine
+    from pipeline.executors import run_generate
     from pipeline.models import resolve_generator
-    from pipeline.runner import run_generate
 
     sets = [f"output.out_dir={out}", f"limit={args.passages}", *args.set]
     if args.corpus:

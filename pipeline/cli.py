@@ -83,14 +83,30 @@ def generate(
         str | None, typer.Option(help="OpenAI-compatible server, e.g. http://host:8000/v1.")
     ] = None,
     api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the API key.")] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (this process, --workers) or ray (Ray Data actors, one engine each).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (auto, host:6379, ray://...); default: start one.")
+    ] = None,
+    replicas: Annotated[int, typer.Option(help="Ray: engine copies running tasks side by side.")] = 1,
+    tensor_parallel: Annotated[
+        int | None, typer.Option(help="GPUs per engine (vLLM tensor parallelism).")
+    ] = None,
+    cpus_per_replica: Annotated[
+        float | None, typer.Option(help="Ray: CPUs per replica (default: 1 with GPUs, else CPUs / replicas).")
+    ] = None,
+    shard_rows: Annotated[
+        int | None, typer.Option(help="Passages per chunk: one engine batch, one shard, one checkpoint.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Turn a corpus into query / positive training rows. Rerun the same command to resume."""
     from .config import load_config
     from .corpus import CorpusError
+    from .executors import run_generate
     from .personas import PersonaError
     from .prompts import PromptError
-    from .runner import run_generate
 
     _setup_logging(verbose)
     try:
@@ -109,6 +125,8 @@ def generate(
         "models.embedder": embedder,
         "output.out_dir": out,
         "output.num_tasks": num_tasks,
+        "output.shard_rows": shard_rows,
+        "models.tensor_parallel_size": tensor_parallel,
         "models.engine": engine,
         "models.base_url": base_url,
         "models.api_key_env": api_key_env,
@@ -119,8 +137,26 @@ def generate(
         raise typer.BadParameter(str(exc)) from exc
     if not 0 <= rank < world_size:
         raise typer.BadParameter(f"--rank must be in [0, {world_size})")
+    ray_options = None
+    if executor == "ray":
+        if workers > 1 or world_size > 1:
+            raise typer.BadParameter("--executor ray spreads the tasks itself: drop --workers / --world-size")
+        if replicas < 1:
+            raise typer.BadParameter("--replicas must be at least 1")
+        from .executors.ray import RayOptions
+
+        ray_options = RayOptions(
+            address=address,
+            replicas=replicas,
+            tensor_parallel=cfg.models.tensor_parallel_size,
+            cpus_per_replica=cpus_per_replica,
+            show_worker_logs=verbose,
+        )
+    elif executor != "local":
+        raise typer.BadParameter(f"--executor must be local or ray, got {executor!r}")
     from .engine.openai_engine import EngineUnavailable
-    from .runner import Interrupted
+    from .executors import Interrupted
+    from .executors.ray import RayUnavailable
     from .tasks import RunStateError
 
     try:
@@ -131,8 +167,15 @@ def generate(
                 clear_run(Path(cfg.output.out_dir))
                 overwrite = False
             _run_workers(workers)  # then the pass below only merges what the workers wrote
-        result = run_generate(cfg, rank=rank, world_size=world_size, overwrite=overwrite)
-    except (CorpusError, PersonaError, PromptError, RunStateError, EngineUnavailable) as exc:
+        result = run_generate(
+            cfg,
+            rank=rank,
+            world_size=world_size,
+            overwrite=overwrite,
+            executor=executor,
+            ray_options=ray_options,
+        )
+    except (CorpusError, PersonaError, PromptError, RunStateError, EngineUnavailable, RayUnavailable) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
     except (Interrupted, KeyboardInterrupt) as exc:

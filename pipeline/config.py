@@ -40,6 +40,12 @@ class CorpusConfig(_Strict):
         None, description="Language code of every document. None: per-row field, else detected."
     )
     hf_split: str = Field("train", description="Split to read when `path` is a Hugging Face dataset.")
+    block_bytes: int = Field(
+        64 << 20,
+        ge=1024,
+        description="Largest block of input one task reads as a unit (JSONL byte ranges, dataset shards; "
+        "Parquet splits at its row groups, a .txt file is one block). Task t of T owns blocks t, t+T, ...",
+    )
     max_passage_tokens: int = Field(
         256,
         ge=16,
@@ -115,6 +121,11 @@ class ModelConfig(_Strict):
         1, ge=1, description="KV cache size in GiB on CPU (VLLM_CPU_KVCACHE_SPACE)."
     )
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take.")
+    tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="GPUs one engine spans (vLLM tensor parallelism); under Ray, GPUs per replica.",
+    )
     structured_backend: Literal["guidance", "xgrammar", "outlines", "auto"] = Field(
         "guidance",
         description="Structured-output backend. `guidance` is the one measured to give strictly valid "
@@ -429,8 +440,9 @@ class OutputConfig(_Strict):
     num_tasks: int = Field(
         1,
         ge=1,
-        description="Tasks the run is split into (passage i goes to task i % num_tasks). Fixed for the "
-        "life of an output folder; workers and scheduler ranks each take a share of the tasks.",
+        description="Tasks the run is split into: task t of T reads input blocks t, t+T, ... (see "
+        "corpus.block_bytes) and nothing else. Fixed for the life of an output folder; workers, scheduler "
+        "ranks and Ray replicas each take a share of the tasks.",
     )
 
 
@@ -442,7 +454,12 @@ class RunConfig(_Strict):
     negatives: NegativesConfig = Field(default_factory=NegativesConfig, description="Hard negatives.")
     filters: FiltersConfig = Field(default_factory=FiltersConfig, description="The quality gate.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
-    limit: int | None = Field(None, ge=1, description="Stop after this many passages. None: all.")
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="At most this many passages in all, shared evenly by the tasks: each of T tasks takes "
+        "the first limit/T passages of its own blocks (one task: the corpus's first `limit`). None: all.",
+    )
     seed: int = Field(
         1234,
         description="Seed for every sampled choice (language, question type, difficulty, length, STS score, "

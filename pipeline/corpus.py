@@ -1,9 +1,10 @@
 """Reading documents and cutting them into passages.
 
-Sources: a JSONL or Parquet file, a folder of ``.txt`` files, a dataset saved
-with ``datasets.save_to_disk``, or a Hugging Face dataset name. Reading is lazy,
-so a malformed row deep in a corpus stops the run only after every shard before
-it has been written. Every skip is counted in ``ReadStats``.
+The readers (``pipeline/readers``) hand out raw rows of a task's blocks; this
+module turns them into documents, then passages under the token budget, each
+with a language. Reading is lazy, so a malformed row deep in a corpus stops the
+run only after every shard before it has been written. Every skip is counted
+in ``ReadStats``.
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from .config import CorpusConfig
-from .jsonl import iter_jsonl
 from .langid import detect_language
+from .readers.base import CorpusError, RawRow
+
+__all__ = ["CorpusError", "Document", "Passage", "ReadStats", "documents", "iter_documents", "iter_passages"]
 
 ID_FIELDS = ("id", "_id", "doc_id", "docid")
 TEXT_FIELDS = ("text", "content", "contents", "passage", "body")
 TITLE_FIELDS = ("title",)
 LANGUAGE_FIELDS = ("language", "lang")
-
-
-class CorpusError(ValueError):
-    """A corpus row that cannot be read; the message names file, row and field."""
 
 
 @dataclass
@@ -36,7 +35,7 @@ class Document:
     text: str
     title: str | None
     language: str | None
-    where: str  # "file:line" for error messages
+    where: Any  # formats as "file:line" / "file:row N" for error messages
 
 
 @dataclass
@@ -66,63 +65,6 @@ def _pick(row: dict[str, Any], configured: str | None, candidates: tuple[str, ..
     return next((name for name in candidates if name in row), None)
 
 
-def _rows_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    return iter_jsonl(path, CorpusError)
-
-
-def _rows_parquet(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    import pyarrow.parquet as pq
-
-    number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            number += 1
-            yield f"{path}:row {number}", row
-
-
-def _rows_text_folder(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    for path in sorted(folder.rglob("*.txt")):
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CorpusError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
-        yield str(path), {"id": str(path.relative_to(folder)), "text": text, "title": path.stem}
-
-
-def _rows_hf(source: str, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    import datasets
-
-    local = Path(source)
-    if local.is_dir():
-        dataset = datasets.load_from_disk(str(local))
-        if isinstance(dataset, datasets.DatasetDict):
-            dataset = dataset[split]
-    else:
-        try:
-            dataset = datasets.load_dataset(source, split=split)
-        except Exception as exc:  # the hub may be unreachable; say what was tried
-            raise CorpusError(f"{source}: could not load as a Hugging Face dataset ({exc})") from exc
-    for number, row in enumerate(dataset, start=1):
-        yield f"{source}:row {number}", row
-
-
-def iter_raw_rows(source: str, split: str = "train") -> Iterator[tuple[str, dict[str, Any]]]:
-    path = Path(source)
-    if path.is_file():
-        if path.suffix in {".jsonl", ".json", ".ndjson"}:
-            return _rows_jsonl(path)
-        if path.suffix == ".parquet":
-            return _rows_parquet(path)
-        raise CorpusError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .parquet or a folder)")
-    if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-            return _rows_hf(source, split)
-        return _rows_text_folder(path)
-    if source.startswith((".", "/")) or source.endswith((".jsonl", ".parquet")):
-        raise CorpusError(f"{source}: no such file or folder")
-    return _rows_hf(source, split)
-
-
 def sample_corpus_paths(languages: Iterable[str]) -> list[Path]:
     """The packaged sample corpora of these languages, each once, in order."""
     return list(dict.fromkeys(sample_corpus_path(language) for language in languages))
@@ -131,21 +73,21 @@ def sample_corpus_paths(languages: Iterable[str]) -> list[Path]:
 def iter_documents(
     config: CorpusConfig, default_path: Path | list[Path], stats: ReadStats
 ) -> Iterator[Document]:
-    """Documents with id, title, text and (given or per-row) language; empty ones skipped and counted.
+    """Every document of the corpus in order (one task over all blocks); see ``documents``.
 
     ``default_path`` (one path, or several read one after another) is read when the
     config names no corpus.
     """
-    if config.path:
-        sources = [config.path]
-    else:
-        sources = [str(p) for p in (default_path if isinstance(default_path, list) else [default_path])]
-    for source in sources:
-        yield from _documents_of(source, config, stats)
+    from .readers import open_corpus
+
+    defaults = default_path if isinstance(default_path, list) else [default_path]
+    sources = [config.path] if config.path else [str(p) for p in defaults]
+    return documents(open_corpus(sources, config).read(counts=stats.counts), config, stats)
 
 
-def _documents_of(source: str, config: CorpusConfig, stats: ReadStats) -> Iterator[Document]:
-    for where, row in iter_raw_rows(source, config.hf_split):
+def documents(rows: Iterable[RawRow], config: CorpusConfig, stats: ReadStats) -> Iterator[Document]:
+    """Documents with id, title, text and (given or per-row) language; empty ones skipped and counted."""
+    for where, row in rows:
         stats.counts["documents_read"] += 1
         text_key = _pick(row, config.text_field, TEXT_FIELDS)
         if text_key is None or text_key not in row:

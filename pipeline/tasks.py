@@ -1,8 +1,8 @@
 """Task bookkeeping on disk: what a run is, which tasks are done, how far each got.
 
-A run is split into ``output.num_tasks`` tasks; passage i of the (limited)
-corpus stream belongs to task ``i % num_tasks``, so the split depends on
-nothing but the config. Per task, on disk:
+A run is split into ``output.num_tasks`` tasks; task t of T owns the input
+blocks t, t+T, ... (``pipeline/readers``), so the split depends on nothing but
+the input and the config, whichever executor runs the tasks. Per task, on disk:
 
 - ``progress/task-TTTTT.json``: chunks done so far and the task's cumulative
   stats, rewritten atomically after each chunk's shards have landed;

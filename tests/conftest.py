@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -252,3 +254,42 @@ def vllm_engine(tiny_qwen3):
     )
     yield engine
     close_engines()
+
+
+@contextlib.contextmanager
+def deadline(seconds: int, what: str = "Ray"):
+    """Fail instead of hanging: Ray shows a resource mistake as a silent wait, not an error."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"{what} did not finish within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """One local Ray instance for the whole session (2 CPUs); yields the address others join.
+
+    Workers get the repository on their path (the tests' fake engine is pickled by
+    reference) and a small vLLM KV cache.
+    """
+    ray = pytest.importorskip("ray")
+    root = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": str(root), "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    with deadline(120, "ray.init"):
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="WARNING",
+            _temp_dir=str(tmp_path_factory.mktemp("ray")),
+            runtime_env={"env_vars": env},
+        )
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

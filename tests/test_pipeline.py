@@ -8,7 +8,7 @@ import pytest
 from pipeline import schema as S
 from pipeline.config import load_config
 from pipeline.corpus import CorpusError
-from pipeline.runner import run_generate
+from pipeline.executors import run_generate
 
 from .conftest import FakeEngine, default_answer
 
@@ -154,8 +154,8 @@ def test_bad_row_found_before_any_llm_call_when_mining(tmp_path, minilm_path):
 
 def test_judge_auto_off_only_for_the_packaged_smollm2():
     from pipeline.config import RunConfig
+    from pipeline.executors.build import judge_enabled
     from pipeline.models import SMOLLM2_NAME, ResolvedModel
-    from pipeline.runner import judge_enabled
 
     config = RunConfig()
     assert not judge_enabled(config, ResolvedModel("x", SMOLLM2_NAME))

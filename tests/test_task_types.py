@@ -13,8 +13,8 @@ from pipeline.cli import app, parse_weights
 from pipeline.config import TASK_TYPES, GenerationConfig, load_config
 from pipeline.corpus import Passage, ReadStats, mix_languages
 from pipeline.engine import parse_output
+from pipeline.executors import run_generate
 from pipeline.outputs import STSOutput, bitext_output, classification_output
-from pipeline.runner import run_generate
 from pipeline.steps.bitext import candidate_sentences
 
 from .conftest import FakeEngine, default_answer, generate_args
@@ -224,7 +224,7 @@ def test_generate_cli_takes_tasks_and_language_mixes(tmp_path, minilm_path, monk
         seen["config"] = config
         raise SystemExit(0)
 
-    monkeypatch.setattr("pipeline.runner.run_generate", fake_run)
+    monkeypatch.setattr("pipeline.executors.run_generate", fake_run)
     args = generate_args(
         tmp_path / "o",
         minilm_path,

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import schema as S
 from pipeline.config import load_config
-from pipeline.runner import run_generate
+from pipeline.executors import run_generate
 from pipeline.tasks import RunStateError
 
 from .conftest import FakeEngine, default_answer

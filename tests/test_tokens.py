@@ -11,8 +11,8 @@ from pipeline.cli import app
 from pipeline.config import DIFFICULTIES, QUESTION_TYPES, load_config
 from pipeline.engine.base import Generation, Usage
 from pipeline.engine.vllm_engine import cpu_dtype
+from pipeline.executors import run_generate
 from pipeline.prompts import PromptLibrary
-from pipeline.runner import run_generate
 
 from .conftest import FakeEngine, default_answer
 

@@ -99,6 +99,11 @@ class VLLMEngine(ChatEngine):
         )
         if on_gpu:
             kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+        if config.tensor_parallel_size > 1:
+            kwargs["tensor_parallel_size"] = config.tensor_parallel_size
+            # worker processes on the GPUs this process was given, also inside a Ray actor
+            # (vLLM's Ray backend would ask the cluster for GPUs the actor already holds)
+            kwargs["distributed_executor_backend"] = "mp"
         block_size = config.block_size or (None if on_gpu else CPU_BLOCK_SIZE)
         if block_size:
             kwargs["block_size"] = block_size
@@ -111,6 +116,7 @@ class VLLMEngine(ChatEngine):
             "prefix_caching": bool(cache.enable_prefix_caching),
             "block_size": cache.block_size,
             "structured_backend": config.structured_backend,
+            "tensor_parallel_size": config.tensor_parallel_size,
         }
         self.start_seconds = time.perf_counter() - started
         log.info("vLLM engine for %s ready in %.1f s", model_name, self.start_seconds)

@@ -1,7 +1,7 @@
 """What a step is: a batch of rows in, kept rows plus dropped rows with reasons out.
 
-Steps know nothing of files or runners; the local runner, an HTTP-backed
-runner or a Ray ``map_batches`` wrapper can all call them as they are.
+Steps know nothing of files or executors; the local executor and the Ray
+executor's ``map_batches`` actors call the same step objects through ``run_step``.
 """
 
 from __future__ import annotations
@@ -67,11 +67,35 @@ class Step(ABC):
         """Process one batch; every input row ends up either kept or dropped."""
 
 
+class StatefulStep(Step):
+    """A step whose verdict on a row depends on the rows it saw before it (dedup, percentile cosine).
+
+    Its memory is scoped to one task, in every executor: the executor calls
+    ``reset`` before each task, in whatever process or Ray actor runs it, and
+    ``resume`` when it continues a task a killed run left half done. So a task's
+    output depends on its own input only, never on which worker ran the tasks
+    before it, and duplicates *across* tasks are not seen (docs/scaling.md).
+    """
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget every row: a new task starts."""
+
+    @abstractmethod
+    def resume(self, reached: list[Row], passed: list[Row]) -> None:
+        """Rebuild memory from a task's written chunks.
+
+        ``reached``: the rows of this step's task types that got to this step;
+        ``passed``: those of them it kept. Rows carry id, task type, languages, query
+        and ``scores`` (the scores written with them).
+        """
+
+
 def run_step(step: Step, rows: list[Row]) -> tuple[StepResult, list[Row]]:
     """Run ``step`` on the rows of its task types; return its result and the rows it did not see.
 
     Stats count a stage over its own result only; the caller carries on with
-    ``result.kept + others``. Every runner (local, HTTP, Ray ``map_batches``)
+    ``result.kept + others``. Every executor (local, Ray ``map_batches`` actors)
     calls steps through this.
     """
     mine = [row for row in rows if row.get(S.TASK_TYPE) in step.tasks]

@@ -14,10 +14,10 @@ import numpy as np
 from .. import schema as S
 from ..config import CosineConfig
 from ..embedder import Embedder
-from .base import Dropped, Row, Step, StepResult, set_score
+from .base import Dropped, Row, StatefulStep, StepResult, set_score
 
 
-class CosineFilter(Step):
+class CosineFilter(StatefulStep):
     name = "cosine"
     # classification pairs a text with a label description, STS pairs are dissimilar by design
     tasks = frozenset({"retrieval", "bitext"})

@@ -20,7 +20,7 @@ from datasketch import MinHash, MinHashLSH
 from .. import schema as S
 from ..config import DedupConfig
 from ..jsonl import iter_jsonl
-from .base import Dropped, Row, Step, StepResult
+from .base import Dropped, Row, StatefulStep, StepResult
 
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
@@ -58,7 +58,7 @@ def read_eval_queries(path: str) -> list[str]:
     return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-class Dedup(Step):
+class Dedup(StatefulStep):
     name = "dedup"
 
     def __init__(self, config: DedupConfig):

@@ -1,0 +1,238 @@
+"""The Ray executor: the run's tasks as a Ray Dataset, each run by an actor that owns one engine.
+
+``synth generate --executor ray`` turns the unfinished tasks into a Dataset and
+maps ``TaskActor`` over it with ``map_batches`` (an actor pool of ``--replicas``
+actors, each holding ``--tensor-parallel`` GPUs on a GPU cluster). An actor
+builds its ``Workbench`` (engine, embedder, the same steps as the local
+executor) once, then runs each task it is handed with ``process.run_task``:
+the task reads only its own input blocks, in parallel with the other actors,
+and writes its shards and checkpoints into ``OUT`` exactly as the local
+executor does. The driver streams one record per finished chunk back for the
+progress bar and finalizes stats and manifest with the shared code, so
+``synth stats``, ``synth train`` and the rest read either executor's output.
+
+Ray's own vLLM processor (``ray.data.llm``) was measured on CPU (see
+docs/scaling.md): no faster per row, 40-55 s slower to start, and it needs the
+``ray[llm]`` extra that pins a CUDA vLLM; an actor owning ``vllm.LLM`` needs no
+workaround and keeps the steps, checkpoints and resume identical to the local
+executor.
+
+Needs ``pip install -e '.[ray]'`` (``make setup`` installs it). ``OUT``, the
+corpus and the model folders must be reachable under the same paths from every
+node (shared storage on a cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from ..config import RunConfig
+from ..engine import ChatEngine
+from ..tasks import TaskState
+from .base import RunResult, finalize, open_run, result_of, tasks_to_do
+from .build import Models, Workbench, judge_enabled, needs_labels_from_engine, resolve_labels, resolve_models
+from .process import limit_share, open_input, run_task
+
+log = logging.getLogger(__name__)
+
+
+class RayUnavailable(RuntimeError):
+    """Ray is not installed in this environment."""
+
+
+@dataclass
+class RayOptions:
+    address: str | None = None  # a running cluster ("auto", "ray://host:10001", "host:6379"); None: local
+    replicas: int = 1  # engine copies: actors running tasks side by side
+    tensor_parallel: int = 1  # GPUs per replica (vLLM tensor parallelism)
+    cpus_per_replica: float | None = None  # None: 1 on GPU clusters, all CPUs / replicas on CPU-only ones
+    temp_dir: str | None = None  # Ray's session files (logs included) when this command starts Ray
+    show_worker_logs: bool = False  # forward actors' output (engine logs) to this terminal
+
+
+class TaskActor:
+    """One replica: builds its engine and steps once, then runs whole tasks handed to it."""
+
+    def __init__(self, config: dict, models: Models, out: str, engine: ChatEngine | None = None):
+        started = time.perf_counter()
+        self.config = RunConfig.model_validate(config)
+        self.out = Path(out)
+        self.corpus = open_input(self.config)
+        self.bench = Workbench.build(self.config, models, self.corpus, self.out, engine)
+        self.info = json.dumps(
+            {
+                "engine": self.bench.engine_info,
+                "timings": {**self.bench.timings, "actor_start": time.perf_counter() - started},
+            }
+        )
+
+    def __call__(self, batch: dict[str, Any]):
+        """For each task in the batch, one record per chunk as soon as its shards have landed.
+
+        The task runs in a helper thread so that each chunk's record can be yielded
+        (and reach the driver's progress bar) while the next chunk is generated.
+        """
+        for task in batch["task"]:
+            chunks: queue.Queue = queue.Queue()
+            worker = threading.Thread(target=self._run, args=(int(task), chunks), daemon=True)
+            worker.start()
+            while (item := chunks.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    worker.join()
+                    raise item
+                passages, rows = item
+                info, self.info = self.info, ""  # the actor's start-up, reported once
+                yield {"task": [int(task)], "passages": [passages], "rows": [rows], "info": [info]}
+            worker.join()
+
+    def _run(self, task: int, chunks: queue.Queue) -> None:
+        try:
+            run_task(
+                TaskState(self.out, task),
+                self.config,
+                self.corpus,
+                self.bench.steps,
+                self.bench.count_tokens,
+                on_chunk=lambda passages, rows: chunks.put((passages, rows)),
+            )
+        except BaseException as exc:  # handed to the yielding side, which raises it in Ray's task
+            chunks.put(exc)
+        finally:
+            chunks.put(_DONE)
+
+
+_DONE = object()
+
+
+def connect(options: RayOptions) -> float:
+    """Join the cluster at ``options.address``, or start a local Ray; reuse one already joined."""
+    import ray
+
+    if ray.is_initialized():
+        return 0.0
+    started = time.perf_counter()
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": options.show_worker_logs,  # engine logs stay in the session folder
+        "logging_level": logging.INFO if options.show_worker_logs else logging.WARNING,
+    }
+    if options.address:
+        kwargs["address"] = options.address
+    elif options.temp_dir:
+        kwargs["_temp_dir"] = str(Path(options.temp_dir).resolve())
+    ray.init(**kwargs)
+    return time.perf_counter() - started
+
+
+def replica_resources(options: RayOptions) -> dict[str, float]:
+    """What each actor asks Ray for: GPUs for its engine, CPUs for the CPU engine or the filters."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus:
+        return {"num_gpus": options.tensor_parallel, "num_cpus": options.cpus_per_replica or 1}
+    cpus = ray.cluster_resources().get("CPU", 1)
+    return {"num_gpus": 0, "num_cpus": options.cpus_per_replica or max(1.0, cpus // options.replicas)}
+
+
+def _propose_labels(config: dict, models: Models, out: str) -> None:
+    """Classification labels asked of the generator once, before the replicas start (they read the file)."""
+    from .build import token_counter
+
+    run_config = RunConfig.model_validate(config)
+    from ..engine.factory import get_engine
+
+    engine = get_engine(models.generator, run_config.models, run_config.seed)
+    count_tokens = token_counter(models.generator, local_only=models.remote)
+    resolve_labels(run_config, Path(out), models.generator, engine, open_input(run_config), count_tokens)
+
+
+def run_ray(
+    config: RunConfig, options: RayOptions, engine: ChatEngine | None = None, overwrite: bool = False
+) -> RunResult:
+    """Run every unfinished task of ``config.output.out_dir`` on Ray; resume what a killed run left."""
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise RayUnavailable(
+            "--executor ray needs Ray Data: pip install -e '.[ray]' (make setup installs it)"
+        ) from exc
+
+    started = time.perf_counter()
+    config = config.model_copy(deep=True)
+    config.models.tensor_parallel_size = options.tensor_parallel
+    out = open_run(config, overwrite)
+    todo = tasks_to_do(out, config)
+    models = resolve_models(config)  # once, here: a packaged model is converted before any actor loads it
+    timings: dict[str, float] = {}
+    if not todo:
+        return result_of(out, finalize(out, config, models.generator, models.embedder, timings))
+    judge_enabled(config, models.generator)
+    timings["ray_start"] = connect(options)
+    resources = replica_resources(options)
+    log.info(
+        "Ray: %d task(s) on %d replica(s), %s each; worker logs under %s",
+        len(todo),
+        options.replicas,
+        resources,
+        _session_dir(),
+    )
+    payload = config.model_dump(mode="json")
+    if needs_labels_from_engine(config, out, models.generator) and engine is None:
+        t = time.perf_counter()
+        remote = ray.remote(**resources)(_propose_labels)
+        ray.get(remote.remote(payload, models, str(out)))
+        timings["labels"] = time.perf_counter() - t
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # ours counts passages; Ray's would count tasks
+    if not options.show_worker_logs:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    dataset = ray.data.from_items([{"task": s.task} for s in todo], override_num_blocks=len(todo))
+    results = dataset.map_batches(
+        TaskActor,
+        fn_constructor_kwargs={"config": payload, "models": models, "out": str(out), "engine": engine},
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=min(options.replicas, len(todo))),
+        **resources,
+    )
+    shares = [limit_share(config, state.task) for state in todo]
+    progress = tqdm(total=sum(shares) if config.limit else None, desc="passages", unit="passage")
+    engine_info: dict = {}
+    actor_timings: list[dict] = []
+    try:
+        for record in results.iter_rows():
+            progress.update(record["passages"])
+            if record["info"]:
+                info = json.loads(record["info"])
+                engine_info = engine_info or info["engine"]
+                actor_timings.append(info["timings"])
+    finally:  # also on a crash or Ctrl-C: stats.json reflects what is on disk
+        progress.close()
+        for key in ("load_embedder_and_tokenizer", "mining_pool", "engine_start", "actor_start"):
+            values = [t[key] for t in actor_timings if key in t]
+            if values:
+                timings[key] = max(values)  # the replicas start side by side
+        timings["total"] = time.perf_counter() - started
+        stats = finalize(out, config, models.generator, models.embedder, timings, engine_info)
+    return result_of(out, stats)
+
+
+def _session_dir() -> str:
+    try:
+        from ray._private.worker import _global_node
+
+        return os.path.join(_global_node.get_session_dir_path(), "logs")
+    except Exception:  # private API: only used to point at the logs
+        return "Ray's session folder"

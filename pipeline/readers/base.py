@@ -1,0 +1,89 @@
+"""What every corpus reader shares: blocks, byte counting, ``read(rank, world_size)``.
+
+A reader cuts its input into *blocks* from metadata alone (file sizes, Parquet
+footers, dataset lengths), so planning a run reads no text. A task owns whole
+blocks and reads only those: every byte of the corpus is read by one task, once,
+however many tasks share it. Every reader counts what it reads under
+``bytes_read`` in the counter it is given.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+RawRow = tuple[Any, dict[str, Any]]  # (where: formats as "file:line" / "file:row N", the row)
+
+
+class CorpusError(ValueError):
+    """A corpus row that cannot be read; the message names file, row and field."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """One unit of input a task owns: a byte range, a row group, a file, or a dataset shard."""
+
+    source: str
+    start: int = 0  # byte offset (JSONL), row group (Parquet), shard index (dataset)
+    end: int = 0  # byte end (JSONL), shard count (dataset); unused otherwise
+
+    def __str__(self) -> str:
+        return f"{self.source}[{self.start}:{self.end}]" if self.end else f"{self.source}[{self.start}]"
+
+
+class Reader(ABC):
+    """One input source (a file, or a saved dataset) and the blocks it is cut into."""
+
+    source: str
+
+    @abstractmethod
+    def blocks(self) -> list[Block]:
+        """The source's blocks in reading order, from metadata only."""
+
+    @abstractmethod
+    def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
+        """The rows of one block, counting the bytes read in ``counts["bytes_read"]``."""
+
+    def read(self, rank: int = 0, world_size: int = 1, counts: Counter | None = None) -> Iterator[RawRow]:
+        """The rows of blocks ``rank, rank + world_size, ...``: this task's share of the source."""
+        counts = Counter() if counts is None else counts
+        for block in self.blocks()[rank::world_size]:
+            yield from self.rows(block, counts)
+
+
+class CountingFile(io.RawIOBase):
+    """A binary file that adds every byte it hands out to ``counts["bytes_read"]``."""
+
+    def __init__(self, path: str, counts: Counter):
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._counts = counts
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._file.readinto(buffer)
+        self._counts["bytes_read"] += n or 0
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        self._counts["bytes_read"] += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()

@@ -1,0 +1,118 @@
+"""JSON Lines by byte range: a block is every line that starts inside ``[start, end)``.
+
+A task seeks to its range and reads only it (plus the tail of the one line that
+crosses its end), the way Hadoop and Ray Data split text files. Line numbers
+for error messages are counted only when a message needs one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .base import Block, CorpusError, CountingFile, RawRow, Reader
+
+
+@dataclass(frozen=True)
+class LineAt:
+    """Where a row is: formats as ``file:line``, counting newlines before it only when formatted."""
+
+    path: str
+    offset: int
+
+    def __str__(self) -> str:
+        line = 1
+        with open(self.path, "rb") as handle:
+            remaining = self.offset
+            while remaining > 0:
+                chunk = handle.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                line += chunk.count(b"\n")
+                remaining -= len(chunk)
+        return f"{self.path}:{line}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+class JsonlReader(Reader):
+    def __init__(self, path: str, block_bytes: int):
+        self.source = str(path)
+        self.block_bytes = block_bytes
+
+    def size(self) -> int:
+        return os.path.getsize(self.source)
+
+    def blocks(self) -> list[Block]:
+        size = self.size()
+        return [
+            Block(self.source, start, min(start + self.block_bytes, size))
+            for start in range(0, max(size, 1), self.block_bytes)
+        ]
+
+    def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
+        with CountingFile(self.source, counts) as handle:
+            for offset, line in _lines(handle, block.start, block.end):
+                where = LineAt(self.source, offset)
+                row = _parse(line, where)
+                if row is not None:
+                    yield where, row
+
+
+_SMALL = 4096
+_LARGE = 1 << 20
+
+
+def _lines(handle: CountingFile, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) for every line starting in ``[start, end)``, reading little past ``end``."""
+    if start > 0:
+        # the line holding byte start-1 belongs to the block before (or ends exactly there)
+        handle.seek(start - 1)
+        base = start - 1
+        while True:
+            piece = handle.read(_SMALL)
+            if not piece:
+                return
+            newline = piece.find(b"\n")
+            if newline >= 0:
+                buffer, buffer_start = piece[newline + 1 :], base + newline + 1
+                break
+            base += len(piece)
+    else:
+        buffer, buffer_start = b"", 0
+    cursor = 0  # lines before it in buffer are handed out already
+    while buffer_start + cursor < end:
+        newline = buffer.find(b"\n", cursor)
+        if newline < 0:
+            # past the end only the crossing line is left to finish: read small pieces there
+            ahead = end - (buffer_start + len(buffer))
+            piece = handle.read(min(_LARGE, ahead) if ahead > _SMALL else _SMALL)
+            if not piece:
+                if cursor < len(buffer):
+                    yield buffer_start + cursor, buffer[cursor:]
+                return
+            buffer_start += cursor
+            buffer, cursor = buffer[cursor:] + piece, 0
+            continue
+        yield buffer_start + cursor, buffer[cursor : newline + 1]
+        cursor = newline + 1
+
+
+def _parse(raw: bytes, where: LineAt) -> dict | None:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CorpusError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(row, dict):
+        raise CorpusError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return row

@@ -1,0 +1,170 @@
+"""The Ray executor against the local one: same steps, same rows, same stats, same layout.
+
+One local Ray instance serves the whole session (``ray_cluster``); every wait on
+Ray runs under a deadline, because a resource mistake in Ray hangs instead of failing.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import schema as S
+from pipeline.config import load_config
+from pipeline.executors import run_generate
+from pipeline.executors.ray import RayOptions
+
+from .conftest import FakeEngine, deadline, default_answer, generate_args
+
+pytest.importorskip("ray")
+
+
+def fake_config(out, minilm_path):
+    config = load_config(
+        None,
+        [
+            f"output.out_dir={out}",
+            "limit=12",
+            "output.num_tasks=3",
+            "output.shard_rows=2",
+            f"models.embedder={minilm_path}",
+            "filters.cosine.mode=percentile",  # stateful: its history must be per task in both
+            "generation.tasks=[retrieval, sts]",
+        ],
+    )
+    config.models.generator = "fake-engine"
+    return config
+
+
+def outcome(out):
+    """What two executors must agree on: rows, drops, stats (less timings), layout."""
+    data = pq.read_table(out / "data")
+    rejected = pq.read_table(out / "rejected").to_pylist() if any((out / "rejected").iterdir()) else []
+    stats = json.loads((out / "stats.json").read_text())
+    for stage in stats["stages"].values():
+        stage.pop("seconds", None)
+        for key in ("engine_seconds", "prompt_tokens_per_s", "output_tokens_per_s"):
+            stage.get("llm", {}).pop(key, None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {
+        "schema": data.schema,
+        "ids": sorted(data.column(S.ID).to_pylist()),
+        "rejected": sorted((r[S.ID], r[S.STAGE], r[S.REASON]) for r in rejected),
+        "stats": {k: v for k, v in stats.items() if k not in {"timings_seconds", "engine", "tokens"}},
+        "shards": manifest["shards"],
+        "completions": sorted(p.name for p in (out / "completions").iterdir()),
+    }
+
+
+def test_ray_executor_matches_the_local_one(ray_cluster, minilm_path, tmp_path):
+    local = tmp_path / "local"
+    run_generate(fake_config(local, minilm_path), engine=FakeEngine(default_answer))
+    on_ray = tmp_path / "ray"
+    with deadline(300):
+        result = run_generate(
+            fake_config(on_ray, minilm_path),
+            engine=FakeEngine(default_answer),  # pickled into each replica
+            executor="ray",
+            ray_options=RayOptions(replicas=2, cpus_per_replica=1),
+        )
+    assert result.stats.rows_in == 24  # 12 passages x 2 task types
+    expected, got = outcome(local), outcome(on_ray)
+    assert got["stats"]["reading"]["passages"] == 12
+    for key in expected:
+        assert got[key] == expected[key], key
+
+    engine = FakeEngine(default_answer)
+    with deadline(120):  # a finished run: nothing to do, no actor started
+        run_generate(fake_config(on_ray, minilm_path), engine=engine, executor="ray")
+    assert engine.calls == []
+
+
+# every row survives, so a run's ids are exactly those of its passages
+OPEN_GATE = [
+    "models.temperature=0",
+    "models.max_model_len=4096",
+    "output.shard_rows=2",
+    "generation.max_tokens_query=512",
+    "generation.reply_slack=50",
+    "negatives.llm_count=0",
+    "negatives.min_negatives=0",
+    "filters.language.enabled=false",
+    "filters.repetition.enabled=false",
+    "filters.passage_copy.enabled=false",
+    "filters.cosine.enabled=false",
+    "filters.judge.enabled=false",
+    "filters.dedup.exact=false",
+    "filters.dedup.near=false",
+]
+
+
+def real_config(out, tiny_qwen3, minilm_path, limit):
+    sets = [f"output.out_dir={out}", f"limit={limit}", f"models.embedder={minilm_path}", *OPEN_GATE]
+    config = load_config(None, [*sets, f"models.generator={tiny_qwen3}"])
+    return config
+
+
+@pytest.mark.engine
+def test_ray_runs_the_real_engine_like_the_local_executor(
+    ray_cluster, vllm_engine, tiny_qwen3, minilm_path, tmp_path
+):
+    local = tmp_path / "local"
+    run_generate(real_config(local, tiny_qwen3, minilm_path, 4), engine=vllm_engine)
+    on_ray = tmp_path / "ray"
+    with deadline(400):  # the replica starts its own vLLM engine
+        run_generate(real_config(on_ray, tiny_qwen3, minilm_path, 4), executor="ray")
+    expected, got = outcome(local), outcome(on_ray)
+    assert got["schema"] == expected["schema"]
+    assert got["ids"] == expected["ids"] and len(got["ids"]) == 4
+    assert got["stats"]["rows_in"] == expected["stats"]["rows_in"] == 4
+    assert got["shards"] == expected["shards"]
+    llm = json.loads((on_ray / "stats.json").read_text())["stages"]["query"]["llm"]
+    assert llm["requests"] == 4 and llm["prompt_tokens"] > 0 and llm["output_tokens"] > 0
+    manifest = json.loads((on_ray / "manifest.json").read_text())
+    assert manifest["models"]["generator"]["prefix_caching"] is True  # the replica's engine settings
+
+
+def child_env():
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+@pytest.mark.engine
+def test_ray_run_killed_then_resumed_loses_and_duplicates_nothing(
+    ray_cluster, tiny_qwen3, minilm_path, tmp_path
+):
+    import ray
+
+    out = tmp_path / "killed"
+    sets = [*OPEN_GATE, "output.num_tasks=2"]
+    args = generate_args(out, minilm_path, limit=8, model=tiny_qwen3, sets=sets)
+    command = [sys.executable, "-m", "pipeline.cli", *args, "--executor", "ray", "--address", ray_cluster]
+    log_path = tmp_path / "first.log"
+    with log_path.open("w") as log:
+        first = subprocess.Popen(command, env=child_env(), stdout=log, stderr=log, start_new_session=True)
+    deadline_at = time.time() + 400
+    while not list((out / "data").glob("part-*.parquet")):
+        assert first.poll() is None, log_path.read_text()[-3000:]
+        assert time.time() < deadline_at, "no shard landed in time"
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)  # the driver dies; Ray reclaims its replica
+    first.wait()
+    while ray.available_resources().get("CPU", 0) < 2:
+        assert time.time() < deadline_at + 60, "the dead run's replica was never reclaimed"
+        time.sleep(0.5)
+    done = [json.loads(p.read_text())["chunks_done"] for p in (out / "progress").glob("*.json")]
+    assert 1 <= sum(done) < 4  # 8 passages in 2 tasks of 2 chunks each: killed mid-run
+
+    second = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=500)
+    assert second.returncode == 0, second.stderr[-3000:]
+    ids = [r[S.ID] for r in pq.read_table(out / "data", columns=[S.ID]).to_pylist()]
+    assert len(ids) == len(set(ids)) == 8  # none twice, none lost (the gate is open)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_in"] == stats["rows_out"] == 8
+    assert sorted(p.name for p in (out / "completions").iterdir()) == ["task-00000", "task-00001"]
