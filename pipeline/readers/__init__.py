@@ -1,14 +1,18 @@
 """Corpus readers that shard: a task reads its own blocks of the input and nothing else.
 
 ``open_corpus`` turns the configured sources into readers (one per file or
-dataset) and their blocks; task ``t`` of ``T`` owns blocks ``t, t + T, ...``
-(the way datatrove gives rank r ``files[r::world_size]``). The block plan depends
-only on the input's metadata and the config, so every executor, every rank and
-every resumed run agree on which task reads what.
+dataset) and their blocks, about four per task; the blocks are dealt to the tasks
+largest first, each to the task with the fewest bytes so far, so tasks end up
+about equally large even when files are not (datatrove deals files round-robin,
+``files[rank::world_size]``, which leaves a task with one small file beside one
+with a big one). A task reads its blocks in corpus order. The plan depends only
+on the input's metadata and the config, so every executor, every rank and every
+resumed run agree on which task reads what.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Iterator
 from functools import cached_property
@@ -37,6 +41,7 @@ __all__ = [
 
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 MIN_BLOCK_BYTES = 1024  # below this a block costs more in seeks than it spreads work
+BLOCKS_PER_TASK = 4  # enough pieces to even the tasks out, few enough to read in long runs
 
 
 class Corpus:
@@ -45,13 +50,27 @@ class Corpus:
     def __init__(self, readers: list[Reader]):
         self.readers = readers
         self._by_source = {reader.source: reader for reader in readers}
+        self._dealt: dict[int, list[list[int]]] = {}
 
     @cached_property
     def blocks(self) -> list[Block]:
         return [block for reader in self.readers for block in reader.blocks()]
 
     def blocks_of(self, task: int, num_tasks: int) -> list[Block]:
-        return self.blocks[task::num_tasks]
+        """Task ``task``'s blocks, in corpus order."""
+        return [self.blocks[i] for i in self._deal(num_tasks)[task]]
+
+    def _deal(self, num_tasks: int) -> list[list[int]]:
+        """Block indices per task: largest block first, each to the least-loaded task (ties: lowest)."""
+        if num_tasks not in self._dealt:
+            loads = [(0, task) for task in range(num_tasks)]
+            owned: list[list[int]] = [[] for _ in range(num_tasks)]
+            for index in sorted(range(len(self.blocks)), key=lambda i: (-self.blocks[i].size, i)):
+                load, task = heapq.heappop(loads)
+                owned[task].append(index)
+                heapq.heappush(loads, (load + self.blocks[index].size, task))
+            self._dealt[num_tasks] = [sorted(indices) for indices in owned]
+        return self._dealt[num_tasks]
 
     def read(self, task: int = 0, num_tasks: int = 1, counts: Counter | None = None) -> Iterator[RawRow]:
         """The rows of task ``task``'s blocks, in block order; bytes read go to ``counts``."""
@@ -96,15 +115,15 @@ def open_corpus(sources: list[str], config: CorpusConfig, num_tasks: int = 1) ->
     """Readers for ``sources`` with blocks small enough that ``num_tasks`` tasks all get work.
 
     Files that split by bytes (JSONL, saved datasets) are cut into blocks of at most
-    ``corpus.block_bytes``, and of at most 1/num_tasks of their total size, so a
-    small corpus still spreads over every task; Parquet splits at its row groups,
+    ``corpus.block_bytes``, and of at most 1/(4 num_tasks) of their total size, so
+    a small corpus still spreads over every task; Parquet splits at its row groups,
     a text file is one block.
     """
     readers = [reader for source in sources for reader in _readers_of(source, config)]
     splittable = [r for r in readers if isinstance(r, JsonlReader | HFReader)]
     if splittable:
         total = sum(r.size() for r in splittable)
-        size = min(config.block_bytes, max(MIN_BLOCK_BYTES, -(-total // num_tasks)))
+        size = min(config.block_bytes, max(MIN_BLOCK_BYTES, -(-total // (BLOCKS_PER_TASK * num_tasks))))
         for reader in splittable:
             reader.block_bytes = size
     return Corpus(readers)

@@ -13,7 +13,7 @@ import io
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 RawRow = tuple[Any, dict[str, Any]]  # (where: formats as "file:line" / "file:row N", the row)
@@ -30,6 +30,7 @@ class Block:
     source: str
     start: int = 0  # byte offset (JSONL), row group (Parquet), shard index (dataset)
     end: int = 0  # byte end (JSONL), shard count (dataset); unused otherwise
+    size: int = field(default=0, compare=False)  # bytes, as the metadata tells: balances the tasks
 
     def __str__(self) -> str:
         return f"{self.source}[{self.start}:{self.end}]" if self.end else f"{self.source}[{self.start}]"

@@ -43,7 +43,7 @@ class HFReader(Reader):
         rows = len(self.dataset)
         count = self.shard_count or -(-self.size() // self.block_bytes)
         count = max(1, min(count, rows))
-        return [Block(self.source, index, count) for index in range(count)]
+        return [Block(self.source, index, count, self.size() // count) for index in range(count)]
 
     def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
         shard = self.dataset.shard(num_shards=block.end, index=block.start, contiguous=True)

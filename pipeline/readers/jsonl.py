@@ -50,7 +50,9 @@ class JsonlReader(Reader):
     def blocks(self) -> list[Block]:
         size = self.size()
         return [
-            Block(self.source, start, min(start + self.block_bytes, size))
+            Block(
+                self.source, start, min(start + self.block_bytes, size), min(self.block_bytes, size - start)
+            )
             for start in range(0, max(size, 1), self.block_bytes)
         ]
 

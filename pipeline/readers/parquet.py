@@ -23,7 +23,13 @@ class ParquetReader(Reader):
         return os.path.getsize(self.source)
 
     def blocks(self) -> list[Block]:
-        return [Block(self.source, group) for group in range(max(1, self._metadata().num_row_groups))]
+        metadata = self._metadata()
+        if metadata.num_row_groups == 0:
+            return [Block(self.source, 0)]
+        return [
+            Block(self.source, group, size=metadata.row_group(group).total_byte_size)
+            for group in range(metadata.num_row_groups)
+        ]
 
     def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
         import pyarrow.parquet as pq

@@ -18,7 +18,7 @@ class TextReader(Reader):
         return Path(self.source).stat().st_size
 
     def blocks(self) -> list[Block]:
-        return [Block(self.source)]
+        return [Block(self.source, size=self.size())]
 
     def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
         path = Path(self.source)
