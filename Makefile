@@ -58,6 +58,7 @@ bench:
 	$(RUN) $(BIN)/python bench/tokens.py --quick
 	$(RUN) $(BIN)/python bench/filters.py --quick
 	$(RUN) $(BIN)/python bench/memory.py --quick
+	$(RUN) $(BIN)/python bench/executors.py --quick
 
 lint:
 	$(BIN)/ruff check .
