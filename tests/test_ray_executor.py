@@ -19,7 +19,7 @@ from pipeline.config import load_config
 from pipeline.executors import run_generate
 from pipeline.executors.ray import RayOptions
 
-from .conftest import FakeEngine, deadline, default_answer, generate_args
+from .conftest import OPEN_GATE, FakeEngine, child_env, deadline, default_answer, generate_args
 
 pytest.importorskip("ray")
 
@@ -84,27 +84,9 @@ def test_ray_executor_matches_the_local_one(ray_cluster, minilm_path, tmp_path):
     assert engine.calls == []
 
 
-# every row survives, so a run's ids are exactly those of its passages
-OPEN_GATE = [
-    "models.temperature=0",
-    "models.max_model_len=4096",
-    "output.shard_rows=2",
-    "generation.max_tokens_query=512",
-    "generation.reply_slack=50",
-    "negatives.llm_count=0",
-    "negatives.min_negatives=0",
-    "filters.language.enabled=false",
-    "filters.repetition.enabled=false",
-    "filters.passage_copy.enabled=false",
-    "filters.cosine.enabled=false",
-    "filters.judge.enabled=false",
-    "filters.dedup.exact=false",
-    "filters.dedup.near=false",
-]
-
-
 def real_config(out, tiny_qwen3, minilm_path, limit):
     sets = [f"output.out_dir={out}", f"limit={limit}", f"models.embedder={minilm_path}", *OPEN_GATE]
+    sets.append("models.max_model_len=4096")  # the tiny model's window, as the shared engine has it
     config = load_config(None, [*sets, f"models.generator={tiny_qwen3}"])
     return config
 
@@ -127,12 +109,6 @@ def test_ray_runs_the_real_engine_like_the_local_executor(
     assert llm["requests"] == 4 and llm["prompt_tokens"] > 0 and llm["output_tokens"] > 0
     manifest = json.loads((on_ray / "manifest.json").read_text())
     assert manifest["models"]["generator"]["prefix_caching"] is True  # the replica's engine settings
-
-
-def child_env():
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    env.pop("PYTEST_CURRENT_TEST", None)
-    return env
 
 
 @pytest.mark.engine

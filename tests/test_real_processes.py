@@ -20,32 +20,9 @@ from typer.testing import CliRunner
 from pipeline import schema as S
 from pipeline.cli import app
 
-from .conftest import generate_args
+from .conftest import OPEN_GATE, child_env, generate_args
 
 pytestmark = pytest.mark.engine
-
-# every row survives, so the ids of a run are exactly those of its passages
-OPEN_GATE = [
-    "models.temperature=0",
-    "output.shard_rows=2",
-    "generation.max_tokens_query=512",
-    "generation.reply_slack=50",  # random weights write until the schema's length bound: let them
-    "negatives.llm_count=0",
-    "negatives.min_negatives=0",
-    "filters.language.enabled=false",
-    "filters.repetition.enabled=false",
-    "filters.passage_copy.enabled=false",
-    "filters.cosine.enabled=false",
-    "filters.judge.enabled=false",
-    "filters.dedup.exact=false",
-    "filters.dedup.near=false",
-]
-
-
-def child_env():
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    env.pop("PYTEST_CURRENT_TEST", None)
-    return env
 
 
 def args_for(tiny_qwen3, minilm_path, out, limit=8):

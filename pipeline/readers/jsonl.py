@@ -7,12 +7,12 @@ for error messages are counted only when a message needs one.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..jsonl import parse_line
 from .base import Block, CorpusError, CountingFile, RawRow, Reader
 
 
@@ -60,7 +60,7 @@ class JsonlReader(Reader):
         with CountingFile(self.source, counts) as handle:
             for offset, line in _lines(handle, block.start, block.end):
                 where = LineAt(self.source, offset)
-                row = _parse(line, where)
+                row = parse_line(line, where, CorpusError)
                 if row is not None:
                     yield where, row
 
@@ -102,19 +102,3 @@ def _lines(handle: CountingFile, start: int, end: int) -> Iterator[tuple[int, by
             continue
         yield buffer_start + cursor, buffer[cursor : newline + 1]
         cursor = newline + 1
-
-
-def _parse(raw: bytes, where: LineAt) -> dict | None:
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorpusError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
-    if not line.strip():
-        return None
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise CorpusError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(row, dict):
-        raise CorpusError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    return row
