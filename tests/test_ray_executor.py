@@ -16,6 +16,7 @@ import pytest
 
 from pipeline import schema as S
 from pipeline.config import load_config
+from pipeline.corpus import CorpusError
 from pipeline.executors import run_generate
 from pipeline.executors.ray import RayOptions
 
@@ -82,6 +83,18 @@ def test_ray_executor_matches_the_local_one(ray_cluster, minilm_path, tmp_path):
     with deadline(120):  # a finished run: nothing to do, no actor started
         run_generate(fake_config(on_ray, minilm_path), engine=engine, executor="ray")
     assert engine.calls == []
+
+
+def test_a_bad_row_read_by_a_replica_reaches_the_user_as_itself(ray_cluster, minilm_path, tmp_path):
+    corpus = tmp_path / "bad.jsonl"
+    text = "A passage long enough to be kept by the reader."
+    rows = [json.dumps({"id": name, "text": text}) for name in ("a", "b")]
+    corpus.write_text("\n".join([*rows, '{"id": "c", "text": ']) + "\n", encoding="utf-8")
+    config = fake_config(tmp_path / "out", minilm_path)
+    config.corpus.path = str(corpus)
+    config.output.num_tasks = 1
+    with deadline(300), pytest.raises(CorpusError, match=r"bad.jsonl:3: not valid JSON"):
+        run_generate(config, engine=FakeEngine(default_answer), executor="ray")
 
 
 def real_config(out, tiny_qwen3, minilm_path, limit):

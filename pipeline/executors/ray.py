@@ -67,8 +67,16 @@ class TaskActor:
         started = time.perf_counter()
         self.config = RunConfig.model_validate(config)
         self.out = Path(out)
-        self.corpus = open_input(self.config)
-        self.bench = Workbench.build(self.config, models, self.corpus, self.out, engine)
+        self.failure: Exception | None = None
+        try:
+            self.corpus = open_input(self.config)
+            self.bench = Workbench.build(self.config, models, self.corpus, self.out, engine)
+        except Exception as exc:
+            # raised again from the first call: an error in a constructor reaches the driver only
+            # as text inside ActorDiedError, one in a call keeps its type (a CorpusError stays one)
+            self.failure = exc
+            self.info = ""
+            return
         self.info = json.dumps(
             {
                 "engine": self.bench.engine_info,
@@ -82,6 +90,8 @@ class TaskActor:
         The task runs in a helper thread so that each chunk's record can be yielded
         (and reach the driver's progress bar) while the next chunk is generated.
         """
+        if self.failure is not None:
+            raise self.failure
         for task in batch["task"]:
             chunks: queue.Queue = queue.Queue()
             worker = threading.Thread(target=self._run, args=(int(task), chunks), daemon=True)
@@ -218,6 +228,10 @@ def run_ray(
                 info = json.loads(record["info"])
                 engine_info = engine_info or info["engine"]
                 actor_timings.append(info["timings"])
+    except Exception as exc:
+        # a replica's own error (a bad corpus row, an unreachable server) reaches the user as
+        # itself, not wrapped in Ray's task and user-code exceptions
+        raise _cause(exc) from None
     finally:  # also on a crash or Ctrl-C: stats.json reflects what is on disk
         progress.close()
         for key in ("load_embedder_and_tokenizer", "mining_pool", "engine_start", "actor_start"):
@@ -227,6 +241,19 @@ def run_ray(
         timings["total"] = time.perf_counter() - started
         stats = finalize(out, config, models.generator, models.embedder, timings, engine_info)
     return result_of(out, stats)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The innermost exception of ``exc``'s chain that Ray did not raise itself."""
+    chain, seen = [exc], {id(exc)}
+    while True:
+        current = chain[-1]
+        following = getattr(current, "cause", None) or current.__cause__ or current.__context__
+        if following is None or id(following) in seen:
+            break
+        chain.append(following)
+        seen.add(id(following))
+    return next((e for e in chain if not type(e).__module__.startswith("ray")), exc)
 
 
 def _session_dir() -> str:
