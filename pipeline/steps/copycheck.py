@@ -5,13 +5,13 @@ from __future__ import annotations
 from .. import schema as S
 from ..config import CopyCheckConfig
 from .base import Dropped, Row, Step, StepResult, set_score
-from .dedup import ngrams, tokens
+from .dedup import mostly_cjk, ngrams, tokens
 
 
 def passage_overlap(query: str, passage: str) -> float:
     """Share of the query n-grams found verbatim in the passage (word 4-grams; CJK: character 6-grams)."""
     query_tokens = tokens(query)
-    n = 6 if query_tokens and all(len(t) == 1 for t in query_tokens) else 4
+    n = 6 if mostly_cjk(query_tokens) else 4
     query_grams = ngrams(query_tokens, n)
     if not query_grams:
         return 0.0  # shorter than one n-gram: a keyword query, not a pasted sentence

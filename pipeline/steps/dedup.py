@@ -23,7 +23,10 @@ from ..jsonl import iter_jsonl
 from .base import Dropped, Row, StatefulStep, StepResult
 
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+_CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_CJK = re.compile(f"[{_CJK_RANGES}]")
+# one CJK character, or a run of anything else up to a space or a CJK character
+_TOKEN = re.compile(f"[{_CJK_RANGES}]|[^\\s{_CJK_RANGES}]+")
 
 
 def normalise(text: str) -> str:
@@ -31,11 +34,17 @@ def normalise(text: str) -> str:
 
 
 def tokens(text: str) -> list[str]:
-    """Words, or single characters where the text is mostly CJK (no spaces to split on)."""
-    norm = normalise(text)
-    if len(_CJK.findall(norm)) * 2 > len(norm.replace(" ", "")):
-        return list(norm.replace(" ", ""))
-    return norm.split()
+    """Words, with every CJK character a token of its own (those scripts put no spaces between words).
+
+    Each character decides for itself, never the text around it: a Chinese run inside an
+    English prompt splits exactly as it does alone.
+    """
+    return _TOKEN.findall(normalise(text))
+
+
+def mostly_cjk(items: list[str]) -> bool:
+    """More than half of the tokens are CJK characters: count n-grams in characters, not words."""
+    return sum(1 for t in items if len(t) == 1 and _CJK.match(t)) * 2 > len(items)
 
 
 def ngrams(items: list[str], n: int) -> set[tuple[str, ...]]:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from .. import schema as S
 from .base import Dropped, Row, Step, StepResult, set_score
-from .dedup import tokens
+from .dedup import mostly_cjk, tokens
 from .language import written_texts
 
 
 def repeated_share(text: str) -> float:
     """Share of the text's n-grams (word 3-grams; CJK: character 4-grams) that occur earlier in it."""
     items = tokens(text)
-    n = 4 if items and all(len(t) == 1 for t in items) else 3
+    n = 4 if mostly_cjk(items) else 3
     grams = [tuple(items[i : i + n]) for i in range(len(items) - n + 1)]
     if len(grams) < 4:
         return 0.0  # too short to loop
