@@ -43,7 +43,7 @@ def sample_pairs(folder: Path, split: str, n_queries: int, pool_docs: int, seed:
     pool = sorted(set(positives.values()) | set(rng.sample(sorted(corpus), min(pool_docs, len(corpus)))))
     pool_texts = [corpus[d][:DOC_CHARS] for d in pool]
     pool_vectors = embedder.encode(pool_texts, show_progress=True)
-    query_vectors = embedder.encode([queries[q] for q in qids])
+    query_vectors = embedder.encode([queries[q] for q in qids], role="query")
     pairs = []  # (kind, query, document)
     for qid, qvec in zip(qids, query_vectors, strict=True):
         relevant = qrels[qid]
@@ -160,6 +160,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="judge LLM (default: the run default)")
     parser.add_argument("--embedder", default=None)
     parser.add_argument("--json", type=Path, default=None, help="write the full results here")
+    parser.add_argument("--no-judge", action="store_true", help="score the embedder only (no LLM)")
+    parser.add_argument("--threshold", type=float, default=None, help="cosine threshold to report")
     args = parser.parse_args()
 
     from pipeline.config import JudgeConfig, ModelConfig, RunConfig
@@ -173,8 +175,9 @@ def main() -> None:
     defaults = RunConfig()
     emb_model = resolve_embedder(args.embedder)
     embedder = Embedder(emb_model.path, emb_model.name)
-    judge_model = resolve_generator(args.model)
-    engine = get_engine(judge_model, ModelConfig(), seed=args.seed)
+    judge_model = None if args.no_judge else resolve_generator(args.model)
+    engine = None if args.no_judge else get_engine(judge_model, ModelConfig(), seed=args.seed)
+    threshold = emb_model.cosine_threshold if args.threshold is None else args.threshold
     prompts = PromptLibrary()
     judge_config: JudgeConfig = defaults.filters.judge
     results, started = {}, time.perf_counter()
@@ -185,17 +188,18 @@ def main() -> None:
             continue
         pairs = sample_pairs(folder, split, args.queries, args.pool_docs, args.seed, embedder)
         kinds = np.array([k for k, _, _ in pairs])
-        q = embedder.encode([p[1] for p in pairs])
+        q = embedder.encode([p[1] for p in pairs], role="query")
         d = embedder.encode([p[2] for p in pairs])
         cos = np.einsum("nd,nd->n", q, d)
-        chats = [judgement_chat(prompts, query, doc) for _, query, doc in pairs]
-        generations = engine.generate(chats, JudgeOutput, judge_config.max_tokens, temperature=0.0)
-        judge = np.array([g.parsed.score if g.parsed is not None else -1 for g in generations])
-        results[name] = summarise(
-            kinds, cos, judge, defaults.filters.cosine.threshold, judge_config.min_positive_score
-        )
+        if engine is None:
+            judge = np.full(len(pairs), -1)
+        else:
+            chats = [judgement_chat(prompts, query, doc) for _, query, doc in pairs]
+            generations = engine.generate(chats, JudgeOutput, judge_config.max_tokens, temperature=0.0)
+            judge = np.array([g.parsed.score if g.parsed is not None else -1 for g in generations])
+        results[name] = summarise(kinds, cos, judge, threshold, judge_config.min_positive_score)
     setup = {
-        "judge": judge_model.name,
+        "judge": judge_model.name if judge_model else "none",
         "embedder": emb_model.name,
         "queries": args.queries,
         "seed": args.seed,

@@ -365,7 +365,18 @@ class CosineConfig(_Strict):
         description="`absolute`: keep cos > threshold (paper: 0.7). `percentile`: drop the lowest "
         "`percentile` percent of the run so far, for embedders whose scale differs.",
     )
-    threshold: float = Field(0.7, ge=-1, le=1, description="Cosine a pair must exceed in absolute mode.")
+    threshold: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Cosine a pair must exceed in absolute mode. None: the embedder's calibrated default "
+        "(the paper's 0.7 for sentence-transformers models, measured ones for packaged embedders).",
+    )
+    unscored: Literal["drop", "keep"] = Field(
+        "drop",
+        description="A pair in a language the embedder does not cover cannot be scored: `drop` it as "
+        "`unscored_language`, or `keep` it unchecked.",
+    )
     percentile: float = Field(20.0, ge=0, lt=100, description="Share of the run dropped in percentile mode.")
 
 

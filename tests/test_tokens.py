@@ -76,7 +76,9 @@ def test_tokens_of_every_row_are_accounted_for(tmp_path, minilm_path):
 
 def test_query_budgets_follow_the_requested_length_and_language(tmp_path, minilm_path):
     engine = FakeEngine(default_answer)
-    fake_run(tmp_path, minilm_path, engine, "limit=10", values={"generation.languages": ["en", "zh"]})
+    # MiniLM scores English only: keep the Chinese rows unscored so both languages are written
+    sets = ("limit=10", "filters.cosine.unscored=keep")
+    fake_run(tmp_path, minilm_path, engine, *sets, values={"generation.languages": ["en", "zh"]})
     import pyarrow.parquet as pq
 
     budgets = dict(engine.budgets)["QueryOutput"]

@@ -60,7 +60,9 @@ def resolve_models(config: RunConfig) -> Models:
         generator = ResolvedModel(path=served, name=served or f"served at {config.models.base_url}")
     else:
         generator = resolve_generator(config.models.generator)
-    return Models(generator, resolve_embedder(config.models.embedder), remote)
+    generation = config.generation
+    languages = set(generation.languages) | set(generation.passage_languages or {})
+    return Models(generator, resolve_embedder(config.models.embedder, languages), remote)
 
 
 def token_counter(model: ResolvedModel, local_only: bool = False) -> Callable[[str], int]:
@@ -252,6 +254,7 @@ class Workbench:
             models.embedder.name,
             config.models.embed_batch_size,
             languages=trusted_languages(config, models.embedder),
+            cosine_threshold=models.embedder.cosine_threshold,
         )
         count_tokens = token_counter(models.generator, local_only=models.remote)
         timings["load_embedder_and_tokenizer"] = time.perf_counter() - t

@@ -1,10 +1,12 @@
 """Step: keep pairs whose query and positive are close in the embedder's space.
 
 The paper keeps cos(query, passage) > 0.7. That number belongs to the paper's
-(unnamed) embedder, so a percentile mode drops the lowest share of the run
-instead. With all-MiniLM-L6-v2 on SciFact, 0.7 was measured at 0.91 precision
-(docs/quality.md). A pair in a language the embedder does not handle is passed
-through unscored (counted as an event): a meaningless score must not decide.
+(unnamed) embedder: each embedder brings its own calibrated threshold (e5's
+cosines sit in a narrow band near 0.8), and a percentile mode drops the lowest
+share of the run instead. With all-MiniLM-L6-v2 on SciFact, 0.7 was measured at
+0.91 precision (docs/quality.md). A pair in a language the embedder does not
+handle has no meaningful score: it is dropped as ``unscored_language`` unless
+``filters.cosine.unscored=keep`` passes it through (counted as an event).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from .. import schema as S
 from ..config import CosineConfig
 from ..embedder import Embedder
 from .base import Dropped, Row, StatefulStep, StepResult, set_score
+
+DEFAULT_THRESHOLD = 0.7  # the paper's, for embedders that give no calibrated one
 
 
 class CosineFilter(StatefulStep):
@@ -47,7 +51,9 @@ class CosineFilter(StatefulStep):
 
     def threshold(self, batch_scores: np.ndarray) -> float:
         if self.config.mode == "absolute":
-            return self.config.threshold
+            if self.config.threshold is not None:
+                return self.config.threshold
+            return getattr(self.embedder, "cosine_threshold", DEFAULT_THRESHOLD)
         self._seen.extend(batch_scores.tolist())
         return float(np.percentile(self._seen, self.config.percentile))
 
@@ -55,14 +61,24 @@ class CosineFilter(StatefulStep):
         result = StepResult()
         scored = []
         for row in rows:
-            if self.embedder.supports(row[S.LANGUAGE], S.positive_language(row)):
+            pair = (row[S.LANGUAGE], S.positive_language(row))
+            if self.embedder.supports(*pair):
                 scored.append(row)
-            else:
+            elif self.config.unscored == "keep":
                 result.kept.append(row)
                 result.events["cosine_skipped_unsupported_language"] += 1
+            else:
+                covered = ", ".join(self.embedder.languages or ())
+                result.dropped.append(
+                    Dropped(
+                        row,
+                        "unscored_language",
+                        detail=f"{self.embedder.name} scores only {covered}, not {pair[0]}->{pair[1]}",
+                    )
+                )
         if not scored:
             return result
-        queries = self.embedder.encode([r[S.QUERY] for r in scored])
+        queries = self.embedder.encode([r[S.QUERY] for r in scored], role="query")
         positives = self.embedder.encode([r[S.POSITIVE] for r in scored])
         scores = np.einsum("nd,nd->n", queries, positives)  # (N,) row-wise cosines
         cut = self.threshold(scores)

@@ -33,7 +33,7 @@ class NegativeMargin(Step):
         result = StepResult(kept=rows)
         if not rows:
             return result
-        queries = self.embedder.encode([r[S.QUERY] for r in rows])
+        queries = self.embedder.encode([r[S.QUERY] for r in rows], role="query")
         missing = [i for i, r in enumerate(rows) if r.get(S.POSITIVE_SCORE) is None]
         if missing:
             positives = self.embedder.encode([rows[i][S.POSITIVE] for i in missing])

@@ -153,7 +153,7 @@ class MineNegatives(Step):
     def __call__(self, rows: list[Row]) -> StepResult:
         if self.config.mined_count == 0 or not rows or not self.pool.texts:
             return StepResult(kept=rows)
-        queries = self.embedder.encode([r[S.QUERY] for r in rows])
+        queries = self.embedder.encode([r[S.QUERY] for r in rows], role="query")
         scores = queries @ self.pool.vectors.T  # (N, P)
         depth = min(self.config.rank_max, scores.shape[1])
         nearest = np.argsort(-scores, axis=1, kind="stable")[:, :depth]  # (N, depth)
