@@ -198,6 +198,8 @@ def main() -> None:
             generations = engine.generate(chats, JudgeOutput, judge_config.max_tokens, temperature=0.0)
             judge = np.array([g.parsed.score if g.parsed is not None else -1 for g in generations])
         results[name] = summarise(kinds, cos, judge, threshold, judge_config.min_positive_score)
+        # the raw scores, so any other threshold can be read off later without encoding again
+        results[name]["cosines"] = {k: np.round(cos[kinds == k], 4).tolist() for k in np.unique(kinds)}
     setup = {
         "judge": judge_model.name if judge_model else "none",
         "embedder": emb_model.name,

@@ -410,9 +410,9 @@ class CopyCheckConfig(_Strict):
         0.6,
         gt=0,
         le=1,
-        description="Largest share of the query's word 4-grams (character 6-grams for CJK) that may appear "
-        "verbatim in the passage. Small models often paste the passage's first sentence as the 'query': "
-        "it passes any cosine filter but teaches nothing beyond string matching.",
+        description="Largest share of the query's tokens that may lie in word 4-grams (CJK: character "
+        "6-grams) found verbatim in the passage. Small models often paste the passage's first sentence "
+        "as the 'query': it passes any cosine filter but teaches nothing beyond string matching.",
     )
 
 

@@ -378,3 +378,35 @@ def test_reranker_trains_on_rows_with_the_cli(tmp_path, tiny_qwen3):
     yes = reranker.score([("what causes tides", "The moon's gravity raises the tides.")])
     no = reranker.score([("what causes tides", "Tide pools hold small crabs.")])
     assert 0 < no[0] < yes[0] < 1
+
+
+def test_the_schedule_counts_the_real_batches_and_a_tiny_last_batch_is_dropped(tmp_path, minilm_path):
+    """Rows sharing a positive wait for later batches: more batches than rows / batch size."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline import schema as S
+    from pipeline.train import trainer
+
+    data = tmp_path / "data"
+    data.mkdir()
+    template = pq.read_table(write_tiny_run(tmp_path)).to_pylist()[0]
+    rows = [
+        template
+        | {S.ID: f"r{i}", S.QUERY: f"query {i}", S.NEGATIVES: [f"negative {i}"]}
+        | {S.POSITIVE: "one shared passage" if i < 6 else f"passage {i}"}
+        for i in range(13)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, schema=S.ROW_SCHEMA), data / "part-00000-00000.parquet")
+    sizes = [len(b) for b in trainer.batches_without_duplicates(trainer.stream_rows(data), 4, 1)]
+    assert len(sizes) > math.ceil(13 / 4)  # the six rows sharing a passage need six batches
+    kept = [len(b) for b in trainer.training_batches(data, 4, 1)]
+    assert kept == sizes[:-1] and sizes[-1] < 2  # the one-row tail is dropped, not trained on
+
+    out = tmp_path / "model"
+    losses = trainer.train(data, minilm_path, out, trainer.TrainConfig(batch_size=4, epochs=2))
+    log = json.loads((out / "training_log.json").read_text())
+    assert len(losses) == log["steps"] == log["planned_steps"] == 2 * len(kept)
+    assert min(losses) > 0  # no degenerate batch

@@ -9,13 +9,21 @@ from .dedup import mostly_cjk, ngrams, tokens
 
 
 def passage_overlap(query: str, passage: str) -> float:
-    """Share of the query n-grams found verbatim in the passage (word 4-grams; CJK: character 6-grams)."""
+    """Share of the query's tokens that lie in an n-gram found verbatim in the passage.
+
+    n-grams are word 4-grams, CJK character 6-grams. Counting covered tokens rather than
+    matching n-grams, a pasted sentence with some junk after it still counts as mostly pasted.
+    """
     query_tokens = tokens(query)
     n = 6 if mostly_cjk(query_tokens) else 4
-    query_grams = ngrams(query_tokens, n)
-    if not query_grams:
+    if len(query_tokens) < n:
         return 0.0  # shorter than one n-gram: a keyword query, not a pasted sentence
-    return len(query_grams & ngrams(tokens(passage), n)) / len(query_grams)
+    found = ngrams(tokens(passage), n)
+    covered = [False] * len(query_tokens)
+    for i in range(len(query_tokens) - n + 1):
+        if tuple(query_tokens[i : i + n]) in found:
+            covered[i : i + n] = [True] * n
+    return sum(covered) / len(query_tokens)
 
 
 class CopyCheck(Step):

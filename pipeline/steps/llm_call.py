@@ -17,7 +17,9 @@ TASK_MARKER = "### Your task"  # every template puts its worked examples before 
 CUT_AT_LIMIT = "cut_at_token_limit"  # drop reason of a reply that ran out of its token budget
 
 
-COPY_OVERLAP = 0.6  # share of the answer's n-grams found in the examples that makes it a copy
+# share of the answer's tokens inside runs found in the worked examples that makes it a copy: half
+# an answer taken from an example is a copy with some words around it
+COPY_OVERLAP = 0.5
 
 
 def copies_example(answer: str, prompt: str) -> bool:

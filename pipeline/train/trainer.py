@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,6 +88,27 @@ def batches_without_duplicates(rows: Iterator[dict], size: int, negatives: int) 
         yield batch
 
 
+def training_batches(data: Path, size: int, negatives: int) -> Iterator[list[dict]]:
+    """One epoch's batches; a last batch under ``max(2, size // 4)`` rows is dropped, and logged.
+
+    Such a batch holds too few in-batch negatives to teach anything (a one-row batch without
+    hard negatives has a loss of exactly 0) while taking a full step of the schedule.
+    """
+    minimum = max(2, size // 4)
+    previous, yielded = None, 0
+    for batch in batches_without_duplicates(stream_rows(data), size, negatives):
+        if previous is not None:
+            yield previous
+            yielded += 1
+        previous = batch
+    if previous is None:
+        return
+    if yielded and len(previous) < minimum:
+        log.info("dropped the last batch of the epoch: %d rows, fewer than %d", len(previous), minimum)
+        return
+    yield previous
+
+
 def warmup_then_linear_decay(optimizer, total_steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Learning rate rising linearly for ``warmup`` steps, then falling linearly to 0 at ``total_steps``."""
     return torch.optim.lr_scheduler.LambdaLR(
@@ -133,13 +153,16 @@ def train(data: Path, model_path: str, out: Path, config: TrainConfig) -> list[f
     if config.matryoshka_dims:
         loss_fn = MatryoshkaLoss(loss_fn, list(config.matryoshka_dims))
     rows = count_rows(data)
-    total_steps = max(1, math.ceil(rows / config.batch_size) * config.epochs)
+    # the batches themselves, not rows / batch_size: rows that would repeat a text in a batch wait
+    # for a later one, so there are often more batches, and the schedule must end at the last one
+    per_epoch = sum(1 for _ in training_batches(data, config.batch_size, config.negatives))
+    total_steps = max(1, per_epoch * config.epochs)
     warmup = int(total_steps * config.warmup_ratio)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr)
     schedule = warmup_then_linear_decay(optimizer, total_steps, warmup)
     losses: list[float] = []
     for epoch in range(config.epochs):
-        for batch in batches_without_duplicates(stream_rows(data), config.batch_size, config.negatives):
+        for batch in training_batches(data, config.batch_size, config.negatives):
             queries = [format_query(r[S.QUERY], r[S.INSTRUCTION] if use_instruction else None) for r in batch]
             positives = [r[S.POSITIVE] for r in batch]
             flat = [neg for r in batch for neg in r[S.NEGATIVES][: config.negatives]]
@@ -169,5 +192,6 @@ def train(data: Path, model_path: str, out: Path, config: TrainConfig) -> list[f
             if len(losses) % config.log_every == 0 or len(losses) == 1:
                 log.info("epoch %d step %d/%d loss %.4f", epoch, len(losses), total_steps, losses[-1])
     save_checkpoint(encoder, model_path, out)
-    (out / "training_log.json").write_text(json.dumps({"losses": losses, "rows": rows, "steps": len(losses)}))
+    summary = {"losses": losses, "rows": rows, "steps": len(losses), "planned_steps": total_steps}
+    (out / "training_log.json").write_text(json.dumps(summary))
     return losses

@@ -29,6 +29,19 @@ from collections.abc import Callable, Sequence
 import torch
 
 
+class RandomState:
+    """The CPU and every CUDA device's random state, so a recomputed forward draws the same dropout."""
+
+    def __init__(self):
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+
+
 def cached_backward(
     encode: Callable[[object], torch.Tensor],
     groups: dict[str, Sequence[object]],
@@ -41,7 +54,7 @@ def cached_backward(
         for name, chunks in groups.items():
             embeddings, rng = [], []
             for chunk in chunks:
-                rng.append(torch.get_rng_state())
+                rng.append(RandomState())
                 embeddings.append(encode(chunk))
             states[name] = rng
             cached[name] = torch.cat(embeddings).detach().requires_grad_(True)
@@ -52,7 +65,7 @@ def cached_backward(
     for name, chunks in groups.items():  # pass 3
         start = 0
         for chunk, state in zip(chunks, states[name], strict=True):
-            torch.set_rng_state(state)
+            state.restore()
             embeddings = encode(chunk)
             grad = cached[name].grad[start : start + embeddings.shape[0]]
             embeddings.backward(grad)
