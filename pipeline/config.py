@@ -121,6 +121,11 @@ class ModelConfig(_Strict):
         1, ge=1, description="KV cache size in GiB on CPU (VLLM_CPU_KVCACHE_SPACE)."
     )
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take.")
+    embedding_store: bool = Field(
+        True,
+        description="Keep every embedder vector on disk (float16, under the cache folder's vectors/) and "
+        "reuse it across steps and runs instead of encoding the same text again.",
+    )
     tensor_parallel_size: int = Field(
         1,
         ge=1,
@@ -321,12 +326,13 @@ class NegativesConfig(_Strict):
     min_negatives: int = Field(
         1, ge=0, description="Rows left with fewer negatives after every check are dropped (`no_negatives`)."
     )
-    pool_size: int = Field(
-        2000,
+    pool_size: int | None = Field(
+        None,
         ge=1,
-        description="Corpus passages encoded as the mining pool (the first ones of the corpus). Encoding "
-        "is the cost: all-MiniLM-L6-v2 does ~25 passages/s on 2 CPU cores; a GPU embedder, far more. The "
-        "vectors are cached, so a rerun on the same corpus pays nothing.",
+        description="Cap on the corpus passages negatives are mined from (the first ones of the corpus). "
+        "None: the whole corpus, searched exactly up to 50k passages and through a FAISS HNSW index above. "
+        "Encoding is the cost (all-MiniLM-L6-v2: ~25 passages/s on 2 CPU cores; a GPU embedder, far more); "
+        "vectors are kept in the embedding store, so a rerun on the same corpus pays nothing.",
     )
     max_tokens: int = Field(
         1200,

@@ -13,6 +13,7 @@ the role.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -57,6 +58,7 @@ class Embedder:
         device: str | None = None,
         languages: tuple[str, ...] | None = None,
         cosine_threshold: float = 0.7,
+        store_root: str | Path | None = None,
     ):
         self.name = name
         # the cosine a relevant pair exceeds on this embedder's scale (cosine filter, absolute mode)
@@ -71,6 +73,12 @@ class Embedder:
             from sentence_transformers import SentenceTransformer
 
             self.model = SentenceTransformer(path, device=device)
+        # vectors computed once per (embedder, role, text) and kept on disk (pipeline/vectors.py)
+        self.store = None
+        if store_root is not None:
+            from .vectors import EmbeddingStore
+
+            self.store = EmbeddingStore(Path(store_root), f"{name}|{path}", self.dimension)
         log.info("embedder %s loaded", name)
 
     def supports(self, *languages: str) -> bool:
@@ -91,6 +99,14 @@ class Embedder:
         """Unit vectors, shape (len(texts), dim), float32; dot products are cosines."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.store is not None:
+            vectors = self.store.encode(
+                list(texts), role, lambda batch: self._compute(batch, role, show_progress)
+            )
+            return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return self._compute(list(texts), role, show_progress)
+
+    def _compute(self, texts: list[str], role: Role, show_progress: bool = False) -> np.ndarray:
         if self.packaged is not None:
             parts = [
                 self.packaged.encode(texts[i : i + self.batch_size], role)

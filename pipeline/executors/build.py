@@ -175,9 +175,9 @@ def build_pool(config: RunConfig, corpus: Corpus, embedder: Embedder, count_toke
     passages = iter_passages(
         documents(corpus.read(counts=stats.counts), config.corpus, stats), count_tokens, config.corpus, stats
     )
-    pool = PassagePool.build(
-        itertools.islice(passages, config.negatives.pool_size), embedder, cache_root() / "pools"
-    )
+    if config.negatives.pool_size is not None:
+        passages = itertools.islice(passages, config.negatives.pool_size)
+    pool = PassagePool.build(passages, embedder, cache_root() / "pools")
     log.info("mining pool: %d passages", len(pool.texts))
     return pool
 
@@ -255,6 +255,7 @@ class Workbench:
             config.models.embed_batch_size,
             languages=trusted_languages(config, models.embedder),
             cosine_threshold=models.embedder.cosine_threshold,
+            store_root=cache_root() / "vectors" if config.models.embedding_store else None,
         )
         count_tokens = token_counter(models.generator, local_only=models.remote)
         timings["load_embedder_and_tokenizer"] = time.perf_counter() - t

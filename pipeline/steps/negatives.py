@@ -18,6 +18,7 @@ from ..budgets import JSON_OVERHEAD, capped, chars_budget
 from ..config import NegativesConfig
 from ..embedder import Embedder
 from ..engine import ChatEngine
+from ..index import VectorIndex
 from ..langid import check_language, language_name
 from ..outputs import NEGATIVE_MAX_CHARS, negatives_output
 from ..prompts import PromptLibrary
@@ -100,6 +101,9 @@ class WriteNegatives(LLMStep):
         return result
 
 
+SAME_DOCUMENT_ROOM = 16  # passages of one document a search may have to skip before its ranks
+
+
 @dataclass
 class PassagePool:
     """Corpus passages encoded once, to mine negatives from."""
@@ -108,6 +112,13 @@ class PassagePool:
     passage_ids: list[str]
     source_ids: list[str]
     vectors: np.ndarray  # (P, d) unit vectors
+    _index: VectorIndex | None = None
+
+    def nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the k passages nearest to each query (exact or HNSW, pipeline/index.py)."""
+        if self._index is None:
+            self._index = VectorIndex(self.vectors)
+        return self._index.search(queries, k)
 
     @classmethod
     def build(cls, passages, embedder: Embedder, cache_dir: Path | None = None) -> PassagePool:
@@ -154,13 +165,14 @@ class MineNegatives(Step):
         if self.config.mined_count == 0 or not rows or not self.pool.texts:
             return StepResult(kept=rows)
         queries = self.embedder.encode([r[S.QUERY] for r in rows], role="query")
-        scores = queries @ self.pool.vectors.T  # (N, P)
-        depth = min(self.config.rank_max, scores.shape[1])
-        nearest = np.argsort(-scores, axis=1, kind="stable")[:, :depth]  # (N, depth)
+        # rank_max plus room for the skipped passages of the positive's own document
+        scores, nearest = self.pool.nearest(queries, self.config.rank_max + SAME_DOCUMENT_ROOM)
         for row, order, row_scores in zip(rows, nearest, scores, strict=True):
             positive = normalise(row[S.POSITIVE])
             candidates, rank = [], 0
-            for index in order:
+            for index, score in zip(order, row_scores, strict=True):
+                if index < 0 or rank >= self.config.rank_max:
+                    break  # an HNSW search that found fewer; or deep enough
                 if (
                     self.pool.passage_ids[index] == row[S.PASSAGE_ID]
                     or self.pool.source_ids[index] == row[S.SOURCE_ID]
@@ -168,7 +180,7 @@ class MineNegatives(Step):
                 ):
                     continue  # not counted as a rank: the positive's own document
                 if rank >= self.config.rank_min:
-                    candidates.append({"text": self.pool.texts[index], "score": float(row_scores[index])})
+                    candidates.append({"text": self.pool.texts[index], "score": float(score)})
                 rank += 1
             row[S.WORK_MINED_NEGATIVES] = candidates
         return StepResult(kept=rows)

@@ -1,0 +1,89 @@
+"""Nearest-passage search: exact below the size limit, HNSW above it with high recall; mining
+over a pool larger than the old 2,000-passage cap."""
+
+import numpy as np
+
+from pipeline import schema as S
+from pipeline.config import NegativesConfig
+from pipeline.index import VectorIndex
+from pipeline.steps.negatives import MineNegatives, PassagePool
+
+
+def clustered(count, dimension=64, clusters=40, seed=0):
+    """Unit vectors around a few centres, as sentence embeddings of a corpus lie."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dimension))
+    vectors = centres[rng.integers(0, clusters, count)] + 0.6 * rng.normal(size=(count, dimension))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_top(vectors, queries, k):
+    return np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :k]
+
+
+def test_exact_search_is_exact():
+    vectors, queries = clustered(3000), clustered(20, seed=1)
+    index = VectorIndex(vectors)
+    assert index.kind == "exact"
+    scores, ids = index.search(queries, 50)
+    assert (ids == exact_top(vectors, queries, 50)).all()
+    assert np.allclose(scores, np.take_along_axis(queries @ vectors.T, ids, axis=1))
+
+
+def test_hnsw_above_the_limit_finds_most_of_the_exact_neighbours():
+    vectors, queries = clustered(3000), clustered(50, seed=1)
+    index = VectorIndex(vectors, exact_max=1000)
+    assert index.kind == "hnsw"
+    _, ids = index.search(queries, 50)
+    truth = exact_top(vectors, queries, 50)
+    recall = np.mean([len(set(a) & set(b)) / 50 for a, b in zip(ids, truth, strict=True)])
+    assert recall >= 0.95
+
+
+class HashEmbedder:
+    """Vectors looked up by text where the test plants them, otherwise seeded by the text."""
+
+    name = "hash"
+
+    def __init__(self, planted):
+        self.planted = planted
+
+    def encode(self, texts, show_progress=False, role="passage"):
+        out = []
+        for text in texts:
+            if text in self.planted:
+                out.append(self.planted[text])
+            else:
+                out.append(np.random.default_rng(abs(hash(text)) % 2**32).normal(size=16))
+        out = np.asarray(out, dtype=np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_mining_reaches_past_the_old_pool_cap_and_skips_the_positives_document():
+    direction = np.eye(16, dtype=np.float32)[3]
+    texts = [f"passage {i}" for i in range(2600)]
+    planted = {
+        "the query": direction,
+        "passage 2550": direction * 0.99 + 0.01,  # beyond the first 2,000: must be found
+        "passage 2551": direction,  # the positive's own document: must be skipped
+    }
+    embedder = HashEmbedder(planted)
+    pool = PassagePool(
+        texts,
+        [f"p{i}#0" for i in range(2600)],
+        ["doc-of-positive" if i == 2551 else f"d{i}" for i in range(2600)],
+        embedder.encode(texts),
+    )
+    row = {
+        S.ID: "r",
+        S.TASK_TYPE: "retrieval",
+        S.QUERY: "the query",
+        S.POSITIVE: "the positive",
+        S.PASSAGE_ID: "doc-of-positive#1",
+        S.SOURCE_ID: "doc-of-positive",
+    }
+    step = MineNegatives(embedder, pool, NegativesConfig(mined_count=3, rank_min=0, rank_max=5))
+    result = step([row])
+    mined = [c["text"] for c in result.kept[0][S.WORK_MINED_NEGATIVES]]
+    assert mined[0] == "passage 2550" and "passage 2551" not in mined
+    assert len(mined) == 5

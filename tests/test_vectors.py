@@ -1,0 +1,79 @@
+"""The embedding store: computed once, reused across objects and runs, resumed after a crash."""
+
+import numpy as np
+import pytest
+
+from pipeline.embedder import Embedder
+from pipeline.vectors import EmbeddingStore
+
+
+class Counting:
+    """A deterministic stand-in model: a unit vector from the text's hash; counts what it encodes."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.texts: list[str] = []
+        self.fail_after = fail_after
+
+    def __call__(self, texts):
+        if self.fail_after is not None and len(self.texts) >= self.fail_after:
+            raise RuntimeError("killed")
+        self.texts += texts
+        vectors = np.stack([np.random.default_rng(abs(hash(t)) % 2**32).normal(size=8) for t in texts])
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_a_second_encode_computes_nothing_and_reads_back_the_same(tmp_path):
+    texts = [f"passage {i}" for i in range(50)] + ["passage 3"]  # a repeat is encoded once
+    model = Counting()
+    first = EmbeddingStore(tmp_path, "model-a", 8).encode(texts, "passage", model)
+    assert len(model.texts) == 50
+    again = Counting()
+    second = EmbeddingStore(tmp_path, "model-a", 8).encode(texts, "passage", again)  # a new run
+    assert again.texts == [] and np.allclose(first, second)
+    assert np.allclose(first, model(texts), atol=2e-3)  # float16 on disk
+    assert np.allclose(first[3], first[50])
+
+
+def test_a_changed_text_role_or_embedder_misses(tmp_path):
+    EmbeddingStore(tmp_path, "model-a", 8).encode(["a text"], "passage", Counting())
+    for embedder, role, text in [("model-a", "passage", "a text!"), ("model-a", "query", "a text")]:
+        model = Counting()
+        EmbeddingStore(tmp_path, embedder, 8).encode([text], role, model)
+        assert model.texts == [text]
+    other = Counting()
+    EmbeddingStore(tmp_path, "model-b", 8).encode(["a text"], "passage", other)
+    assert other.texts == ["a text"]
+
+
+def test_a_killed_encode_resumes_after_its_last_written_batch(tmp_path, monkeypatch):
+    monkeypatch.setattr("pipeline.vectors.BATCH", 10)
+    texts = [f"t{i}" for i in range(35)]
+    with pytest.raises(RuntimeError, match="killed"):
+        EmbeddingStore(tmp_path, "m", 8).encode(texts, "passage", Counting(fail_after=20))
+    resumed = Counting()
+    vectors = EmbeddingStore(tmp_path, "m", 8).encode(texts, "passage", resumed)
+    assert resumed.texts == texts[20:]  # the two finished batches were kept
+    assert vectors.shape == (35, 8) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=2e-3)
+
+
+def test_the_embedder_encodes_each_text_once_with_a_store(tmp_path, minilm_path):
+    embedder = Embedder(minilm_path, "minilm", store_root=tmp_path)
+    plain = Embedder(minilm_path, "minilm")
+    texts = ["how do vaccines work", "Vaccines train the immune system."]
+    first = embedder.encode(texts)
+    assert embedder.store.computed == 2
+    assert np.allclose(first, plain.encode(texts), atol=2e-3)
+    embedder.encode(texts + ["a new text"])
+    assert embedder.store.computed == 3
+
+
+def test_a_store_made_in_one_thread_encodes_in_another(tmp_path):
+    """A Ray replica builds its embedder in the constructor and runs tasks in a helper thread."""
+    import threading
+
+    store = EmbeddingStore(tmp_path, "m", 8)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(store.encode(["x", "y"], "passage", Counting())))
+    worker.start()
+    worker.join(timeout=60)
+    assert results and results[0].shape == (2, 8)
