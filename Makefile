@@ -59,6 +59,7 @@ bench:
 	$(RUN) $(BIN)/python bench/filters.py --quick
 	$(RUN) $(BIN)/python bench/memory.py --quick
 	$(RUN) $(BIN)/python bench/executors.py --quick
+	$(RUN) $(BIN)/python bench/index_recall.py --quick
 
 lint:
 	$(BIN)/ruff check .
