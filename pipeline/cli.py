@@ -108,7 +108,6 @@ def generate(
     from .personas import PersonaError
     from .prompts import PromptError
 
-    _setup_logging(verbose)
     try:
         query_weights = parse_weights(query_langs) if query_langs else None
         passage_weights = parse_weights(passage_langs) if passage_langs else None
@@ -137,6 +136,11 @@ def generate(
         raise typer.BadParameter(str(exc)) from exc
     if not 0 <= rank < world_size:
         raise typer.BadParameter(f"--rank must be in [0, {world_size})")
+    from . import console
+
+    if verbose:
+        cfg.models.engine_progress = True
+    console.start_logging(Path(cfg.output.out_dir), verbose)
     ray_options = None
     if executor == "ray":
         if workers > 1 or world_size > 1:
@@ -186,18 +190,14 @@ def generate(
             err=True,
         )
         raise typer.Exit(130) from exc
-    from .stats import format_funnel
+    from . import console
 
-    typer.echo(format_funnel(result.stats.to_json()))
-    timings = result.stats.timings
-    typer.echo(
-        "time: total {total:.1f}s, engine start {engine_start:.1f}s, generation {generation:.1f}s".format(
-            **{k: timings.get(k, 0.0) for k in ("total", "engine_start", "generation")}
-        )
-    )
-    typer.echo(
-        f"{result.stats.rows_out} rows in {len(result.shards)} shard(s) under {result.out_dir / 'data'}"
-    )
+    if verbose:
+        from .stats import format_funnel
+
+        typer.echo(format_funnel(result.stats.to_json()), err=True)
+    for line in console.summary(result, console.log_file()):
+        typer.echo(line, err=True)
 
 
 def _run_workers(workers: int) -> None:
@@ -350,13 +350,47 @@ def evaluate_command(
     query_ids: Annotated[
         Path | None, typer.Option(help="File with the query ids to evaluate, one a line.")
     ] = None,
+    reranker: Annotated[
+        str | None,
+        typer.Option(
+            help="Rescore the embedder's top documents with this yes/no reranker "
+            "(`synth train-reranker` output or a Qwen3 causal LM); reports nDCG@10 after it too."
+        ),
+    ] = None,
+    rerank_depth: Annotated[int, typer.Option(help="Documents per query the reranker rescores.")] = 20,
+    store: Annotated[
+        bool,
+        typer.Option(
+            help="Keep vectors in the embedding store, so a second evaluation encodes only queries."
+        ),
+    ] = True,
 ) -> None:
-    """nDCG@10 and Recall@100 by exact search on CPU or GPU."""
+    """nDCG@10 and Recall@100 by exact search on CPU or GPU; with --reranker, nDCG@10 after reranking."""
+    from .models import cache_root
     from .train.evaluate import evaluate
 
     _setup_logging(False)
+    if rerank_depth < 1:
+        raise typer.BadParameter("--rerank-depth must be at least 1")
     wanted = set(query_ids.read_text().split()) if query_ids else None
-    result = evaluate(model, benchmark, split=split, dim=dim, instruction=instruction, query_ids=wanted)
+    scorer = None
+    if reranker:
+        from .train.reranker_trainer import Reranker
+
+        scorer = Reranker(reranker)
+    result = evaluate(
+        model,
+        benchmark,
+        split=split,
+        dim=dim,
+        instruction=instruction,
+        query_ids=wanted,
+        store_root=cache_root() / "vectors" if store else None,
+        reranker=scorer,
+        rerank_depth=rerank_depth,
+    )
+    if reranker:
+        result["reranker"] = reranker
     typer.echo(json.dumps(result))
 
 
@@ -386,6 +420,82 @@ def stats(out: Annotated[Path, typer.Argument(help="Output folder of a run.")]) 
         typer.secho(f"error: {path} not found", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     typer.echo(format_funnel(json.loads(path.read_text())))
+
+
+def _finished(out: Path) -> dict:
+    from .finished import RunNotFinished, finished_run
+
+    try:
+        return finished_run(out)
+    except RunNotFinished as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Argument(help="Output folder of a finished run.")],
+    format: Annotated[
+        str, typer.Option("--format", help="sentence-transformers, flagembedding or swift.")
+    ] = "sentence-transformers",
+    dest: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the files (default: OUT/export/FORMAT).")
+    ] = None,
+    instruction: Annotated[
+        bool, typer.Option(help="Keep each row's instruction on the query side (Qwen3-Embedding format).")
+    ] = True,
+) -> None:
+    """Write the run's rows for a trainer: one file per task type, one row per row of the run."""
+    from .export import FORMATS
+    from .export import export as write_export
+
+    if format not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    _finished(out)
+    result = write_export(out, format, dest, instruction=instruction)
+    for name, rows in result.files.items():
+        typer.echo(f"{result.folder / name}: {rows} rows")
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Argument(help="Output folder of a finished run.")],
+    dest: Annotated[Path | None, typer.Option("--out", help="HTML file (default: OUT/report.html).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random sample rows shown.")] = 0,
+) -> None:
+    """One self-contained HTML page: the funnel, distributions, cosines, negatives, sample rows."""
+    from .report import write_report
+
+    _finished(out)
+    typer.echo(f"report: {write_report(out, dest, seed)}")
+
+
+@app.command()
+def publish(
+    out: Annotated[Path, typer.Argument(help="Output folder of a finished run.")],
+    repo_id: Annotated[
+        str, typer.Option(help="Dataset repo on the Hub, NAMESPACE/NAME (created if needed).")
+    ],
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    revision: Annotated[str | None, typer.Option(help="Branch to commit to (created if needed).")] = None,
+    include_rejected: Annotated[bool, typer.Option(help="Upload rejected/ (dropped rows) too.")] = False,
+) -> None:
+    """Upload the shards, dataset card and stats.json to a Hub dataset repo in one commit.
+
+    The token comes from HF_TOKEN or the stored login (`hf auth login`) and is never printed;
+    HF_ENDPOINT points at another Hub server.
+    """
+    from .finished import RunNotFinished
+    from .publish import PublishError
+    from .publish import publish as upload
+
+    _setup_logging(False)
+    try:
+        done = upload(out, repo_id, private=private, revision=revision, include_rejected=include_rejected)
+    except (RunNotFinished, PublishError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"published {len(done.files)} files to {done.repo_url} in one commit: {done.commit_url}")
 
 
 def main() -> None:  # pragma: no cover

@@ -112,7 +112,9 @@ class ModelConfig(_Strict):
         "128, left up to 127 tokens of each template head uncached), the engine's default on GPU.",
     )
     engine_progress: bool = Field(
-        True, description="Show vLLM's progress bar for each engine call (prompts done, tokens/s)."
+        False,
+        description="Show vLLM's progress bar for each engine call (prompts done, tokens/s); "
+        "`synth generate --verbose` turns it on.",
     )
     enforce_eager: bool | None = Field(
         None, description="Skip graph compilation. None: eager on CPU (start 30-40 s instead of ~3 min)."
@@ -330,7 +332,7 @@ class NegativesConfig(_Strict):
         None,
         ge=1,
         description="Cap on the corpus passages negatives are mined from (the first ones of the corpus). "
-        "None: the whole corpus, searched exactly up to 50k passages and through a FAISS HNSW index above. "
+        "None: the whole corpus, searched exactly up to 100k passages and through a FAISS HNSW index above. "
         "Encoding is the cost (all-MiniLM-L6-v2: ~25 passages/s on 2 CPU cores; a GPU embedder, far more); "
         "vectors are kept in the embedding store, so a rerun on the same corpus pays nothing.",
     )
@@ -453,6 +455,11 @@ class OutputConfig(_Strict):
         ge=1,
         description="Passages per chunk: one chunk is one engine batch, one Parquet file and one checkpoint, "
         "so a crash loses at most one chunk of work.",
+    )
+    license: str = Field(
+        "unknown",
+        description="License written in the dataset card (OUT/README.md) and published with the data: a Hub "
+        "license id such as cc-by-4.0 or apache-2.0. It should follow the corpus's license.",
     )
     num_tasks: int = Field(
         1,

@@ -61,6 +61,7 @@ class Embedder:
         store_root: str | Path | None = None,
     ):
         self.name = name
+        self.identity = f"{name}|{path}"  # names the vectors in the store and the mining pools
         # the cosine a relevant pair exceeds on this embedder's scale (cosine filter, absolute mode)
         self.cosine_threshold = cosine_threshold
         self.languages = languages  # None: trusted for every language
@@ -78,7 +79,7 @@ class Embedder:
         if store_root is not None:
             from .vectors import EmbeddingStore
 
-            self.store = EmbeddingStore(Path(store_root), f"{name}|{path}", self.dimension)
+            self.store = EmbeddingStore(Path(store_root), self.identity, self.dimension)
         log.info("embedder %s loaded", name)
 
     def supports(self, *languages: str) -> bool:

@@ -46,6 +46,8 @@ def config_fingerprint(config: RunConfig) -> str:
     """Hash of everything that decides the output; the output folder itself does not."""
     data = config.model_dump(mode="json")
     data["output"].pop("out_dir", None)
+    data["output"].pop("license", None)  # only the card says it; a run may be relicensed and rerun
+    data["models"].pop("engine_progress", None)  # display only
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -84,7 +86,7 @@ def claim_run(out: Path, config: RunConfig) -> None:
                 "rerun with the same options to resume, or pass --overwrite to start over"
             )
         return
-    leftovers = [p for name in ("data", "rejected") for p in (out / name).glob("*.parquet")]
+    leftovers = [p for name in ("data", "rejected") for p in (out / name).rglob("*.parquet")]
     if leftovers:  # shards with no run record: another tool's, or an older version's; never mix them in
         raise RunStateError(
             f"{out} already holds shards of an unknown run ({leftovers[0]}): choose an empty folder, or "
@@ -131,11 +133,11 @@ class TaskState:
         return f"part-{self.task:05d}-{chunk:05d}.parquet"
 
     def shards(self, folder: str) -> list[Path]:
-        return sorted((self.out / folder).glob(f"part-{self.task:05d}-*.parquet"))
+        return sorted((self.out / folder).rglob(f"part-{self.task:05d}-*.parquet"))
 
 
 def remove_stale_temporaries(out: Path) -> None:
     """Half-written shards of a killed run: hidden, never read, removed on the next start."""
     for folder in ("data", "rejected"):
-        for tmp in (out / folder).glob(".*.tmp"):
+        for tmp in (out / folder).rglob(".*.tmp"):
             tmp.unlink(missing_ok=True)

@@ -46,7 +46,6 @@ class EmbeddingStore:
         self._lock = threading.Lock()
         self.db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, shard TEXT, row INT)")
         self.db.commit()
-        self._maps: dict[str, np.ndarray] = {}
         self.computed = 0  # texts encoded by this store object (the rest came from disk)
         # shard names of this writer: several processes (Ray replicas) may share the folder
         self._writer = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -54,11 +53,6 @@ class EmbeddingStore:
 
     def _shard_path(self, shard: str) -> Path:
         return self.folder / f"shard-{shard}.npy"
-
-    def _shard(self, shard: str) -> np.ndarray:
-        if shard not in self._maps:
-            self._maps[shard] = np.load(self._shard_path(shard), mmap_mode="r")
-        return self._maps[shard]
 
     def _lookup(self, keys: list[bytes]) -> dict[bytes, tuple[str, int]]:
         found: dict[bytes, tuple[str, int]] = {}
@@ -105,7 +99,12 @@ class EmbeddingStore:
                 self.computed += len(batch)
                 where.update({k: (shard, row) for row, k in enumerate(batch)})
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        # shards are mapped for this call only: pages of maps kept open would count as the process's
+        # memory and grow with every text ever read
+        maps: dict[str, np.ndarray] = {}
         for i, key in enumerate(keys):
             shard, row = where[key]
-            out[i] = self._shard(shard)[row]
+            if shard not in maps:
+                maps[shard] = np.load(self._shard_path(shard), mmap_mode="r")
+            out[i] = maps[shard][row]
         return out

@@ -13,6 +13,13 @@ from . import schema as S
 from .steps.base import SCORES, Dropped, Row
 
 
+def data_shards(folder: Path) -> list[Path]:
+    """Every finished shard under ``folder`` (``data/`` keeps one subfolder per task type)."""
+    return sorted(
+        p for p in Path(folder).rglob("part-*.parquet") if not any(x.startswith(".") for x in p.parts)
+    )
+
+
 def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> Path:
     """Write to a temporary name, then rename: a reader never sees half a shard."""
     table = pa.Table.from_pylist(rows, schema=schema)
@@ -33,6 +40,13 @@ def data_records(rows: list[Row]) -> list[dict]:
         record[S.NEGATIVE_SOURCES] = list(row.get(S.NEGATIVE_SOURCES) or [])
         records.append(record)
     return records
+
+
+def records_by_task_type(rows: list[Row]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for record in data_records(rows):
+        grouped.setdefault(record[S.TASK_TYPE], []).append(record)
+    return grouped
 
 
 def rejected_records(stage: str, dropped: list[Dropped]) -> list[dict]:

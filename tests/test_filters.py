@@ -6,13 +6,14 @@ import numpy as np
 
 from pipeline import schema as S
 from pipeline.config import CosineConfig, DedupConfig, JudgeConfig, NegativesConfig
+from pipeline.pool import PassagePool
 from pipeline.prompts import PromptLibrary
 from pipeline.steps.cosine import CosineFilter
 from pipeline.steps.dedup import Dedup
 from pipeline.steps.judge import Judge
 from pipeline.steps.language import LanguageCheck
 from pipeline.steps.margin import NegativeMargin, RequireNegatives, passes_margin
-from pipeline.steps.negatives import MineNegatives, PassagePool
+from pipeline.steps.negatives import MineNegatives
 
 from .conftest import FakeEngine, task_field
 
@@ -181,10 +182,11 @@ def test_margin_removes_negatives_too_close_to_the_positive():
     assert [d.reason for d in empty.dropped] == ["no_negatives"] and empty.kept == [kept]
 
 
-def test_mining_skips_the_positive_its_document_and_copies():
+def test_mining_skips_the_positive_its_document_and_copies(tmp_path):
     emb = TableEmbedder({"q": [1, 0]})
     texts = ["the positive", "same doc other part", "copy", "near 1", "near 2", "far"]
-    pool = PassagePool(
+    pool = PassagePool.from_arrays(
+        tmp_path / "pool",
         texts=["the positive", "same doc other part", "The positive", "near 1", "near 2", "far"],
         passage_ids=["p0#0", "p0#1", "x#0", "a#0", "b#0", "c#0"],
         source_ids=["p0", "p0", "x", "a", "b", "c"],

@@ -6,7 +6,8 @@ import numpy as np
 from pipeline import schema as S
 from pipeline.config import NegativesConfig
 from pipeline.index import VectorIndex
-from pipeline.steps.negatives import MineNegatives, PassagePool
+from pipeline.pool import PassagePool
+from pipeline.steps.negatives import MineNegatives
 
 
 def clustered(count, dimension=64, clusters=40, seed=0):
@@ -59,7 +60,7 @@ class HashEmbedder:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-def test_mining_reaches_past_the_old_pool_cap_and_skips_the_positives_document():
+def test_mining_reaches_past_the_old_pool_cap_and_skips_the_positives_document(tmp_path):
     direction = np.eye(16, dtype=np.float32)[3]
     texts = [f"passage {i}" for i in range(2600)]
     planted = {
@@ -68,7 +69,8 @@ def test_mining_reaches_past_the_old_pool_cap_and_skips_the_positives_document()
         "passage 2551": direction,  # the positive's own document: must be skipped
     }
     embedder = HashEmbedder(planted)
-    pool = PassagePool(
+    pool = PassagePool.from_arrays(
+        tmp_path / "pool",
         texts,
         [f"p{i}#0" for i in range(2600)],
         ["doc-of-positive" if i == 2551 else f"d{i}" for i in range(2600)],
@@ -87,3 +89,45 @@ def test_mining_reaches_past_the_old_pool_cap_and_skips_the_positives_document()
     mined = [c["text"] for c in result.kept[0][S.WORK_MINED_NEGATIVES]]
     assert mined[0] == "passage 2550" and "passage 2551" not in mined
     assert len(mined) == 5
+
+
+class CountingEmbedder(HashEmbedder):
+    identity = "hash-v1"
+    dimension = 16
+
+    def __init__(self):
+        super().__init__({})
+        self.encoded = 0
+
+    def encode(self, texts, show_progress=False, role="passage"):
+        self.encoded += len(texts)
+        return super().encode(texts)
+
+
+def test_pool_is_built_once_on_disk_and_rebuilt_when_a_passage_changes(tmp_path, monkeypatch):
+    import pipeline.pool as pool_module
+    from pipeline.corpus import Passage
+
+    monkeypatch.setattr(pool_module, "EXACT_MAX", 500)  # this pool is large enough to get an HNSW index
+    monkeypatch.setattr(pool_module, "ENCODE_BATCH", 256)
+    passages = [Passage(f"p{i}#0", f"d{i}", None, f"passage {i}", "en") for i in range(1200)]
+    embedder = CountingEmbedder()
+    first = PassagePool.build(lambda: iter(passages), embedder, tmp_path)
+    assert embedder.encoded == 1200 and first.size == 1200
+    assert (first.folder / "index.faiss").exists() and first.index.kind == "hnsw"
+    assert first.passages([0, 1199, -1]) == {
+        0: ("p0#0", "d0", "passage 0"),
+        1199: ("p1199#0", "d1199", "passage 1199"),
+    }
+    # memory-mapped float16 vectors, row for row the embedder's
+    assert np.allclose(first.vectors[17], embedder.encode(["passage 17"])[0], atol=1e-3)
+
+    again = PassagePool.build(lambda: iter(passages), embedder, tmp_path)
+    assert embedder.encoded == 1201 and again.folder == first.folder  # nothing encoded but the check above
+    _, ids = again.nearest(embedder.encode(["passage 5"]), 1)
+    assert ids[0, 0] == 5
+
+    passages[3] = Passage("p3#0", "d3", None, "passage three, edited", "en")
+    changed = PassagePool.build(lambda: iter(passages), embedder, tmp_path)
+    assert changed.folder != first.folder and embedder.encoded == 2402
+    assert not list(tmp_path.glob(".*"))  # no unfinished build folder left behind

@@ -138,7 +138,7 @@ def test_ray_run_killed_then_resumed_loses_and_duplicates_nothing(
     with log_path.open("w") as log:
         first = subprocess.Popen(command, env=child_env(), stdout=log, stderr=log, start_new_session=True)
     deadline_at = time.time() + 400
-    while not list((out / "data").glob("part-*.parquet")):
+    while not list((out / "data").rglob("part-*.parquet")):
         assert first.poll() is None, log_path.read_text()[-3000:]
         assert time.time() < deadline_at, "no shard landed in time"
         time.sleep(0.5)

@@ -44,7 +44,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(vllm_engine, tiny_qwen
     # own session: the kill takes vLLM's engine process with it, as a node failure would
     first = subprocess.Popen(command, env=child_env(), stdout=log, stderr=log, start_new_session=True)
     deadline = time.time() + 400
-    while not list((out / "data").glob("part-*.parquet")):
+    while not list((out / "data").rglob("part-*.parquet")):
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert time.time() < deadline, "no shard landed in time"
         time.sleep(0.5)
@@ -57,6 +57,13 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(vllm_engine, tiny_qwen
     second = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming after" in second.stderr
+    # a quiet terminal: the models, a progress bar and a summary; vLLM's own lines are in OUT/logs/
+    lines = [x for x in (second.stdout + second.stderr).replace("\r", "\n").splitlines() if x.strip()]
+    assert len(lines) < 30, lines
+    assert not any("vllm" in x.lower() for x in lines if "generator:" not in x), lines
+    logged = "".join(p.read_text() for p in (out / "logs").glob("generate-*.log"))
+    assert "vllm" in logged.lower() and "engine" in logged.lower()
+    assert any(x.startswith("next: synth stats") for x in lines)
     ids = row_ids(out)
     assert len(ids) == len(set(ids))  # no duplicate
     assert sorted(ids) == sorted(row_ids(reference))  # no loss

@@ -61,7 +61,8 @@ def test_tasks_split_the_same_rows(tmp_path, minilm_path, reference):
     out = tmp_path / "three"
     run_generate(config_for(out, minilm_path, "output.num_tasks=3"), engine=FakeEngine(default_answer))
     assert sorted(p.name for p in (out / "completions").iterdir()) == [f"task-{t:05d}" for t in range(3)]
-    assert all(p.name.startswith("part-0000") for p in (out / "data").iterdir())
+    assert [p.name for p in (out / "data").iterdir()] == ["retrieval"]  # one folder per task type
+    assert all(p.name.startswith("part-0000") for p in (out / "data" / "retrieval").iterdir())
     # per-task dedup and percentile can differ from one task; ids kept must come from the same passages
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows_in"] == 14 and stats["reading"]["passages"] == 14

@@ -320,7 +320,7 @@ def test_gradient_caching_trains_like_the_whole_batch(tmp_path, minilm_path, mon
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)  # the same update, step for step
 
 
-def test_train_then_eval_with_minilm(tmp_path, minilm_path):
+def test_train_then_eval_with_minilm(tmp_path, minilm_path, monkeypatch):
     from sentence_transformers import SentenceTransformer
     from typer.testing import CliRunner
 
@@ -353,10 +353,62 @@ def test_train_then_eval_with_minilm(tmp_path, minilm_path):
 
     bench = tmp_path / "beir"
     write_beir(bench)
-    result = CliRunner().invoke(app, ["eval", "--model", str(out), "--benchmark", str(bench)])
-    assert result.exit_code == 0, result.output
-    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    monkeypatch.setenv("SYNTH_CACHE", str(tmp_path / "cache"))  # an empty embedding store
+
+    def evaluate(*extra):
+        result = CliRunner().invoke(app, ["eval", "--model", str(out), "--benchmark", str(bench), *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    metrics = evaluate()
     assert metrics["queries"] == 3 and metrics["ndcg@10"] > 0.9 and metrics["recall@100"] == 1.0
+    assert (metrics["encoded_documents"], metrics["encoded_queries"]) == (4, 3)
+    again = evaluate()  # the same model and corpus: everything comes from the store
+    assert (again["encoded_documents"], again["encoded_queries"]) == (0, 0)
+    assert again["ndcg@10"] == metrics["ndcg@10"]
+    instructed = evaluate("--instruction", "Find the passage that answers the question")
+    assert (instructed["encoded_documents"], instructed["encoded_queries"]) == (0, 3)  # only the queries
+    # a retrained checkpoint at the same path misses: its files changed
+    (out / "model.safetensors").touch()
+    assert evaluate()["encoded_documents"] == 4
+
+
+def test_reranking_reorders_the_embedders_top_documents(tmp_path, minilm_path):
+    from pipeline.train.evaluate import evaluate
+
+    bench = tmp_path / "beir"
+    write_beir(bench)
+    # q4's relevant document says little in the query's words: the embedder ranks it below others
+    (bench / "queries.jsonl").write_text(
+        (bench / "queries.jsonl").read_text() + "\n" + json.dumps({"_id": "q4", "text": "python programming"})
+    )
+    (bench / "qrels" / "test.tsv").write_text((bench / "qrels" / "test.tsv").read_text() + "q4\td2\t1\n")
+    corpus = {
+        json.loads(line)["_id"]: json.loads(line)["text"]
+        for line in (bench / "corpus.jsonl").read_text().splitlines()
+    }
+    relevant = {"what causes tides": "d1", "boiling point of water": "d2", "who painted the mona lisa": "d3"}
+    relevant["python programming"] = "d2"
+
+    class Oracle:
+        """Scores 1 for the labelled document, 0 otherwise (or the reverse: the worst reranker)."""
+
+        def __init__(self, worst=False):
+            self.worst = worst
+            self.pairs = 0
+
+        def score(self, pairs, instruction=""):
+            self.pairs += len(pairs)
+            right = [float(corpus[relevant[q]] in d) for q, d in pairs]
+            return [1 - x for x in right] if self.worst else right
+
+    best, worst = Oracle(), Oracle(worst=True)
+    before = evaluate(minilm_path, bench, reranker=best, rerank_depth=4)
+    assert before["ndcg@10"] < 1.0  # q4 is ranked wrong by the embedder
+    assert before["reranked_ndcg@10"] == 1.0 and best.pairs == 4 * 4
+    after_worst = evaluate(minilm_path, bench, reranker=worst, rerank_depth=4)
+    assert after_worst["reranked_ndcg@10"] < before["ndcg@10"]
+    assert after_worst["ndcg@10"] == before["ndcg@10"]  # the embedder's own figure is unchanged
 
 
 def test_reranker_trains_on_rows_with_the_cli(tmp_path, tiny_qwen3):
@@ -378,6 +430,23 @@ def test_reranker_trains_on_rows_with_the_cli(tmp_path, tiny_qwen3):
     yes = reranker.score([("what causes tides", "The moon's gravity raises the tides.")])
     no = reranker.score([("what causes tides", "Tide pools hold small crabs.")])
     assert 0 < no[0] < yes[0] < 1
+
+
+def test_eval_with_a_trained_reranker_from_the_cli(tmp_path, tiny_qwen3, minilm_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    monkeypatch.setenv("SYNTH_CACHE", str(tmp_path / "cache"))
+    bench = tmp_path / "beir"
+    write_beir(bench)
+    args = ["eval", "--model", minilm_path, "--benchmark", str(bench), "--reranker", str(tiny_qwen3)]
+    result = CliRunner().invoke(app, [*args, "--rerank-depth", "4"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["reranker"] == str(tiny_qwen3) and metrics["rerank_depth"] == 4
+    # the random-weight reranker reorders the top four; every relevant document stays among them
+    assert 0 < metrics["reranked_ndcg@10"] <= 1 and metrics["recall@100"] == 1.0
 
 
 def test_the_schedule_counts_the_real_batches_and_a_tiny_last_batch_is_dropped(tmp_path, minilm_path):

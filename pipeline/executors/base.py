@@ -10,17 +10,21 @@ The output layout is therefore the same whichever executor wrote it.
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import schema as S
+from ..card import write_card
 from ..config import RunConfig, dump_config
 from ..models import ResolvedModel
 from ..stats import RunStats
 from ..tasks import TaskState, claim_run, clear_run, remove_stale_temporaries
-from .build import prompt_library
+from ..writer import data_shards
+from .build import judge_enabled, prompt_library
 
 
 @dataclass
@@ -77,12 +81,13 @@ def finalize(
     stats.timings["tasks_complete"] = done
     stats.write(out / "stats.json")
     if done == len(states):
-        write_manifest(out, config, generator, embedder, sorted((out / "data").glob("part-*.parquet")), stats)
+        write_manifest(out, config, generator, embedder, data_shards(out / "data"), stats)
+        write_card(out, config.output.license)
     return stats
 
 
 def result_of(out: Path, stats: RunStats) -> RunResult:
-    return RunResult(out_dir=out, stats=stats, shards=sorted((out / "data").glob("part-*.parquet")))
+    return RunResult(out_dir=out, stats=stats, shards=data_shards(out / "data"))
 
 
 def write_manifest(
@@ -96,11 +101,17 @@ def write_manifest(
     import pyarrow.parquet as pq
 
     prompts = prompt_library(config)
+    judge = config.filters.judge
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "models": {
             "generator": {"name": generator.name, "path": generator.path, **stats.engine},
             "embedder": {"name": embedder.name, "path": embedder.path},
+            "judge": {
+                "name": judge.model or generator.name,
+                "enabled": judge_enabled(config, generator, warn=False),
+            },
         },
         "prompts": {name: prompts.prompt(name).hash for name in templates_of(config)},
         "tasks": list(config.generation.tasks),

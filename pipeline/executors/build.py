@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import console
 from ..config import RunConfig
 from ..corpus import ReadStats, documents, iter_passages
 from ..embedder import Embedder
@@ -22,6 +23,7 @@ from ..engine.factory import get_engine
 from ..labels import load_or_propose
 from ..models import SMOLLM2_NAME, ResolvedModel, cache_root, resolve_embedder, resolve_generator
 from ..personas import load_personas
+from ..pool import PassagePool
 from ..prompts import PromptLibrary
 from ..readers import Corpus
 from ..steps.base import Step
@@ -34,7 +36,7 @@ from ..steps.dedup import Dedup
 from ..steps.judge import Judge
 from ..steps.language import LanguageCheck
 from ..steps.margin import NegativeMargin, RequireNegatives
-from ..steps.negatives import MineNegatives, PassagePool, WriteNegatives
+from ..steps.negatives import MineNegatives, WriteNegatives
 from ..steps.personas import PersonaCandidates
 from ..steps.query import WriteQuery
 from ..steps.repetition import RepetitionCheck
@@ -168,17 +170,24 @@ def build_steps(
 
 
 def build_pool(config: RunConfig, corpus: Corpus, embedder: Embedder, count_tokens) -> PassagePool | None:
-    """Encode up to ``negatives.pool_size`` corpus passages once, for mining (cached on disk)."""
+    """The whole corpus (or ``negatives.pool_size`` passages), encoded once for mining (cached on disk)."""
     if not config.negatives.mined_count or "retrieval" not in config.generation.tasks:
         return None
-    stats = ReadStats()
-    passages = iter_passages(
-        documents(corpus.read(counts=stats.counts), config.corpus, stats), count_tokens, config.corpus, stats
-    )
-    if config.negatives.pool_size is not None:
-        passages = itertools.islice(passages, config.negatives.pool_size)
+
+    def passages():
+        stats = ReadStats()
+        read = iter_passages(
+            documents(corpus.read(counts=stats.counts), config.corpus, stats),
+            count_tokens,
+            config.corpus,
+            stats,
+        )
+        if config.negatives.pool_size is not None:
+            read = itertools.islice(read, config.negatives.pool_size)
+        return read
+
     pool = PassagePool.build(passages, embedder, cache_root() / "pools")
-    log.info("mining pool: %d passages", len(pool.texts))
+    log.info("mining pool: %d passages (%s search)", pool.size, pool.index.kind)
     return pool
 
 
@@ -249,15 +258,16 @@ class Workbench:
         """Load the embedder and tokenizer, build the mining pool, start the engine(s), build the steps."""
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        embedder = Embedder(
-            models.embedder.path,
-            models.embedder.name,
-            config.models.embed_batch_size,
-            languages=trusted_languages(config, models.embedder),
-            cosine_threshold=models.embedder.cosine_threshold,
-            store_root=cache_root() / "vectors" if config.models.embedding_store else None,
-        )
-        count_tokens = token_counter(models.generator, local_only=models.remote)
+        with console.quiet():  # what the model loaders print goes to the run's log file
+            embedder = Embedder(
+                models.embedder.path,
+                models.embedder.name,
+                config.models.embed_batch_size,
+                languages=trusted_languages(config, models.embedder),
+                cosine_threshold=models.embedder.cosine_threshold,
+                store_root=cache_root() / "vectors" if config.models.embedding_store else None,
+            )
+            count_tokens = token_counter(models.generator, local_only=models.remote)
         timings["load_embedder_and_tokenizer"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -265,15 +275,16 @@ class Workbench:
         timings["mining_pool"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        if engine is None:
-            engine = get_engine(models.generator, config.models, config.seed)
         judge_on = judge_enabled(config, models.generator, warn=False)
         judge_engine = None
-        if judge_on and config.filters.judge.model:
-            judge_model = config.filters.judge.model
-            remote = models.remote
-            judge = ResolvedModel(judge_model, judge_model) if remote else resolve_generator(judge_model)
-            judge_engine = get_engine(judge, config.models, config.seed)
+        with console.quiet():
+            if engine is None:
+                engine = get_engine(models.generator, config.models, config.seed)
+            if judge_on and config.filters.judge.model:
+                judge_model = config.filters.judge.model
+                remote = models.remote
+                judge = ResolvedModel(judge_model, judge_model) if remote else resolve_generator(judge_model)
+                judge_engine = get_engine(judge, config.models, config.seed)
         timings["engine_start"] = time.perf_counter() - t
         labels = resolve_labels(config, out, models.generator, engine, corpus, count_tokens)
         steps = build_steps(config, engine, embedder, pool, judge_engine, judge_on, labels)

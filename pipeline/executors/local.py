@@ -14,7 +14,9 @@ import time
 
 from tqdm import tqdm
 
+from .. import console
 from ..config import RunConfig
+from ..console import say
 from ..engine import ChatEngine
 from ..engine.factory import get_engine
 from ..models import ResolvedModel
@@ -74,9 +76,13 @@ def run_local(
             engine = get_engine(models.generator, config.models, config.seed)
         served = engine.model_name
         models.generator = ResolvedModel(path=models.generator.path or served, name=served)
-    log.info("generator: %s", models.generator.name)
-    log.info("embedder: %s", models.embedder.name)
-    log.info("tasks to run here: %s", ", ".join(s.name for s in todo))
+    say(f"generator: {models.generator.name}")
+    say(f"embedder: {models.embedder.name}")
+    here = f"tasks to run here: {', '.join(s.name for s in todo)}"
+    if config.output.num_tasks > 1:
+        say(here)
+    else:
+        log.info(here)
     judge_enabled(config, models.generator)  # says once why the judge is off, if it is
     corpus = open_input(config)
     bench = Workbench.build(config, models, corpus, out, engine)
@@ -85,7 +91,14 @@ def run_local(
 
     shares = [limit_share(config, state.task) for state in todo]
     total = sum(shares) if config.limit else None  # an upper bound: a task's blocks may hold fewer
-    progress = tqdm(total=total, desc="passages", unit="passage")
+    progress = tqdm(total=total, desc="passages", unit="passage", file=console.terminal)
+    kept = [0]
+
+    def on_chunk(passages: int, rows: int) -> None:
+        kept[0] += rows
+        progress.set_postfix(kept=kept[0], refresh=False)
+        progress.update(passages)
+
     try:
         with StopFlag() as stop:
             for state in todo:
@@ -95,7 +108,7 @@ def run_local(
                     corpus,
                     bench.steps,
                     bench.count_tokens,
-                    on_chunk=lambda passages, rows: progress.update(passages),
+                    on_chunk=on_chunk,
                     stop_requested=lambda: stop.requested,
                 )
     finally:  # also on a crash or interrupt: stats.json always reflects what is on disk

@@ -20,12 +20,13 @@ from pathlib import Path
 from .. import sampling
 from .. import schema as S
 from ..config import RunConfig
+from ..console import say
 from ..corpus import Passage, ReadStats, documents, iter_passages, mix_languages, sample_corpus_paths
 from ..readers import Corpus, open_corpus
 from ..stats import RunStats
 from ..steps.base import Row, StatefulStep, Step, run_step
 from ..tasks import TaskState
-from ..writer import data_records, rejected_records, write_table
+from ..writer import records_by_task_type, rejected_records, write_table
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def run_task(
         if isinstance(step, StatefulStep):
             step.reset()
     if chunks_done:
-        log.info("%s: resuming after %d finished chunk(s)", state.name, chunks_done)
+        say(f"{state.name}: resuming after {chunks_done} finished chunk(s)")
         resume_stateful_steps(steps, state)
     read_stats = ReadStats()
     passages = task_passages(config, corpus, state.task, count_tokens, read_stats)
@@ -198,8 +199,9 @@ def run_task(
             raise Interrupted(state.name)
         rows, rejected = process_chunk(steps, [row for p in batch for row in new_rows(p, config)], stats)
         name = state.shard_name(chunk)
-        if rows:
-            write_table(data_records(rows), S.ROW_SCHEMA, state.out / "data" / name)
+        # one folder per task type, so each can be loaded on its own (the dataset card's configs)
+        for task_type, records in records_by_task_type(rows).items():
+            write_table(records, S.ROW_SCHEMA, state.out / "data" / task_type / name)
         if rejected:
             write_table(rejected, S.REJECTED_SCHEMA, state.out / "rejected" / name)
         stats.reading = Counter(read_stats.counts)

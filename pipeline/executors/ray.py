@@ -36,7 +36,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from .. import console
 from ..config import RunConfig
+from ..console import say
 from ..engine import ChatEngine
 from ..tasks import TaskState
 from .base import RunResult, finalize, open_run, result_of, tasks_to_do
@@ -179,68 +181,80 @@ def run_ray(
             "--executor ray needs Ray Data: pip install -e '.[ray]' (make setup installs it)"
         ) from exc
 
-    started = time.perf_counter()
-    config = config.model_copy(deep=True)
-    config.models.tensor_parallel_size = options.tensor_parallel
-    out = open_run(config, overwrite)
-    todo = tasks_to_do(out, config)
-    models = resolve_models(config)  # once, here: a packaged model is converted before any actor loads it
-    timings: dict[str, float] = {}
-    if not todo:
-        return result_of(out, finalize(out, config, models.generator, models.embedder, timings))
-    judge_enabled(config, models.generator)
-    timings["ray_start"] = connect(options)
-    resources = replica_resources(options)
-    log.info(
-        "Ray: %d task(s) on %d replica(s), %s each; worker logs under %s",
-        len(todo),
-        options.replicas,
-        resources,
-        _session_dir(),
-    )
-    payload = config.model_dump(mode="json")
-    if needs_labels_from_engine(config, out, models.generator) and engine is None:
-        t = time.perf_counter()
-        remote = ray.remote(**resources)(_propose_labels)
-        ray.get(remote.remote(payload, models, str(out)))
-        timings["labels"] = time.perf_counter() - t
+    # Ray's own lines (its C++ core worker's included) go to the run's log file; ours reach the terminal
+    with console.quiet():
+        started = time.perf_counter()
+        config = config.model_copy(deep=True)
+        config.models.tensor_parallel_size = options.tensor_parallel
+        out = open_run(config, overwrite)
+        todo = tasks_to_do(out, config)
+        models = resolve_models(config)  # once, here: a packaged model is converted before any actor loads it
+        timings: dict[str, float] = {}
+        if not todo:
+            return result_of(out, finalize(out, config, models.generator, models.embedder, timings))
+        judge_enabled(config, models.generator)
+        timings["ray_start"] = connect(options)
+        resources = replica_resources(options)
+        say(f"generator: {models.generator.name}")
+        say(f"embedder: {models.embedder.name}")
+        log.info(
+            "Ray: %d task(s) on %d replica(s), %s each; worker logs under %s",
+            len(todo),
+            options.replicas,
+            resources,
+            _session_dir(),
+        )
+        payload = config.model_dump(mode="json")
+        if needs_labels_from_engine(config, out, models.generator) and engine is None:
+            t = time.perf_counter()
+            remote = ray.remote(**resources)(_propose_labels)
+            ray.get(remote.remote(payload, models, str(out)))
+            timings["labels"] = time.perf_counter() - t
 
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # ours counts passages; Ray's would count tasks
-    if not options.show_worker_logs:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-    dataset = ray.data.from_items([{"task": s.task} for s in todo], override_num_blocks=len(todo))
-    results = dataset.map_batches(
-        TaskActor,
-        fn_constructor_kwargs={"config": payload, "models": models, "out": str(out), "engine": engine},
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=min(options.replicas, len(todo))),
-        **resources,
-    )
-    shares = [limit_share(config, state.task) for state in todo]
-    progress = tqdm(total=sum(shares) if config.limit else None, desc="passages", unit="passage")
-    engine_info: dict = {}
-    actor_timings: list[dict] = []
-    try:
-        for record in results.iter_rows():
-            progress.update(record["passages"])
-            if record["info"]:
-                info = json.loads(record["info"])
-                engine_info = engine_info or info["engine"]
-                actor_timings.append(info["timings"])
-    except Exception as exc:
-        # a replica's own error (a bad corpus row, an unreachable server) reaches the user as
-        # itself, not wrapped in Ray's task and user-code exceptions
-        raise _cause(exc) from None
-    finally:  # also on a crash or Ctrl-C: stats.json reflects what is on disk
-        progress.close()
-        for key in ("load_embedder_and_tokenizer", "mining_pool", "engine_start", "actor_start"):
-            values = [t[key] for t in actor_timings if key in t]
-            if values:
-                timings[key] = max(values)  # the replicas start side by side
-        timings["total"] = time.perf_counter() - started
-        stats = finalize(out, config, models.generator, models.embedder, timings, engine_info)
-    return result_of(out, stats)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # ours counts passages; Ray's would count tasks
+        if not options.show_worker_logs:
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        dataset = ray.data.from_items([{"task": s.task} for s in todo], override_num_blocks=len(todo))
+        results = dataset.map_batches(
+            TaskActor,
+            fn_constructor_kwargs={"config": payload, "models": models, "out": str(out), "engine": engine},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=min(options.replicas, len(todo))),
+            **resources,
+        )
+        shares = [limit_share(config, state.task) for state in todo]
+        progress = tqdm(
+            total=sum(shares) if config.limit else None,
+            desc="passages",
+            unit="passage",
+            file=console.terminal,
+        )
+        engine_info: dict = {}
+        actor_timings: list[dict] = []
+        try:
+            kept = 0
+            for record in results.iter_rows():
+                kept += record["rows"]
+                progress.set_postfix(kept=kept, refresh=False)
+                progress.update(record["passages"])
+                if record["info"]:
+                    info = json.loads(record["info"])
+                    engine_info = engine_info or info["engine"]
+                    actor_timings.append(info["timings"])
+        except Exception as exc:
+            # a replica's own error (a bad corpus row, an unreachable server) reaches the user as
+            # itself, not wrapped in Ray's task and user-code exceptions
+            raise _cause(exc) from None
+        finally:  # also on a crash or Ctrl-C: stats.json reflects what is on disk
+            progress.close()
+            for key in ("load_embedder_and_tokenizer", "mining_pool", "engine_start", "actor_start"):
+                values = [t[key] for t in actor_timings if key in t]
+                if values:
+                    timings[key] = max(values)  # the replicas start side by side
+            timings["total"] = time.perf_counter() - started
+            stats = finalize(out, config, models.generator, models.embedder, timings, engine_info)
+        return result_of(out, stats)
 
 
 def _cause(exc: BaseException) -> BaseException:

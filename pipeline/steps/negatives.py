@@ -6,21 +6,16 @@ positive-aware rule to every candidate, whatever wrote it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 from .. import schema as S
 from ..budgets import JSON_OVERHEAD, capped, chars_budget
 from ..config import NegativesConfig
 from ..embedder import Embedder
 from ..engine import ChatEngine
-from ..index import VectorIndex
 from ..langid import check_language, language_name
 from ..outputs import NEGATIVE_MAX_CHARS, negatives_output
+from ..pool import PassagePool
 from ..prompts import PromptLibrary
 from .base import Row, Step, StepResult
 from .dedup import normalise
@@ -104,47 +99,6 @@ class WriteNegatives(LLMStep):
 SAME_DOCUMENT_ROOM = 16  # passages of one document a search may have to skip before its ranks
 
 
-@dataclass
-class PassagePool:
-    """Corpus passages encoded once, to mine negatives from."""
-
-    texts: list[str]
-    passage_ids: list[str]
-    source_ids: list[str]
-    vectors: np.ndarray  # (P, d) unit vectors
-    _index: VectorIndex | None = None
-
-    def nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) of the k passages nearest to each query (exact or HNSW, pipeline/index.py)."""
-        if self._index is None:
-            self._index = VectorIndex(self.vectors)
-        return self._index.search(queries, k)
-
-    @classmethod
-    def build(cls, passages, embedder: Embedder, cache_dir: Path | None = None) -> PassagePool:
-        """Encode the passages, or load their vectors from ``cache_dir``.
-
-        The cache key is the hash of every passage text and the embedder, so a
-        changed corpus, splitter or embedder can never reuse stale vectors.
-        """
-        passages = list(passages)
-        texts = [p.text for p in passages]
-        key = hashlib.sha256(embedder.name.encode())
-        for text in texts:
-            key.update(hashlib.sha256(text.encode()).digest())
-        cached = cache_dir / f"pool-{key.hexdigest()[:24]}.npy" if cache_dir else None
-        if cached is not None and cached.exists():
-            vectors = np.load(cached)
-        else:
-            vectors = embedder.encode(texts, show_progress=True)
-            if cached is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_name(cached.name + ".tmp.npy")
-                np.save(tmp, vectors)
-                tmp.replace(cached)
-        return cls(texts, [p.passage_id for p in passages], [p.source_id for p in passages], vectors)
-
-
 class MineNegatives(Step):
     """Candidates from a rank range of the passages nearest to the query.
 
@@ -162,25 +116,27 @@ class MineNegatives(Step):
         self.config = config
 
     def __call__(self, rows: list[Row]) -> StepResult:
-        if self.config.mined_count == 0 or not rows or not self.pool.texts:
+        if self.config.mined_count == 0 or not rows or not self.pool.size:
             return StepResult(kept=rows)
         queries = self.embedder.encode([r[S.QUERY] for r in rows], role="query")
         # rank_max plus room for the skipped passages of the positive's own document
         scores, nearest = self.pool.nearest(queries, self.config.rank_max + SAME_DOCUMENT_ROOM)
+        found = self.pool.passages(nearest.ravel())  # row number -> (passage id, document id, text)
         for row, order, row_scores in zip(rows, nearest, scores, strict=True):
             positive = normalise(row[S.POSITIVE])
             candidates, rank = [], 0
             for index, score in zip(order, row_scores, strict=True):
                 if index < 0 or rank >= self.config.rank_max:
                     break  # an HNSW search that found fewer; or deep enough
+                passage_id, source_id, text = found[int(index)]
                 if (
-                    self.pool.passage_ids[index] == row[S.PASSAGE_ID]
-                    or self.pool.source_ids[index] == row[S.SOURCE_ID]
-                    or normalise(self.pool.texts[index]) == positive
+                    passage_id == row[S.PASSAGE_ID]
+                    or source_id == row[S.SOURCE_ID]
+                    or normalise(text) == positive
                 ):
                     continue  # not counted as a rank: the positive's own document
                 if rank >= self.config.rank_min:
-                    candidates.append({"text": self.pool.texts[index], "score": float(score)})
+                    candidates.append({"text": text, "score": float(score)})
                 rank += 1
             row[S.WORK_MINED_NEGATIVES] = candidates
         return StepResult(kept=rows)

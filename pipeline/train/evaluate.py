@@ -1,15 +1,33 @@
-"""Retrieval evaluation on a BEIR-layout folder: nDCG@10 and Recall@100 by exact search."""
+"""Retrieval evaluation on a BEIR-layout folder: nDCG@10 and Recall@100 by exact search,
+then, with a reranker, nDCG@10 of the embedder's top-k rescored (the paper's retrieve-then-rerank).
+
+Vectors go through the embedding store (pipeline/vectors.py), keyed by the model folder's
+files, so evaluating the same model on the same corpus again encodes only what is new
+(another instruction's queries, another subset); a retrained checkpoint at the same path
+has new files and misses.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..beir import load_beir
 from .encoder import Encoder
+
+RERANK_DEPTH = (
+    20  # documents per query the reranker rescores (the paper reranks the top 100: on a GPU, use it)
+)
+RERANK_BATCH = 16  # pairs per reranker forward pass
+
+
+class PairScorer(Protocol):
+    def score(self, pairs: list[tuple[str, str]], instruction: str = ...) -> list[float]: ...
 
 
 def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
@@ -23,6 +41,70 @@ def recall_at_k(ranked: list[str], relevant: dict[str, int], k: int = 100) -> fl
     return len(set(ranked[:k]) & set(relevant)) / len(relevant) if relevant else 0.0
 
 
+def model_identity(model_path: str, encoder: Encoder) -> str:
+    """Names a model's vectors in the store: path, pooling, length limit, its files' sizes and times."""
+    path = Path(model_path)
+    parts = [str(path.resolve()) if path.exists() else model_path, encoder.pooling, str(encoder.max_length)]
+    if path.is_dir():
+        for file in sorted(path.rglob("*")):
+            if file.is_file() and file.suffix in {".safetensors", ".bin", ".json", ".txt", ".model"}:
+                stat = file.stat()
+                parts.append(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(parts)
+
+
+class StoredEncoder:
+    """An Encoder whose full-size vectors are kept in the embedding store; Matryoshka cuts are made after."""
+
+    def __init__(self, encoder: Encoder, identity: str, store_root: Path | None, batch_size: int):
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.store = None
+        if store_root is not None:
+            from ..vectors import EmbeddingStore
+
+            dimension = int(encoder.model.config.hidden_size)
+            self.store = EmbeddingStore(Path(store_root), f"encoder|{identity}", dimension)
+
+    def encode(
+        self, texts: list[str], role: str, instruction: str | None, dim: int | None, desc: str
+    ) -> torch.Tensor:
+        progress = tqdm(total=len(texts), desc=desc, unit="text", leave=False)
+
+        def compute(batch: list[str]) -> np.ndarray:
+            vectors = self.encoder.encode(batch, instruction=instruction, batch_size=self.batch_size)
+            progress.update(len(batch))
+            return vectors.float().numpy()
+
+        if self.store is not None:
+            # the instruction is part of the query text the model reads, so it is part of the key
+            vectors = self.store.encode(texts, f"{role}\x1f{instruction or ''}", compute)
+        else:
+            vectors = compute(texts)
+        progress.close()
+        out = torch.from_numpy(np.asarray(vectors, dtype=np.float32))  # (N, H)
+        if dim is not None:
+            out = out[:, :dim]  # truncate, then normalise: the Matryoshka embedding
+        return torch.nn.functional.normalize(out, dim=-1)
+
+    @property
+    def computed(self) -> int:
+        return self.store.computed if self.store is not None else -1
+
+
+def rerank(
+    reranker: PairScorer, query: str, ranked: list[str], corpus: dict[str, str], depth: int, instruction: str
+) -> list[str]:
+    """``ranked`` with its first ``depth`` documents reordered by the reranker (ties keep their order)."""
+    head = ranked[:depth]
+    scores: list[float] = []
+    for start in range(0, len(head), RERANK_BATCH):
+        pairs = [(query, corpus[d]) for d in head[start : start + RERANK_BATCH]]
+        scores.extend(reranker.score(pairs, instruction=instruction))
+    order = sorted(range(len(head)), key=lambda i: -scores[i])
+    return [head[i] for i in order] + ranked[depth:]
+
+
 def evaluate(
     model_path: str,
     benchmark: Path,
@@ -33,36 +115,53 @@ def evaluate(
     max_length: int = 256,
     query_ids: set[str] | None = None,
     encoder: Encoder | None = None,
-) -> dict[str, float]:
-    """Mean nDCG@10 and Recall@100 over the queries that have relevance labels (optionally a subset)."""
+    store_root: Path | None = None,
+    reranker: PairScorer | None = None,
+    rerank_depth: int = RERANK_DEPTH,
+    rerank_instruction: str | None = None,
+) -> dict:
+    """Mean nDCG@10 and Recall@100 over the queries that have relevance labels (optionally a subset).
+
+    With ``reranker``, also the nDCG@10 after it rescores each query's top ``rerank_depth``.
+    """
     corpus, queries, qrels = load_beir(benchmark, split, with_title=True)
     wanted = [q for q in sorted(qrels) if q in queries and (query_ids is None or q in query_ids)]
     encoder = encoder or Encoder(model_path, max_length=max_length)
     encoder.eval()
+    stored = StoredEncoder(encoder, model_identity(model_path, encoder), store_root, batch_size)
     doc_ids = sorted(corpus)
-    doc_vectors = []
-    for start in tqdm(range(0, len(doc_ids), batch_size), desc="corpus", unit="batch"):
-        doc_vectors.append(
-            encoder.encode(
-                [corpus[d] for d in doc_ids[start : start + batch_size]], dim=dim, batch_size=batch_size
-            )
-        )
-    docs = torch.cat(doc_vectors)  # (D, dim)
-    query_vectors = encoder.encode(
-        [queries[q] for q in wanted], instruction=instruction, dim=dim, batch_size=batch_size
-    )
-    ndcg, recall = [], []
+    docs = stored.encode([corpus[d] for d in doc_ids], "passage", None, dim, "corpus")  # (D, dim)
+    documents_computed = stored.computed
+    query_vectors = stored.encode([queries[q] for q in wanted], "query", instruction, dim, "queries")
+    queries_computed = stored.computed - documents_computed if stored.store is not None else -1
+
+    rankings: dict[str, list[str]] = {}
     for start in range(0, len(wanted), 256):
         scores = query_vectors[start : start + 256] @ docs.T  # (q, D) exact search
         top = scores.topk(min(100, len(doc_ids)), dim=1).indices
         for qid, row in zip(wanted[start : start + 256], top.tolist(), strict=True):
-            ranked = [doc_ids[i] for i in row]
-            relevant = {d: 1 for d in qrels[qid]}
-            ndcg.append(ndcg_at_k(ranked, relevant))
-            recall.append(recall_at_k(ranked, relevant))
-    return {
+            rankings[qid] = [doc_ids[i] for i in row]
+    relevant = {qid: {d: 1 for d in qrels[qid]} for qid in wanted}
+    ndcg = [ndcg_at_k(rankings[q], relevant[q]) for q in wanted]
+    recall = [recall_at_k(rankings[q], relevant[q]) for q in wanted]
+    reranked_ndcg = []
+    if reranker is not None:
+        from .losses.reranker import DEFAULT_INSTRUCTION
+
+        task = rerank_instruction or instruction or DEFAULT_INSTRUCTION
+        for qid in tqdm(wanted, desc="reranking", unit="query", leave=False):
+            again = rerank(reranker, queries[qid], rankings[qid], corpus, rerank_depth, task)
+            reranked_ndcg.append(ndcg_at_k(again, relevant[qid]))
+    result = {
         "ndcg@10": sum(ndcg) / max(1, len(ndcg)),
         "recall@100": sum(recall) / max(1, len(recall)),
         "queries": len(wanted),
         "documents": len(doc_ids),
+        # texts the model encoded in this call; the rest came from the store (-1: no store)
+        "encoded_documents": documents_computed,
+        "encoded_queries": queries_computed,
     }
+    if reranker is not None:
+        result["rerank_depth"] = rerank_depth
+        result["reranked_ndcg@10"] = sum(reranked_ndcg) / max(1, len(reranked_ndcg))
+    return result

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import torch
 
 from .. import schema as S
+from ..writer import data_shards
 from .encoder import Encoder, format_query
 from .losses import ImprovedInfoNCE, MatryoshkaLoss, cached_backward
 
@@ -44,7 +45,7 @@ class TrainConfig:
 
 
 def stream_rows(data: Path) -> Iterator[dict]:
-    for shard in sorted(Path(data).glob("part-*.parquet")):
+    for shard in data_shards(Path(data)):
         for batch in pq.ParquetFile(shard).iter_batches(
             batch_size=256, columns=[S.QUERY, S.POSITIVE, S.NEGATIVES, S.INSTRUCTION]
         ):
@@ -52,7 +53,7 @@ def stream_rows(data: Path) -> Iterator[dict]:
 
 
 def count_rows(data: Path) -> int:
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in Path(data).glob("part-*.parquet"))
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in data_shards(Path(data)))
 
 
 def batches_without_duplicates(rows: Iterator[dict], size: int, negatives: int) -> Iterator[list[dict]]:
