@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -20,6 +20,26 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2: how every bad input ends (no traceback, no usage box)."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _config_error(exc: Exception) -> str:
+    """A pydantic error as "key: what is wrong" lines, without its links and type tags."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "config"
+        given = f" (given: {error['input']!r})" if error.get("type") != "extra_forbidden" else ""
+        lines.append(f"{key}: {error['msg']}{given}")
+    return "; ".join(lines)
 
 
 def _names(text: str) -> list[str]:
@@ -104,15 +124,15 @@ def generate(
     """Turn a corpus into query / positive training rows. Rerun the same command to resume."""
     from .config import load_config
     from .corpus import CorpusError
-    from .executors import run_generate
     from .personas import PersonaError
+    from .preflight import InputError, preflight
     from .prompts import PromptError
 
     try:
         query_weights = parse_weights(query_langs) if query_langs else None
         passage_weights = parse_weights(passage_langs) if passage_langs else None
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        _fail(f"--query-langs / --passage-langs: {exc}")
     flags = {
         "generation.languages": query_weights
         or ([x.strip() for x in lang.split(",") if x.strip()] if lang else None),
@@ -132,11 +152,20 @@ def generate(
     }
     try:
         cfg = load_config(config, list(set_ or []), {k: v for k, v in flags.items() if v is not None})
-    except (ValueError, OSError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    except OSError as exc:
+        _fail(f"{exc.filename or config}: {exc.strerror or exc}")
+    except ValueError as exc:
+        _fail(_config_error(exc))
     if not 0 <= rank < world_size:
-        raise typer.BadParameter(f"--rank must be in [0, {world_size})")
+        _fail(f"--rank must be in [0, {world_size}) for --world-size {world_size}, got {rank}")
+    if executor not in ("local", "ray"):
+        _fail(f"--executor must be local or ray, got {executor!r}")
+    try:  # everything that can be checked without a model, before one is loaded
+        preflight(cfg)
+    except InputError as exc:
+        _fail(str(exc))
     from . import console
+    from .executors import run_generate
 
     if verbose:
         cfg.models.engine_progress = True
@@ -144,9 +173,9 @@ def generate(
     ray_options = None
     if executor == "ray":
         if workers > 1 or world_size > 1:
-            raise typer.BadParameter("--executor ray spreads the tasks itself: drop --workers / --world-size")
+            _fail("--executor ray spreads the tasks itself: drop --workers / --world-size")
         if replicas < 1:
-            raise typer.BadParameter("--replicas must be at least 1")
+            _fail("--replicas must be at least 1")
         from .executors.ray import RayOptions
 
         ray_options = RayOptions(
@@ -156,8 +185,7 @@ def generate(
             cpus_per_replica=cpus_per_replica,
             show_worker_logs=verbose,
         )
-    elif executor != "local":
-        raise typer.BadParameter(f"--executor must be local or ray, got {executor!r}")
+    from .engine import EngineStartError
     from .engine.openai_engine import EngineUnavailable
     from .executors import Interrupted
     from .executors.ray import RayUnavailable
@@ -179,7 +207,15 @@ def generate(
             executor=executor,
             ray_options=ray_options,
         )
-    except (CorpusError, PersonaError, PromptError, RunStateError, EngineUnavailable, RayUnavailable) as exc:
+    except (
+        CorpusError,
+        PersonaError,
+        PromptError,
+        RunStateError,
+        EngineUnavailable,
+        EngineStartError,
+        RayUnavailable,
+    ) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
     except (Interrupted, KeyboardInterrupt) as exc:

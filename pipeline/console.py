@@ -69,8 +69,13 @@ def start_logging(out: Path, verbose: bool) -> Path:
     root.addHandler(to_terminal)
     _handlers = [to_file, to_terminal]
     logging.captureWarnings(True)  # library FutureWarnings and the like: to the file
-    for name in ("transformers", "sentence_transformers", "huggingface_hub", "datasets"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in ("transformers", "sentence_transformers", "huggingface_hub", "datasets", "vllm"):
+        library = logging.getLogger(name)
+        library.setLevel(logging.DEBUG if verbose else logging.INFO)
+        # a library's own terminal handler would print past the log file (transformers adds one)
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.propagate = True
     _log_file, _verbose = path, verbose
     return path
 

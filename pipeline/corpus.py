@@ -85,8 +85,17 @@ def iter_documents(
     return documents(open_corpus(sources, config).read(counts=stats.counts), config, stats)
 
 
-def documents(rows: Iterable[RawRow], config: CorpusConfig, stats: ReadStats) -> Iterator[Document]:
-    """Documents with id, title, text and (given or per-row) language; empty ones skipped and counted."""
+def documents(
+    rows: Iterable[RawRow], config: CorpusConfig, stats: ReadStats, seen_ids: dict[str, str] | None = None
+) -> Iterator[Document]:
+    """Documents with id, title, text and (given or per-row) language; empty ones skipped and counted.
+
+    An id seen before in this stream is skipped and counted (``skipped_duplicate_id``): a task
+    remembers the ids of its own blocks only, so memory follows the task, not the corpus. With
+    ``seen_ids`` (the first look before a run), a repeated id stops the run, naming both rows.
+    """
+    strict = seen_ids is not None
+    seen: dict[str, str] | set[str] = seen_ids if strict else set()
     for where, row in rows:
         stats.counts["documents_read"] += 1
         text_key = _pick(row, config.text_field, TEXT_FIELDS)
@@ -104,6 +113,19 @@ def documents(rows: Iterable[RawRow], config: CorpusConfig, stats: ReadStats) ->
                 f"{where}: missing id field ({config.id_field or ' or '.join(ID_FIELDS)}); "
                 "name it with corpus.id_field"
             )
+        doc_id = str(row[id_key])
+        if doc_id in seen:
+            if strict:
+                raise CorpusError(
+                    f"{where}: field {id_key!r}: id {doc_id!r} was already used at {seen[doc_id]}; "
+                    "document ids must be unique"
+                )
+            stats.counts["skipped_duplicate_id"] += 1
+            continue
+        if strict:
+            seen[doc_id] = str(where)
+        else:
+            seen.add(doc_id)
         title_key = _pick(row, config.title_field, TITLE_FIELDS)
         language_key = _pick(row, config.language_field, LANGUAGE_FIELDS)
         if not text.strip():

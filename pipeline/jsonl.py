@@ -15,7 +15,7 @@ def parse_line(raw: bytes, where: object, error: type[Exception] = ValueError) -
     (anything that formats as "file:line"), so the caller's own error type reaches the user.
     """
     try:
-        line = raw.decode("utf-8")
+        line = raw.decode("utf-8-sig")  # a byte-order mark (first line of a file) is not data
     except UnicodeDecodeError as exc:
         raise error(f"{where}: not valid UTF-8 (byte {exc.start})") from None
     if not line.strip():
@@ -23,7 +23,8 @@ def parse_line(raw: bytes, where: object, error: type[Exception] = ValueError) -
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise error(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        cut = "" if raw.endswith(b"\n") else " (the file's last line is cut off: was it fully written?)"
+        raise error(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}){cut}") from None
     if not isinstance(row, dict):
         raise error(f"{where}: expected a JSON object, got {type(row).__name__}")
     return row

@@ -77,3 +77,22 @@ class PromptLibrary:
             raise PromptError(f"{prompt.path}: {exc.message}; given: {sorted(variables)}") from exc
         except TemplateError as exc:  # includes the sandbox's SecurityError
             raise PromptError(f"{prompt.path}: {exc}") from exc
+
+
+# the templates each task type renders
+TEMPLATES = {
+    "retrieval": ("retrieval/configure", "retrieval/query", "retrieval/negatives", "judge/relevance"),
+    "bitext": ("bitext/translate",),
+    "classification": ("classification/classify", "classification/labels"),
+    "sts": ("sts/pair",),
+}
+
+
+def templates_of(config) -> list[str]:
+    """The templates a run with this RunConfig renders."""
+    names = [name for task in config.generation.tasks for name in TEMPLATES[task]]
+    if config.generation.calls == "one" and "retrieval/configure" in names:
+        names[names.index("retrieval/configure") : names.index("retrieval/query") + 1] = [
+            "retrieval/persona_query"
+        ]
+    return names

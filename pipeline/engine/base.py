@@ -112,6 +112,25 @@ def parse_output(raw: str, output: type[BaseModel], finish_reason: str | None = 
         return Generation(raw, None, f"schema mismatch at {where}: {first['msg']}", finish_reason)
 
 
+class EngineStartError(RuntimeError):
+    """The engine could not start; the message says why (memory, not a model) and what to try."""
+
+
+def explain_start_failure(model: str, exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    lowered = text.lower()
+    first = text.strip().splitlines()[0][:300]
+    if "out of memory" in lowered or "memory" in lowered and ("cache" in lowered or "available" in lowered):
+        return (
+            f"not enough memory to start {model} ({first}). Try a smaller --model, a shorter "
+            "models.max_model_len, or on a GPU a higher models.gpu_memory_utilization; on a CPU, "
+            "models.cpu_kv_cache_gib sets the KV-cache size"
+        )
+    if "config.json" in lowered or "not a valid model" in lowered or "unrecognized model" in lowered:
+        return f"{model} is not a model vLLM can load ({first}): give a Hub id or a transformers model folder"
+    return f"vLLM could not start {model} ({first}); the engine's own log is in OUT/logs/ (or rerun with -v)"
+
+
 class ChatEngine(ABC):
     """A batch of chats plus an output model in, one parsed ``Generation`` per chat out."""
 

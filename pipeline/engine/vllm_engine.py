@@ -17,7 +17,16 @@ from pydantic import BaseModel
 
 from ..config import ModelConfig
 from ..models import cache_root, has_cuda
-from .base import Chat, ChatEngine, Generation, budgets, json_schema, parse_output
+from .base import (
+    Chat,
+    ChatEngine,
+    EngineStartError,
+    Generation,
+    budgets,
+    explain_start_failure,
+    json_schema,
+    parse_output,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +116,11 @@ class VLLMEngine(ChatEngine):
         block_size = config.block_size or (None if on_gpu else CPU_BLOCK_SIZE)
         if block_size:
             kwargs["block_size"] = block_size
-        self.llm = LLM(**kwargs)
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as exc:  # said in one line with what to try; the engine's log holds the rest
+            log.debug("engine start failed", exc_info=True)
+            raise EngineStartError(explain_start_failure(model_name, exc)) from exc
         cache = self.llm.llm_engine.vllm_config.cache_config
         self.settings = {
             "dtype": self.dtype,

@@ -21,6 +21,7 @@ from .. import schema as S
 from ..card import write_card
 from ..config import RunConfig, dump_config
 from ..models import ResolvedModel
+from ..prompts import templates_of
 from ..stats import RunStats
 from ..tasks import TaskState, claim_run, clear_run, remove_stale_temporaries
 from ..writer import data_shards
@@ -126,20 +127,3 @@ def write_manifest(
     if labels.exists():
         manifest["labels"] = json.loads(labels.read_text(encoding="utf-8"))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-
-
-TEMPLATES = {
-    "retrieval": ("retrieval/configure", "retrieval/query", "retrieval/negatives", "judge/relevance"),
-    "bitext": ("bitext/translate",),
-    "classification": ("classification/classify", "classification/labels"),
-    "sts": ("sts/pair",),
-}
-
-
-def templates_of(config: RunConfig) -> list[str]:
-    names = [name for task in config.generation.tasks for name in TEMPLATES[task]]
-    if config.generation.calls == "one" and "retrieval/configure" in names:
-        names[names.index("retrieval/configure") : names.index("retrieval/query") + 1] = [
-            "retrieval/persona_query"
-        ]
-    return names

@@ -80,10 +80,15 @@ class Corpus:
             yield from self._by_source[block.source].rows(block, counts)
 
 
+def corpus_readers(source: str, config: CorpusConfig) -> list[Reader]:
+    """The readers of one corpus path (file, folder or saved dataset) or Hub dataset name."""
+    return _readers_of(source, config)
+
+
 def _readers_of(source: str, config: CorpusConfig) -> list[Reader]:
     path = Path(source)
     if path.is_file():
-        return [_file_reader(path, path.parent, config, strict=True)]
+        return [_file_reader(path, path.parent, config, strict=True)]  # a binary file given alone: an error
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             return [HFReader(source, config.hf_split, config.block_bytes)]
@@ -105,7 +110,7 @@ def _file_reader(path: Path, root: Path, config: CorpusConfig, strict: bool) -> 
     if path.suffix == ".parquet":
         return ParquetReader(str(path))
     if path.suffix == ".txt":
-        return TextReader(str(path), str(root))
+        return TextReader(str(path), str(root), skip_binary=not strict)
     if strict:
         raise CorpusError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .parquet or a folder)")
     return None  # a README or a checksum file beside the data

@@ -1,0 +1,212 @@
+"""Checks made before anything expensive: no model is loaded and no engine started until they pass.
+
+Each failure is one ``InputError`` whose message names the file, the row (line number) and the
+field where there is one, and says what would be valid. Checked, in order:
+
+- settings that contradict each other, and language codes nobody can detect;
+- the output folder (a folder, writable);
+- the persona file or folder (it holds personas);
+- the templates the run uses (they exist and compile; a custom template uses only variables the
+  packaged one is given);
+- a first look at the corpus: the first rows of every file parse and have the needed fields, and
+  no id repeats among them.
+
+This module imports no model library: a bad input fails in about a second.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from .config import RunConfig
+
+FIRST_LOOK_ROWS = 200  # rows read from the start of each corpus file
+FIRST_LOOK_FILES = 50  # files looked at in a corpus folder
+
+
+class InputError(ValueError):
+    """A bad input found before the run starts; the message is the whole story."""
+
+
+def preflight(config: RunConfig) -> None:
+    check_settings(config)
+    check_models(config)
+    check_output(Path(config.output.out_dir))
+    check_personas(config)
+    check_templates(config)
+    check_corpus(config)
+
+
+def known_language_codes() -> set[str]:
+    from lingua import Language
+
+    return {language.iso_code_639_1.name.lower() for language in Language.all()}
+
+
+def check_settings(config: RunConfig) -> None:
+    negatives = config.negatives
+    if negatives.mined_count and negatives.rank_min >= negatives.rank_max:
+        raise InputError(
+            f"negatives.rank_min ({negatives.rank_min}) must be below negatives.rank_max "
+            f"({negatives.rank_max}): mined negatives come from the ranks between them"
+        )
+    if negatives.mined_count > negatives.rank_max - negatives.rank_min:
+        raise InputError(
+            f"negatives.mined_count ({negatives.mined_count}) is more than the ranks "
+            f"{negatives.rank_min}..{negatives.rank_max} hold: lower it or widen the range"
+        )
+    if negatives.min_negatives > negatives.mined_count + negatives.llm_count:
+        raise InputError(
+            f"negatives.min_negatives ({negatives.min_negatives}) is more than a row can get (mined_count "
+            f"{negatives.mined_count} + llm_count {negatives.llm_count}): every row would be dropped"
+        )
+    known = known_language_codes()
+    generation = config.generation
+    for field, codes in (
+        ("generation.languages", generation.languages),
+        ("generation.passage_languages", generation.passage_languages or {}),
+    ):
+        for code in codes:
+            if code not in known:
+                raise InputError(
+                    f"{field}: {code!r} is not an ISO 639-1 language code the language check knows "
+                    "(two letters, e.g. en, zh, ja, de)"
+                )
+    if config.corpus.language and config.corpus.language not in known:
+        raise InputError(
+            f"corpus.language: {config.corpus.language!r} is not an ISO 639-1 code (e.g. en, zh)"
+        )
+    if config.limit is not None and config.limit < config.output.num_tasks:
+        raise InputError(
+            f"limit ({config.limit}) is below output.num_tasks ({config.output.num_tasks}): some tasks "
+            "would get no passage; lower --num-tasks or raise --limit"
+        )
+
+
+def check_models(config: RunConfig) -> None:
+    """A generator or embedder given as a local path must be a model folder (config.json and weights)."""
+    from .models import PACKAGED_EMBEDDERS
+
+    named = [
+        ("models.generator (--model)", config.models.generator),
+        ("filters.judge.model", config.filters.judge.model),
+    ]
+    if config.models.embedder not in PACKAGED_EMBEDDERS:
+        named.append(("models.embedder (--embedder)", config.models.embedder))
+    if config.models.engine != "vllm":
+        named = [n for n in named if not n[0].startswith(("models.generator", "filters.judge"))]
+    for field, value in named:
+        if not value or not (value.startswith((".", "/", "~")) or Path(value).exists()):
+            continue  # unset, or a Hub id: resolved when the model loads
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise InputError(f"{field}: {value}: no such folder (give a model folder or a Hub id)")
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise InputError(
+                f"{field}: {value} is not a model folder (no config.json): give a folder saved by "
+                "transformers / sentence-transformers, or a Hub id"
+            )
+        weights = [*path.glob("*.safetensors"), *path.glob("*.bin"), *path.glob("*.gguf")]
+        if not weights:
+            raise InputError(f"{field}: {value} has no weights (*.safetensors, *.bin or *.gguf)")
+
+
+def check_output(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: the output path is a file, not a folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-check-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write in the output folder ({exc.strerror or exc})") from None
+
+
+def check_personas(config: RunConfig) -> None:
+    from .personas import PersonaError, load_personas
+
+    try:
+        load_personas(config.personas.path)
+    except PersonaError as exc:
+        raise InputError(f"personas.path: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"personas.path: {config.personas.path}: not valid UTF-8 (byte {exc.start})"
+        ) from None
+
+
+def check_templates(config: RunConfig) -> None:
+    from jinja2 import meta
+
+    from .prompts import PromptError, PromptLibrary, default_prompt_dir, templates_of
+
+    folder = config.generation.prompts_dir
+    library = PromptLibrary(Path(folder) if folder else None)
+    packaged = PromptLibrary(default_prompt_dir())
+    languages = [None, *config.generation.languages]
+    for name in templates_of(config):
+        for language in languages:
+            try:
+                prompt = library.prompt(name, language)
+            except PromptError as exc:
+                raise InputError(f"generation.prompts_dir: {exc}") from None
+            if not folder:
+                continue
+            used = meta.find_undeclared_variables(library._env.parse(prompt.source))
+            try:
+                reference = packaged.prompt(name, language)
+            except PromptError:
+                continue
+            given = meta.find_undeclared_variables(packaged._env.parse(reference.source))
+            unknown = sorted(used - given)
+            if unknown:
+                raise InputError(
+                    f"{prompt.path}: uses {', '.join(unknown)}, which the step does not provide; "
+                    f"available: {', '.join(sorted(given))}"
+                )
+
+
+def check_corpus(config: RunConfig) -> None:
+    """Open the corpus and read the first rows of each file through the real reader and field rules."""
+    from collections import Counter
+
+    from .corpus import CorpusError, ReadStats, documents, sample_corpus_path
+    from .readers import corpus_readers
+
+    source = config.corpus.path or str(sample_corpus_path(config.generation.query_languages[0]))
+    if config.corpus.path and not config.corpus.path.startswith((".", "/")) and not Path(source).exists():
+        return  # a Hub dataset name: nothing local to look at, and loading it is the expensive part
+    try:
+        readers = corpus_readers(source, config.corpus)
+    except CorpusError as exc:
+        raise InputError(str(exc)) from None
+    except PermissionError as exc:
+        raise InputError(f"{source}: cannot read it ({exc.strerror})") from None
+    if Path(source).is_file() and os.path.getsize(source) == 0:
+        raise InputError(f"{source}: the corpus file is empty")
+    found = 0
+    seen: dict[str, str] = {}  # id -> where it was first read, over every file looked at
+    for reader in readers[:FIRST_LOOK_FILES]:
+        blocks = reader.blocks()
+        if not blocks:
+            continue
+        stats = ReadStats()
+        rows = _first_rows(reader, blocks[0], Counter())
+        try:
+            found += sum(1 for _ in documents(rows, config.corpus, stats, seen_ids=seen))
+        except CorpusError as exc:
+            raise InputError(str(exc)) from None
+        except PermissionError as exc:
+            raise InputError(f"{reader.source}: cannot read it ({exc.strerror})") from None
+    if found == 0 and len(readers) <= FIRST_LOOK_FILES:
+        raise InputError(f"{source}: no document with text in the first {FIRST_LOOK_ROWS} rows of any file")
+
+
+def _first_rows(reader, block, counts):
+    for number, row in enumerate(reader.rows(block, counts)):
+        if number >= FIRST_LOOK_ROWS:
+            return
+        yield row
