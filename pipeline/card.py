@@ -110,11 +110,12 @@ def card_text(out: Path, license: str) -> str:
     parts += [f'{c} = load_dataset("<this repo or folder>", "{c}", split="train")' for c in configs]
     parts.append("```\n")
     parts.append("## How it was made\n")
-    model_rows = [[role, m.get("name", ""), m.get("path", "")] for role, m in models.items()]
-    parts.append(_table(["role", "model", "path"], model_rows) + "\n")
-    judge = models.get("judge", {})
-    if judge and not judge.get("enabled", True):
-        parts.append("The LLM judge was off for this run.\n")
+    # names only: a local path says nothing to a reader of the card and tells where files lay
+    model_rows = [
+        [role, "off for this run" if m.get("enabled") is False else m.get("name", "")]
+        for role, m in models.items()
+    ]
+    parts.append(_table(["role", "model"], model_rows) + "\n")
     parts.append(_table(["template", "hash"], [[k, v] for k, v in manifest["prompts"].items()]) + "\n")
     parts.append(f"- Task types: {', '.join(manifest['tasks'])}")
     parts.append(f"- Seed: {manifest['seed']}")

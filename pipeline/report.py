@@ -281,7 +281,10 @@ def build_report(out: Path, seed: int = 0) -> str:
         for name, stage in stats.get("stages", {}).items()
     )
     drops = ", ".join(f"{html.escape(k)} {v}" for k, v in Counter(stats.get("dropped", {})).most_common())
-    models = ", ".join(f"{role}: {html.escape(m.get('name', ''))}" for role, m in manifest["models"].items())
+    models = ", ".join(
+        f"{role}: {'off' if m.get('enabled') is False else html.escape(m.get('name', ''))}"
+        for role, m in manifest["models"].items()
+    )
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>synth report: {html.escape(out.resolve().name)}</title><style>{STYLE}</style></head><body>",
