@@ -41,6 +41,7 @@ def size_category(rows: int) -> str:
 
 def front_matter(manifest: dict, stats: dict, license: str) -> dict:
     tasks = sorted({Path(s["path"]).parent.name for s in manifest["shards"]})
+    default = "retrieval" if "retrieval" in tasks else (tasks[0] if tasks else None)
     languages = set()
     for key in stats.get("groups", {}).get("language_pair", {}):
         languages.update(key.split("->"))
@@ -54,9 +55,9 @@ def front_matter(manifest: dict, stats: dict, license: str) -> dict:
             {
                 "config_name": task,
                 "data_files": [{"split": "train", "path": f"data/{task}/*.parquet"}],
-                **({"default": True} if i == 0 else {}),
+                **({"default": True} if task == default else {}),
             }
-            for i, task in enumerate(tasks)
+            for task in tasks
         ],
     }
 

@@ -86,7 +86,7 @@ def iter_documents(
 
 
 def documents(
-    rows: Iterable[RawRow], config: CorpusConfig, stats: ReadStats, seen_ids: dict[str, str] | None = None
+    rows: Iterable[RawRow], config: CorpusConfig, stats: ReadStats, seen_ids: dict[str, object] | None = None
 ) -> Iterator[Document]:
     """Documents with id, title, text and (given or per-row) language; empty ones skipped and counted.
 
@@ -95,7 +95,7 @@ def documents(
     ``seen_ids`` (the first look before a run), a repeated id stops the run, naming both rows.
     """
     strict = seen_ids is not None
-    seen: dict[str, str] | set[str] = seen_ids if strict else set()
+    seen: dict[str, object] | set[str] = seen_ids if strict else set()
     for where, row in rows:
         stats.counts["documents_read"] += 1
         text_key = _pick(row, config.text_field, TEXT_FIELDS)
@@ -123,7 +123,7 @@ def documents(
             stats.counts["skipped_duplicate_id"] += 1
             continue
         if strict:
-            seen[doc_id] = str(where)
+            seen[doc_id] = where  # formatted only if reported: a JSONL line number costs a scan
         else:
             seen.add(doc_id)
         title_key = _pick(row, config.title_field, TITLE_FIELDS)

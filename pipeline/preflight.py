@@ -9,7 +9,8 @@ field where there is one, and says what would be valid. Checked, in order:
 - the templates the run uses (they exist and compile; a custom template uses only variables the
   packaged one is given);
 - a first look at the corpus: the first rows of every file parse and have the needed fields, and
-  no id repeats among them.
+  no id repeats among them; a corpus of at most 32 MiB is read whole (a second or two), so every
+  stop it could cause is found before anything is written.
 
 This module imports no model library: a bad input fails in about a second.
 """
@@ -24,6 +25,7 @@ from .config import RunConfig
 
 FIRST_LOOK_ROWS = 200  # rows read from the start of each corpus file
 FIRST_LOOK_FILES = 50  # files looked at in a corpus folder
+WHOLE_CHECK_BYTES = 32 << 20  # a corpus this small is read whole: every stop is found before a run starts
 
 
 class InputError(ValueError):
@@ -187,22 +189,34 @@ def check_corpus(config: RunConfig) -> None:
         raise InputError(f"{source}: cannot read it ({exc.strerror})") from None
     if Path(source).is_file() and os.path.getsize(source) == 0:
         raise InputError(f"{source}: the corpus file is empty")
+    whole = sum(_size(reader) for reader in readers) <= WHOLE_CHECK_BYTES
     found = 0
-    seen: dict[str, str] = {}  # id -> where it was first read, over every file looked at
-    for reader in readers[:FIRST_LOOK_FILES]:
+    seen: dict[str, object] = {}  # id -> where it was first read, over every file looked at
+    for reader in readers if whole else readers[:FIRST_LOOK_FILES]:
         blocks = reader.blocks()
         if not blocks:
             continue
         stats = ReadStats()
-        rows = _first_rows(reader, blocks[0], Counter())
+        if whole:
+            rows = (row for block in blocks for row in reader.rows(block, Counter()))
+        else:
+            rows = _first_rows(reader, blocks[0], Counter())
         try:
             found += sum(1 for _ in documents(rows, config.corpus, stats, seen_ids=seen))
         except CorpusError as exc:
             raise InputError(str(exc)) from None
         except PermissionError as exc:
             raise InputError(f"{reader.source}: cannot read it ({exc.strerror})") from None
-    if found == 0 and len(readers) <= FIRST_LOOK_FILES:
-        raise InputError(f"{source}: no document with text in the first {FIRST_LOOK_ROWS} rows of any file")
+    if found == 0 and (whole or len(readers) <= FIRST_LOOK_FILES):
+        where = "in the corpus" if whole else f"in the first {FIRST_LOOK_ROWS} rows of any file"
+        raise InputError(f"{source}: no document with text {where}")
+
+
+def _size(reader) -> int:
+    try:
+        return reader.size()
+    except (OSError, NotImplementedError, AttributeError):
+        return WHOLE_CHECK_BYTES + 1  # unknown (a saved dataset): look at its start only
 
 
 def _first_rows(reader, block, counts):

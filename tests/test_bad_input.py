@@ -176,6 +176,17 @@ CASES = [
     ),
     Case("Parquet with the wrong schema", corpus(parquet_without_text), ["c.parquet", "missing text field"]),
     Case(
+        "broken line far into a small corpus",
+        corpus(
+            lambda t: jsonl(
+                t / "c.jsonl",
+                [{"id": f"r{i}", "text": f"Row {i} about tides."} for i in range(300)],
+                b"{oops\n",
+            )
+        ),
+        ["c.jsonl:301", "not valid JSON"],
+    ),
+    Case(
         "only empty documents",
         corpus(lambda t: jsonl(t / "c.jsonl", [{"id": "a", "text": "  "}])),
         ["c.jsonl", "no document with text"],
@@ -318,8 +329,9 @@ def test_the_suite_covers_at_least_thirty_cases():
 def test_bad_input(case, tmp_path, counted_engines, minilm_path, monkeypatch):
     import pipeline.preflight
 
-    if case.first_look:
+    if case.first_look:  # a corpus too big to be read whole before the run
         monkeypatch.setattr(pipeline.preflight, "FIRST_LOOK_ROWS", case.first_look)
+        monkeypatch.setattr(pipeline.preflight, "WHOLE_CHECK_BYTES", 0)
     tmp = tmp_path
     extra = case.setup(tmp)
     args = ["generate", "--embedder", minilm_path, "--limit", "4", "--out", str(tmp / "out"), *extra]
