@@ -197,6 +197,26 @@ OPEN_GATE = [
 ]
 
 
+def run_fake(*sets: str, answer=default_answer):
+    """`run_generate` on the config of these ``--set`` items, with the fake engine answering."""
+    from pipeline.config import load_config
+    from pipeline.executors import run_generate
+
+    config = load_config(None, list(sets))
+    config.models.generator = "fake-engine"  # no tokenizer: a character estimate counts tokens
+    return run_generate(config, engine=FakeEngine(answer))
+
+
+def send_json(handler, status: int, body) -> None:
+    """Answer an http.server request with a JSON body (the loopback servers of the tests)."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def child_env():
     """The environment of a `synth` child process: offline, small KV cache, not pytest's."""
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")

@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 
+from .conftest import send_json
+
 
 class LoopbackHub:
     def __init__(self, root: Path, token: str):
@@ -38,12 +40,7 @@ class LoopbackHub:
                 pass
 
             def _reply(self, status: int, body: dict | None = None):
-                data = json.dumps(body or {}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body or {})
 
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)

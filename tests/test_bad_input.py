@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 
-from .conftest import FakeEngine, default_answer
+from .conftest import FakeEngine, default_answer, run_fake
 
 GOOD = [
     {"id": f"d{i}", "text": f"Document {i} explains how tides follow the moon, part {i}."} for i in range(4)
@@ -366,15 +366,8 @@ INJECTIONS = [
 
 def test_text_that_tries_to_steer_the_model_is_data(tmp_path, minilm_path):
     """Template syntax in a document reaches the model as literal text, never as template code."""
-    from pipeline.config import load_config
-    from pipeline.executors import run_generate
 
     corpus = jsonl(tmp_path / "c.jsonl", [{"id": f"i{i}", "text": t} for i, t in enumerate(INJECTIONS)])
-    config = load_config(
-        None,
-        [f"corpus.path={corpus}", f"output.out_dir={tmp_path / 'out'}", f"models.embedder={minilm_path}"],
-    )
-    config.models.generator = "fake-engine"
     prompts = []
 
     def answer(prompt, output):
@@ -384,7 +377,12 @@ def test_text_that_tries_to_steer_the_model_is_data(tmp_path, minilm_path):
         except StopIteration:  # the stand-in cannot read a prompt the injected text reshaped
             return "{}"
 
-    run_generate(config, engine=FakeEngine(answer))
+    run_fake(
+        f"corpus.path={corpus}",
+        f"output.out_dir={tmp_path / 'out'}",
+        f"models.embedder={minilm_path}",
+        answer=answer,
+    )
     shown = "\n".join(prompts)
     for literal in (
         "{{ 7*7 }}",

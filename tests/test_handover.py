@@ -11,31 +11,24 @@ import pytest
 import yaml
 
 from pipeline import schema as S
-from pipeline.config import load_config
-from pipeline.executors import run_generate
 
-from .conftest import FakeEngine, default_answer
+from .conftest import run_fake
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, minilm_path):
     out = tmp_path_factory.mktemp("handover") / "run"
-    config = load_config(
-        None,
-        [
-            f"output.out_dir={out}",
-            "limit=12",
-            "output.shard_rows=4",
-            f"models.embedder={minilm_path}",
-            "filters.cosine.mode=percentile",
-            "generation.tasks=[retrieval, bitext, sts]",
-            "generation.languages=[en, zh]",
-            "filters.cosine.unscored=keep",
-            "output.license=cc-by-4.0",
-        ],
+    run_fake(
+        f"output.out_dir={out}",
+        "limit=12",
+        "output.shard_rows=4",
+        f"models.embedder={minilm_path}",
+        "filters.cosine.mode=percentile",
+        "generation.tasks=[retrieval, bitext, sts]",
+        "generation.languages=[en, zh]",
+        "filters.cosine.unscored=keep",
+        "output.license=cc-by-4.0",
     )
-    config.models.generator = "fake-engine"
-    run_generate(config, engine=FakeEngine(default_answer))
     return out
 
 

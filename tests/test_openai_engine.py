@@ -18,7 +18,7 @@ from pipeline.cli import app
 from pipeline.engine.openai_engine import EngineUnavailable, OpenAIEngine
 from pipeline.outputs import QueryOutput, configure_output
 
-from .conftest import default_answer, generate_args
+from .conftest import default_answer, generate_args, send_json
 
 
 class FakeServer:
@@ -35,12 +35,7 @@ class FakeServer:
                 pass
 
             def _send(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, body)
 
             def do_GET(self):
                 self._send(200, {"data": [{"id": "fake-served-model"}]})

@@ -10,7 +10,7 @@ from pipeline.config import load_config
 from pipeline.corpus import CorpusError
 from pipeline.executors import run_generate
 
-from .conftest import FakeEngine, default_answer
+from .conftest import FakeEngine, default_answer, run_fake
 
 
 def answer_with_failures(prompt: str, output) -> str:
@@ -85,21 +85,16 @@ def test_run_writes_schema_stats_and_rejected(tmp_path, minilm_path):
 
 def test_same_seed_same_choices(tmp_path, minilm_path):
     def run(sub):
-        config = load_config(
-            None,
-            [
-                f"output.out_dir={tmp_path / sub}",
-                "limit=6",
-                f"models.embedder={minilm_path}",
-                "generation.languages=[en, zh]",
-                # the fake writes nonsense for zh queries on English passages: only sampling is tested here
-                "filters.language.enabled=false",
-                "filters.cosine.enabled=false",
-                "filters.judge.enabled=false",
-            ],
+        run_fake(
+            f"output.out_dir={tmp_path / sub}",
+            "limit=6",
+            f"models.embedder={minilm_path}",
+            "generation.languages=[en, zh]",
+            # the fake writes nonsense for zh queries on English passages: only sampling is tested here
+            "filters.language.enabled=false",
+            "filters.cosine.enabled=false",
+            "filters.judge.enabled=false",
         )
-        config.models.generator = "fake-engine"
-        run_generate(config, engine=FakeEngine(default_answer))
         return [
             (r[S.ID], r[S.LANGUAGE], r[S.QUERY_LENGTH_WORDS])
             for r in pq.read_table(tmp_path / sub / "data").to_pylist()
