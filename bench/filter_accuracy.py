@@ -33,7 +33,7 @@ DOC_CHARS = 1200  # about the pipeline's passage budget; long abstracts are cut 
 
 
 def sample_pairs(folder: Path, split: str, n_queries: int, pool_docs: int, seed: int, embedder):
-    from pipeline.beir import load_beir
+    from pipeline.train.beir import load_beir
 
     corpus, queries, qrels = load_beir(folder, split)
     rng = random.Random(seed)
@@ -165,12 +165,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.config import JudgeConfig, ModelConfig, RunConfig
-    from pipeline.embedder import Embedder
+    from pipeline.embed.embedder import Embedder
     from pipeline.engine.factory import get_engine
+    from pipeline.filters.judge import judgement_chat
+    from pipeline.generate.prompts import PromptLibrary
+    from pipeline.generate.replies import JudgeOutput
     from pipeline.models import resolve_embedder, resolve_generator
-    from pipeline.outputs import JudgeOutput
-    from pipeline.prompts import PromptLibrary
-    from pipeline.steps.judge import judgement_chat
 
     defaults = RunConfig()
     emb_model = resolve_embedder(args.embedder)

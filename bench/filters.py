@@ -67,7 +67,7 @@ def synthetic_rows(count: int, seed: int = 0) -> list[dict]:
 
 
 def time_step(step, rows: list[dict]) -> dict:
-    from pipeline.steps.base import run_step
+    from pipeline.step import run_step
 
     kept = dropped = 0
     started = time.perf_counter()
@@ -100,13 +100,13 @@ def main() -> None:
         args.rows, args.cosine_rows = 10_000, 1_000
 
     from pipeline.config import CopyCheckConfig, CosineConfig, DedupConfig
-    from pipeline.embedder import Embedder
+    from pipeline.embed.embedder import Embedder
+    from pipeline.filters.copycheck import CopyCheck
+    from pipeline.filters.cosine import CosineFilter
+    from pipeline.filters.dedup import Dedup
+    from pipeline.filters.language import LanguageCheck
+    from pipeline.filters.repetition import RepetitionCheck
     from pipeline.models import resolve_embedder
-    from pipeline.steps.copycheck import CopyCheck
-    from pipeline.steps.cosine import CosineFilter
-    from pipeline.steps.dedup import Dedup
-    from pipeline.steps.language import LanguageCheck
-    from pipeline.steps.repetition import RepetitionCheck
 
     rows = synthetic_rows(args.rows)
     model = resolve_embedder(args.embedder)

@@ -33,7 +33,7 @@ def clustered(count: int, dimension: int, clusters: int, seed: int, noise: float
 
 
 def measure(size: int, dimension: int, queries: int, k: int, noise: float) -> dict:
-    from pipeline.index import VectorIndex
+    from pipeline.embed.index import VectorIndex
 
     pool = clustered(size, dimension, clusters=max(10, size // 500), seed=0, noise=noise)
     # queries near corpus passages, as a query lies near its positive

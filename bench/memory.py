@@ -92,7 +92,7 @@ def child(corpus: Path, out: Path, embedder: str, limit: int | None) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     from pipeline.config import load_config
-    from pipeline.embedder import Embedder
+    from pipeline.embed.embedder import Embedder
     from pipeline.engine.base import ChatEngine, parse_output
     from pipeline.executors import run_generate
 

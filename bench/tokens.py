@@ -57,7 +57,7 @@ def persona_spread(out: Path) -> dict:
 
     import pyarrow.parquet as pq
 
-    from pipeline.writer import data_shards
+    from pipeline.run.shards import data_shards
 
     shards = data_shards(out / "data")
     personas = [p for s in shards for p in pq.read_table(s, columns=["persona"]).column(0).to_pylist()]

@@ -38,12 +38,12 @@ def split_queries(qrels: dict, seed: int) -> tuple[list[str], list[str]]:
 def build_rows(corpus, queries, qrels, train_ids, out: Path, embedder, keep=None, seed=0) -> int:
     from pipeline import schema as S
     from pipeline.config import NegativesConfig
-    from pipeline.corpus import Passage
+    from pipeline.embed.pool import PassagePool
+    from pipeline.filters.margin import NegativeMargin
+    from pipeline.generate.negatives import MineNegatives
     from pipeline.models import cache_root
-    from pipeline.pool import PassagePool
-    from pipeline.steps.margin import NegativeMargin
-    from pipeline.steps.negatives import MineNegatives
-    from pipeline.writer import data_records, write_table
+    from pipeline.readers.passages import Passage
+    from pipeline.run.shards import data_records, write_table
 
     doc_ids = sorted(corpus)
     pool = PassagePool.build(
@@ -99,9 +99,9 @@ def main() -> None:
     parser.add_argument("--no-base", action="store_true", help="skip evaluating the base model again")
     args = parser.parse_args()
 
-    from pipeline.beir import load_beir
-    from pipeline.embedder import Embedder
+    from pipeline.embed.embedder import Embedder
     from pipeline.models import resolve_embedder
+    from pipeline.train.beir import load_beir
 
     started = time.perf_counter()
     corpus, queries, qrels = load_beir(args.benchmark, "train", with_title=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -122,20 +123,13 @@ def generate(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Turn a corpus into query / positive training rows. Rerun the same command to resume."""
-    from .config import load_config
-    from .corpus import CorpusError
-    from .personas import PersonaError
-    from .preflight import InputError, preflight
-    from .prompts import PromptError
-
     try:
         query_weights = parse_weights(query_langs) if query_langs else None
         passage_weights = parse_weights(passage_langs) if passage_langs else None
     except ValueError as exc:
         _fail(f"--query-langs / --passage-langs: {exc}")
     flags = {
-        "generation.languages": query_weights
-        or ([x.strip() for x in lang.split(",") if x.strip()] if lang else None),
+        "generation.languages": query_weights or (_names(lang) if lang else None),
         "generation.passage_languages": passage_weights,
         "generation.tasks": _names(tasks) if tasks else None,
         "corpus.path": corpus,
@@ -149,64 +143,86 @@ def generate(
         "models.engine": engine,
         "models.base_url": base_url,
         "models.api_key_env": api_key_env,
+        "models.engine_progress": True if verbose else None,
     }
-    try:
-        cfg = load_config(config, list(set_ or []), {k: v for k, v in flags.items() if v is not None})
-    except OSError as exc:
-        _fail(f"{exc.filename or config}: {exc.strerror or exc}")
-    except ValueError as exc:
-        _fail(_config_error(exc))
+    cfg = _checked_config(config, set_, flags)
     if not 0 <= rank < world_size:
         _fail(f"--rank must be in [0, {world_size}) for --world-size {world_size}, got {rank}")
     if executor not in ("local", "ray"):
         _fail(f"--executor must be local or ray, got {executor!r}")
-    try:  # everything that can be checked without a model, before one is loaded
-        preflight(cfg)
-    except InputError as exc:
-        _fail(str(exc))
+    if executor == "ray" and (workers > 1 or world_size > 1):
+        _fail("--executor ray spreads the tasks itself: drop --workers / --world-size")
+    if replicas < 1:
+        _fail("--replicas must be at least 1")
     from . import console
-    from .executors import run_generate
+    from .run.plan import RayOptions, resolve_plan
 
-    if verbose:
-        cfg.models.engine_progress = True
     console.start_logging(Path(cfg.output.out_dir), verbose)
-    ray_options = None
-    if executor == "ray":
-        if workers > 1 or world_size > 1:
-            _fail("--executor ray spreads the tasks itself: drop --workers / --world-size")
-        if replicas < 1:
-            _fail("--replicas must be at least 1")
-        from .executors.ray import RayOptions
-
-        ray_options = RayOptions(
-            address=address,
-            replicas=replicas,
-            tensor_parallel=cfg.models.tensor_parallel_size,
-            cpus_per_replica=cpus_per_replica,
-            show_worker_logs=verbose,
-        )
-    from .engine import EngineStartError
-    from .engine.openai_engine import EngineUnavailable
-    from .executors import Interrupted
-    from .executors.ray import RayUnavailable
-    from .tasks import RunStateError
-
-    try:
-        if workers > 1:
-            if overwrite:
-                from .tasks import clear_run
-
-                clear_run(Path(cfg.output.out_dir))
-                overwrite = False
-            _run_workers(workers)  # then the pass below only merges what the workers wrote
-        result = run_generate(
+    ray = RayOptions(
+        address=address, replicas=replicas, cpus_per_replica=cpus_per_replica, show_worker_logs=verbose
+    )
+    with _one_line_errors(cfg.output.out_dir):
+        plan = resolve_plan(
             cfg,
             rank=rank,
             world_size=world_size,
-            overwrite=overwrite,
             executor=executor,
-            ray_options=ray_options,
+            ray=ray,
+            workers=workers,
+            overwrite=overwrite,
+            verbose=verbose,
         )
+        from .executors import execute
+
+        result = execute(plan)
+    if verbose:
+        from .run.stats import format_funnel
+
+        typer.echo(format_funnel(result.stats.to_json()), err=True)
+    for line in console.summary(result, console.log_file()):
+        typer.echo(line, err=True)
+
+
+def _checked_config(config: Path | None, sets: list[str] | None, flags: dict):
+    """The run's configuration from file, --set items and flags, then every check that needs no model.
+
+    ``preflight`` runs before ``pipeline.executors`` (and so torch, vLLM,
+    sentence-transformers) is imported: a bad input fails in about a second.
+    """
+    from .config import load_config
+    from .preflight import InputError, preflight
+
+    try:
+        cfg = load_config(config, list(sets or []), {k: v for k, v in flags.items() if v is not None})
+    except OSError as exc:
+        _fail(f"{exc.filename or config}: {exc.strerror or exc}")
+    except ValueError as exc:
+        _fail(_config_error(exc))
+    try:
+        preflight(cfg)
+    except InputError as exc:
+        _fail(str(exc))
+    return cfg
+
+
+@contextlib.contextmanager
+def _one_line_errors(out: str):
+    """The errors a user can meet during a run, as one line (exit 2); an interrupt as exit 130."""
+    from .engine import EngineStartError
+    from .engine.openai_engine import EngineUnavailable
+    from .executors import Interrupted
+    from .executors.local import WorkersFailed
+    from .executors.ray import RayUnavailable
+    from .generate.personas import PersonaError
+    from .generate.prompts import PromptError
+    from .readers.documents import CorpusError
+    from .run.folder import RunStateError
+
+    try:
+        yield
+    except WorkersFailed as exc:
+        typer.secho(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     except (
         CorpusError,
         PersonaError,
@@ -220,71 +236,11 @@ def generate(
         raise typer.Exit(2) from exc
     except (Interrupted, KeyboardInterrupt) as exc:
         typer.secho(
-            f"interrupted: finished chunks are saved in {cfg.output.out_dir}; run the same command again "
-            "to resume",
+            f"interrupted: finished chunks are saved in {out}; run the same command again to resume",
             fg=typer.colors.YELLOW,
             err=True,
         )
         raise typer.Exit(130) from exc
-    from . import console
-
-    if verbose:
-        from .stats import format_funnel
-
-        typer.echo(format_funnel(result.stats.to_json()), err=True)
-    for line in console.summary(result, console.log_file()):
-        typer.echo(line, err=True)
-
-
-def _run_workers(workers: int) -> None:
-    """Start ``workers`` copies of this command, one rank each, and wait for all of them.
-
-    With GPUs, worker k sees only GPU k % count (CUDA_VISIBLE_DEVICES), so each
-    runs its own engine on its own device.
-    """
-    import os
-    import subprocess
-    import sys
-
-    from .models import has_cuda
-
-    args, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-            continue
-        if arg == "--workers":
-            skip = True
-            continue
-        if arg.startswith("--workers=") or arg == "--overwrite":
-            continue
-        args.append(arg)
-    gpus = 0
-    if has_cuda():
-        import torch
-
-        gpus = torch.cuda.device_count()
-    children = []
-    for k in range(workers):
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
-        command = [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            *args,
-            "--rank",
-            str(k),
-            "--world-size",
-            str(workers),
-        ]
-        children.append(subprocess.Popen(command, env=env))
-    codes = [child.wait() for child in children]
-    failed = [k for k, code in enumerate(codes) if code != 0]
-    if failed:
-        typer.secho(f"error: worker(s) {failed} failed; rerun the same command to resume", err=True)
-        raise typer.Exit(1)
 
 
 @app.command()
@@ -449,9 +405,10 @@ def merge(
 @app.command()
 def stats(out: Annotated[Path, typer.Argument(help="Output folder of a run.")]) -> None:
     """Print the funnel of a finished run."""
-    from .stats import format_funnel
+    from .run.folder import RunFolder
+    from .run.stats import format_funnel
 
-    path = out / "stats.json"
+    path = RunFolder(out).stats_file
     if not path.exists():
         typer.secho(f"error: {path} not found", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
@@ -459,7 +416,7 @@ def stats(out: Annotated[Path, typer.Argument(help="Output folder of a run.")]) 
 
 
 def _finished(out: Path) -> dict:
-    from .finished import RunNotFinished, finished_run
+    from .run.finished import RunNotFinished, finished_run
 
     try:
         return finished_run(out)
@@ -482,8 +439,8 @@ def export(
     ] = True,
 ) -> None:
     """Write the run's rows for a trainer: one file per task type, one row per row of the run."""
-    from .export import FORMATS
-    from .export import export as write_export
+    from .handover.export import FORMATS
+    from .handover.export import export as write_export
 
     if format not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -500,7 +457,7 @@ def report(
     seed: Annotated[int, typer.Option(help="Seed of the random sample rows shown.")] = 0,
 ) -> None:
     """One self-contained HTML page: the funnel, distributions, cosines, negatives, sample rows."""
-    from .report import write_report
+    from .handover.report import write_report
 
     _finished(out)
     typer.echo(f"report: {write_report(out, dest, seed)}")
@@ -521,9 +478,9 @@ def publish(
     The token comes from HF_TOKEN or the stored login (`hf auth login`) and is never printed;
     HF_ENDPOINT points at another Hub server.
     """
-    from .finished import RunNotFinished
-    from .publish import PublishError
-    from .publish import publish as upload
+    from .handover.publish import PublishError
+    from .handover.publish import publish as upload
+    from .run.finished import RunNotFinished
 
     _setup_logging(False)
     try:

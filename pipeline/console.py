@@ -16,6 +16,8 @@ import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from .run.folder import DATA, REJECTED, RunFolder
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _log_file: Path | None = None
@@ -48,7 +50,7 @@ def start_logging(out: Path, verbose: bool) -> Path:
     global _log_file, _verbose, _handlers
     # vLLM then leaves its records to the root logger's handlers instead of printing them itself
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
-    logs = Path(out) / "logs"
+    logs = RunFolder(out).logs_folder
     logs.mkdir(parents=True, exist_ok=True)
     path = logs / f"generate-{time.strftime('%Y%m%d-%H%M%S')}.log"
     root = logging.getLogger()
@@ -144,9 +146,11 @@ def summary(result, log_path: Path | None) -> list[str]:
         f"time: {t.get('total', 0):.1f} s (engine start {t.get('engine_start', 0):.1f} s, "
         f"generation {t.get('generation', 0):.1f} s)"
     )
-    lines.append(f"data: {out / 'data'} ({len(result.shards)} shards); dropped rows: {out / 'rejected'}")
-    if (out / "README.md").exists():
-        lines.append(f"card: {out / 'README.md'}; stats: {out / 'stats.json'}")
+    folder = RunFolder(out)
+    data, rejected = folder.root / DATA, folder.root / REJECTED
+    lines.append(f"data: {data} ({len(result.shards)} shards); dropped rows: {rejected}")
+    if folder.card_file.exists():
+        lines.append(f"card: {folder.card_file}; stats: {folder.stats_file}")
     if log_path is not None:
         lines.append(f"logs: {log_path}")
     lines.append(f"next: synth stats {out}    (the whole funnel)")

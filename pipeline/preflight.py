@@ -128,7 +128,7 @@ def check_output(out: Path) -> None:
 
 
 def check_personas(config: RunConfig) -> None:
-    from .personas import PersonaError, load_personas
+    from .generate.personas import PersonaError, load_personas
 
     try:
         load_personas(config.personas.path)
@@ -143,7 +143,7 @@ def check_personas(config: RunConfig) -> None:
 def check_templates(config: RunConfig) -> None:
     from jinja2 import meta
 
-    from .prompts import PromptError, PromptLibrary, default_prompt_dir, templates_of
+    from .generate.prompts import PromptError, PromptLibrary, default_prompt_dir, templates_of
 
     folder = config.generation.prompts_dir
     library = PromptLibrary(Path(folder) if folder else None)
@@ -175,8 +175,8 @@ def check_corpus(config: RunConfig) -> None:
     """Open the corpus and read the first rows of each file through the real reader and field rules."""
     from collections import Counter
 
-    from .corpus import CorpusError, ReadStats, documents, sample_corpus_path
-    from .readers import corpus_readers
+    from .readers.blocks import corpus_readers
+    from .readers.documents import CorpusError, ReadStats, documents, sample_corpus_path
 
     source = config.corpus.path or str(sample_corpus_path(config.generation.query_languages[0]))
     if config.corpus.path and not config.corpus.path.startswith((".", "/")) and not Path(source).exists():

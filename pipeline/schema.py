@@ -100,6 +100,8 @@ WORK_PROMPTS = "_prompt_hashes"  # template name -> short hash, joined into PROM
 WORK_LLM_NEGATIVES = "_llm_negatives"  # candidates written by the LLM, before any check
 WORK_MINED_NEGATIVES = "_mined_negatives"  # candidates mined from the corpus, nearest first
 WORK_REQUESTED_SCORE = "_requested_score"  # sts: the similarity the pair was asked to have
+WORK_SCORES = "_scores"  # score name -> value: for histograms, output columns and rejected rows
+WORK_TOKENS = "_tokens"  # LLM tokens (prompt + output) spent on the row so far
 
 
 def positive_language(row: dict) -> str:

@@ -69,7 +69,7 @@ def templates_with(name: str, text: str):
     def make(tmp):
         import shutil
 
-        from pipeline.prompts import default_prompt_dir
+        from pipeline.generate.prompts import default_prompt_dir
 
         folder = tmp / "prompts"
         shutil.copytree(default_prompt_dir(), folder)
@@ -307,8 +307,8 @@ CASES = [
 @pytest.fixture
 def counted_engines(monkeypatch):
     """The engine factory, counting constructions and serving the fake engine."""
-    import pipeline.executors.build as build
     import pipeline.executors.local as local
+    import pipeline.executors.workbench as build
 
     made = []
 

@@ -8,11 +8,12 @@ it is alone.
 import pytest
 
 from pipeline.config import DedupConfig
-from pipeline.prompts import PromptLibrary
-from pipeline.steps.copycheck import passage_overlap
-from pipeline.steps.dedup import Dedup, tokens
-from pipeline.steps.llm_call import copies_example
-from pipeline.steps.repetition import repeated_share
+from pipeline.filters.copycheck import passage_overlap
+from pipeline.filters.dedup import Dedup
+from pipeline.filters.repetition import repeated_share
+from pipeline.generate.llm_call import copies_example
+from pipeline.generate.prompts import PromptLibrary
+from pipeline.text import tokens
 
 from .test_prompts import QUERY_VARS
 

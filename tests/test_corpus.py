@@ -5,14 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import CorpusConfig
-from pipeline.corpus import (
-    CorpusError,
-    ReadStats,
-    iter_documents,
-    iter_passages,
-    sample_corpus_path,
-    split_passages,
-)
+from pipeline.readers.documents import CorpusError, ReadStats, iter_documents, sample_corpus_path
+from pipeline.readers.passages import iter_passages, split_passages
 
 
 def words(text: str) -> int:

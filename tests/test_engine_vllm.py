@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from pipeline import schema as S
 from pipeline.cli import app
-from pipeline.outputs import QueryOutput
+from pipeline.generate.replies import QueryOutput
 
 from .conftest import generate_args
 
@@ -81,7 +81,7 @@ def test_generate_cli_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path, t
     assert stats["engine"]["dtype"] == "float32" and stats["engine"]["prefix_caching"]
 
     # kept negatives obey the positive-aware margin, re-scored independently
-    from pipeline.embedder import Embedder
+    from pipeline.embed.embedder import Embedder
 
     embedder = Embedder(minilm_path, "minilm")
     for r in rows:

@@ -6,14 +6,14 @@ import numpy as np
 
 from pipeline import schema as S
 from pipeline.config import CosineConfig, DedupConfig, JudgeConfig, NegativesConfig
-from pipeline.pool import PassagePool
-from pipeline.prompts import PromptLibrary
-from pipeline.steps.cosine import CosineFilter
-from pipeline.steps.dedup import Dedup
-from pipeline.steps.judge import Judge
-from pipeline.steps.language import LanguageCheck
-from pipeline.steps.margin import NegativeMargin, RequireNegatives, passes_margin
-from pipeline.steps.negatives import MineNegatives
+from pipeline.embed.pool import PassagePool
+from pipeline.filters.cosine import CosineFilter
+from pipeline.filters.dedup import Dedup
+from pipeline.filters.judge import Judge
+from pipeline.filters.language import LanguageCheck
+from pipeline.filters.margin import NegativeMargin, RequireNegatives, passes_margin
+from pipeline.generate.negatives import MineNegatives
+from pipeline.generate.prompts import PromptLibrary
 
 from .conftest import FakeEngine, task_field
 
@@ -136,8 +136,8 @@ def test_cosine_threshold_defaults_to_the_embedders_own():
 
 
 def test_copied_example_is_detected():
-    from pipeline.prompts import PromptLibrary
-    from pipeline.steps.llm_call import copies_example
+    from pipeline.generate.llm_call import copies_example
+    from pipeline.generate.prompts import PromptLibrary
 
     prompt = PromptLibrary().render(
         "retrieval/query",
@@ -240,7 +240,7 @@ def test_judge_grades_positive_and_negatives():
 
 def test_copied_passage_is_dropped_but_keywords_are_not():
     from pipeline.config import CopyCheckConfig
-    from pipeline.steps.copycheck import CopyCheck
+    from pipeline.filters.copycheck import CopyCheck
 
     passage = "The term spondyloarthropathy describes a group of related inflammatory joint diseases."
     rows = [
@@ -264,7 +264,7 @@ def test_copied_passage_is_dropped_but_keywords_are_not():
 
 
 def test_unparsable_llm_negatives_keep_the_row():
-    from pipeline.steps.negatives import WriteNegatives
+    from pipeline.generate.negatives import WriteNegatives
 
     step = WriteNegatives(
         FakeEngine(lambda prompt, output: '{"negatives": ["cut'),
@@ -277,7 +277,7 @@ def test_unparsable_llm_negatives_keep_the_row():
 
 
 def test_repetition_drops_looping_text_only():
-    from pipeline.steps.repetition import RepetitionCheck
+    from pipeline.filters.repetition import RepetitionCheck
 
     rows = [
         row(0, "the-holy-week-the-holy-week-the-holy-week-the-holy-week of the year in rome"),
@@ -291,7 +291,7 @@ def test_repetition_drops_looping_text_only():
 
 
 def test_a_lightly_edited_example_is_still_a_copy():
-    from pipeline.steps.llm_call import copies_example
+    from pipeline.generate.llm_call import copies_example
 
     prompt = (
         "Rules.\n### Example\nAnswer: 长城始建于春秋战国时期，明朝时大规模重修，现存部分大多为明代所建。\n"

@@ -124,7 +124,7 @@ def test_sentence_transformers_export_trains_two_steps(run, tmp_path, minilm_pat
     )
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
-    from pipeline.export import export
+    from pipeline.handover.export import export
 
     dest = tmp_path / "st"
     export(run, "sentence-transformers", dest)

@@ -5,9 +5,9 @@ import numpy as np
 
 from pipeline import schema as S
 from pipeline.config import NegativesConfig
-from pipeline.index import VectorIndex
-from pipeline.pool import PassagePool
-from pipeline.steps.negatives import MineNegatives
+from pipeline.embed.index import VectorIndex
+from pipeline.embed.pool import PassagePool
+from pipeline.generate.negatives import MineNegatives
 
 
 def clustered(count, dimension=64, clusters=40, seed=0):
@@ -105,8 +105,8 @@ class CountingEmbedder(HashEmbedder):
 
 
 def test_pool_is_built_once_on_disk_and_rebuilt_when_a_passage_changes(tmp_path, monkeypatch):
-    import pipeline.pool as pool_module
-    from pipeline.corpus import Passage
+    import pipeline.embed.pool as pool_module
+    from pipeline.readers.passages import Passage
 
     monkeypatch.setattr(pool_module, "EXACT_MAX", 500)  # this pool is large enough to get an HNSW index
     monkeypatch.setattr(pool_module, "ENCODE_BATCH", 256)

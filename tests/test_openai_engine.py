@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from pipeline import schema as S
 from pipeline.cli import app
 from pipeline.engine.openai_engine import EngineUnavailable, OpenAIEngine
-from pipeline.outputs import QueryOutput, configure_output
+from pipeline.generate.replies import QueryOutput, configure_output
 
 from .conftest import default_answer, generate_args, send_json
 

@@ -3,7 +3,7 @@ import json
 from pipeline.config import DIFFICULTIES, QUESTION_TYPES
 from pipeline.engine import parse_output
 from pipeline.engine.base import json_schema
-from pipeline.outputs import QueryOutput, configure_output
+from pipeline.generate.replies import QueryOutput, configure_output
 
 Configure = configure_output(5, QUESTION_TYPES, DIFFICULTIES)
 

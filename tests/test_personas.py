@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.personas import PersonaError, load_personas, top_k
+from pipeline.generate.personas import PersonaError, load_personas, top_k
 
 from .conftest import SHARED_DATA
 
@@ -41,7 +41,7 @@ def test_top_k_matches_brute_force():
 
 
 def test_retrieval_with_real_embedder(minilm_path):
-    from pipeline.embedder import Embedder
+    from pipeline.embed.embedder import Embedder
 
     embedder = Embedder(minilm_path, "minilm")
     personas = [

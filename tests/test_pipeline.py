@@ -7,8 +7,8 @@ import pytest
 
 from pipeline import schema as S
 from pipeline.config import load_config
-from pipeline.corpus import CorpusError
 from pipeline.executors import run_generate
+from pipeline.readers.documents import CorpusError
 
 from .conftest import FakeEngine, default_answer, run_fake
 
@@ -58,7 +58,7 @@ def test_run_writes_schema_stats_and_rejected(tmp_path, minilm_path):
     assert [n for name, n in engine.calls if name == "ConfigureOutput"] == [5, 5, 2]
 
     # every kept row has negatives of both kinds, and each obeys the margin rule when re-scored
-    from pipeline.embedder import Embedder
+    from pipeline.embed.embedder import Embedder
 
     embedder = Embedder(minilm_path, "minilm")
     for r in rows:
@@ -149,11 +149,12 @@ def test_bad_row_found_before_any_llm_call_when_mining(tmp_path, minilm_path):
 
 def test_judge_auto_off_only_for_the_packaged_smollm2():
     from pipeline.config import RunConfig
-    from pipeline.executors.build import judge_enabled
     from pipeline.models import SMOLLM2_NAME, ResolvedModel
+    from pipeline.run.plan import judge_decision
 
     config = RunConfig()
-    assert not judge_enabled(config, ResolvedModel("x", SMOLLM2_NAME))
-    assert judge_enabled(config, ResolvedModel("x", "Qwen/Qwen3-8B"))
+    on, why_not = judge_decision(config, ResolvedModel("x", SMOLLM2_NAME))
+    assert not on and "SmolLM2" in why_not
+    assert judge_decision(config, ResolvedModel("x", "Qwen/Qwen3-8B")) == (True, None)
     config.filters.judge.enabled = True
-    assert judge_enabled(config, ResolvedModel("x", SMOLLM2_NAME))
+    assert judge_decision(config, ResolvedModel("x", SMOLLM2_NAME)) == (True, None)

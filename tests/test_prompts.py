@@ -1,7 +1,7 @@
 import pytest
 
 from pipeline.config import DIFFICULTIES, QUESTION_TYPES
-from pipeline.prompts import PromptError, PromptLibrary
+from pipeline.generate.prompts import PromptError, PromptLibrary
 
 CONFIGURE_VARS = {
     "passage": "Water expands when it freezes.",

@@ -16,9 +16,9 @@ import pytest
 
 from pipeline import schema as S
 from pipeline.config import load_config
-from pipeline.corpus import CorpusError
 from pipeline.executors import run_generate
 from pipeline.executors.ray import RayOptions
+from pipeline.readers.documents import CorpusError
 
 from .conftest import OPEN_GATE, FakeEngine, child_env, deadline, default_answer, generate_args
 

@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import CorpusConfig, load_config
-from pipeline.corpus import CorpusError
-from pipeline.executors.process import limit_share, open_input, task_passages
 from pipeline.readers import JsonlReader, ParquetReader, open_corpus
+from pipeline.readers.documents import CorpusError
+from pipeline.readers.passages import limit_share, open_input, task_passages
 
 
 def write_jsonl(path, first, count, filler=80):
@@ -131,7 +131,7 @@ def test_limit_is_shared_by_the_tasks(tmp_path):
     config = load_config(None, ["limit=10", "output.num_tasks=3"])
     assert [limit_share(config, t) for t in range(3)] == [4, 3, 3]
     corpus = open_input(config)  # the packaged English sample
-    from pipeline.corpus import ReadStats
+    from pipeline.readers.documents import ReadStats
 
     words = lambda text: len(text.split())  # noqa: E731 - a stand-in tokenizer
     got = [len(list(task_passages(config, corpus, t, words, ReadStats()))) for t in range(3)]

@@ -7,15 +7,16 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from pipeline import sampling
 from pipeline import schema as S
 from pipeline.cli import app, parse_weights
 from pipeline.config import TASK_TYPES, GenerationConfig, load_config
-from pipeline.corpus import Passage, ReadStats, mix_languages
 from pipeline.engine import parse_output
 from pipeline.executors import run_generate
-from pipeline.outputs import STSOutput, bitext_output, classification_output
-from pipeline.steps.bitext import candidate_sentences
+from pipeline.generate import sampling
+from pipeline.generate.bitext import candidate_sentences
+from pipeline.generate.replies import STSOutput, bitext_output, classification_output
+from pipeline.readers.documents import ReadStats
+from pipeline.readers.passages import Passage, mix_languages
 
 from .conftest import FakeEngine, default_answer, generate_args
 
@@ -221,11 +222,11 @@ def test_configured_labels_are_used_and_sts_mismatch_is_dropped(tmp_path, minilm
 def test_generate_cli_takes_tasks_and_language_mixes(tmp_path, minilm_path, monkeypatch):
     seen = {}
 
-    def fake_run(config, **kwargs):
-        seen["config"] = config
+    def fake_run(plan, engine=None):
+        seen["config"] = plan.config
         raise SystemExit(0)
 
-    monkeypatch.setattr("pipeline.executors.run_generate", fake_run)
+    monkeypatch.setattr("pipeline.executors.execute", fake_run)
     args = generate_args(
         tmp_path / "o",
         minilm_path,
@@ -239,9 +240,9 @@ def test_generate_cli_takes_tasks_and_language_mixes(tmp_path, minilm_path, monk
 
 
 def test_label_proposal_keeps_only_usable_labels():
-    from pipeline.labels import usable_labels
-    from pipeline.outputs import LabelItem
-    from pipeline.prompts import PromptLibrary
+    from pipeline.generate.labels import usable_labels
+    from pipeline.generate.prompts import PromptLibrary
+    from pipeline.generate.replies import LabelItem
 
     prompt = PromptLibrary().render("classification/labels", {"passages": ["Cells divide."], "count": 4})
     items = [
@@ -260,9 +261,9 @@ def test_label_proposal_keeps_only_usable_labels():
 
 
 def test_repeated_label_gets_the_embedders_nearest_other_label(minilm_path):
-    from pipeline.embedder import Embedder
-    from pipeline.prompts import PromptLibrary
-    from pipeline.steps.classification import WriteClassification
+    from pipeline.embed.embedder import Embedder
+    from pipeline.generate.classification import WriteClassification
+    from pipeline.generate.prompts import PromptLibrary
 
     labels = {
         "sport": "Games, athletes and matches.",

@@ -8,7 +8,7 @@ import pytest
 from pipeline import schema as S
 from pipeline.config import load_config
 from pipeline.executors import run_generate
-from pipeline.tasks import RunStateError
+from pipeline.run.folder import RunStateError
 
 from .conftest import FakeEngine, default_answer
 

@@ -6,13 +6,13 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import schema as S
-from pipeline.budgets import words_budget
 from pipeline.cli import app
 from pipeline.config import DIFFICULTIES, QUESTION_TYPES, load_config
 from pipeline.engine.base import Generation, Usage
 from pipeline.engine.vllm_engine import cpu_dtype
 from pipeline.executors import run_generate
-from pipeline.prompts import PromptLibrary
+from pipeline.generate.budgets import words_budget
+from pipeline.generate.prompts import PromptLibrary
 
 from .conftest import FakeEngine, default_answer
 
@@ -68,7 +68,7 @@ def test_tokens_of_every_row_are_accounted_for(tmp_path, minilm_path):
     assert "negatives_llm" in shown.split("LLM stage")[1]
 
     # a resumed or merged run reads the same numbers back
-    from pipeline.stats import RunStats
+    from pipeline.run.stats import RunStats
 
     again = RunStats.from_json(stats).to_json()
     assert again["tokens"] == tokens and again["stages"]["query"] == stages["query"]

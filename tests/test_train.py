@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.train.losses import ImprovedInfoNCE, MatryoshkaLoss, cached_backward, pointwise_reranker_loss
+from pipeline.train.losses import (
+    ImprovedInfoNCE,
+    MatryoshkaLoss,
+    cached_backward,
+    pointwise_reranker_loss,
+)
 from pipeline.train.losses.reranker import relevance_scores, reranker_prompt
 from pipeline.train.merge import slerp, slerp_state_dicts
 

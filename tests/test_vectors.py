@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.embedder import Embedder
-from pipeline.vectors import EmbeddingStore
+from pipeline.embed.embedder import Embedder
+from pipeline.embed.store import EmbeddingStore
 
 
 class Counting:
@@ -46,7 +46,7 @@ def test_a_changed_text_role_or_embedder_misses(tmp_path):
 
 
 def test_a_killed_encode_resumes_after_its_last_written_batch(tmp_path, monkeypatch):
-    monkeypatch.setattr("pipeline.vectors.BATCH", 10)
+    monkeypatch.setattr("pipeline.embed.store.BATCH", 10)
     texts = [f"t{i}" for i in range(35)]
     with pytest.raises(RuntimeError, match="killed"):
         EmbeddingStore(tmp_path, "m", 8).encode(texts, "passage", Counting(fail_after=20))

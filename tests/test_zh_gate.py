@@ -8,16 +8,16 @@ it); the bad queries are written here, among them the ones a default
 import pytest
 
 from pipeline import schema as S
-from pipeline.beir import load_beir
 from pipeline.config import RunConfig
-from pipeline.embedder import Embedder
+from pipeline.embed.embedder import Embedder
+from pipeline.filters.copycheck import CopyCheck
+from pipeline.filters.cosine import CosineFilter
+from pipeline.filters.dedup import Dedup
+from pipeline.filters.language import LanguageCheck
+from pipeline.filters.repetition import RepetitionCheck
 from pipeline.models import MINILM_NAME, resolve_embedder
-from pipeline.steps.base import run_step
-from pipeline.steps.copycheck import CopyCheck
-from pipeline.steps.cosine import CosineFilter
-from pipeline.steps.dedup import Dedup
-from pipeline.steps.language import LanguageCheck
-from pipeline.steps.repetition import RepetitionCheck
+from pipeline.step import run_step
+from pipeline.train.beir import load_beir
 
 from .conftest import SHARED_DATA
 from .test_filters import row

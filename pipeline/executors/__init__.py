@@ -1,9 +1,10 @@
-"""Executors: who runs a run's tasks. Each is a file of its own over the same shared pieces.
+"""Executors: who runs a run's tasks. Each is a file of its own over the same lifecycle.
 
-- ``base``: a run's life (claim the output folder, merge stats, write the manifest);
-- ``build``: the models, engine and steps a worker builds once;
-- ``process``: one task from its input blocks to its shards and checkpoints;
-- ``local``: tasks one after another in this process (``--workers``, ``--rank``);
+- ``base``: ``Executor``, a run's life (open the folder, run the tasks, finalize stats,
+  manifest and card), the progress bar and interruption handling;
+- ``workbench``: the embedder, engine and steps a worker builds once, from the plan's recipe;
+- ``task``: one task from its input blocks to its shards and checkpoints;
+- ``local``: tasks one after another in this process (``--rank``), and ``--workers``;
 - ``ray``: tasks spread over Ray actors, each owning one engine (``--executor ray``).
 """
 
@@ -11,12 +12,24 @@ from __future__ import annotations
 
 from ..config import RunConfig
 from ..engine import ChatEngine
-from .base import RunResult
-from .process import Interrupted
+from ..run.plan import EXECUTORS, RayOptions, RunPlan, resolve_plan
+from .base import Executor, Interrupted, RunResult
 
-EXECUTORS = ("local", "ray")
+__all__ = ["EXECUTORS", "Executor", "Interrupted", "RunResult", "execute", "run_generate"]
 
-__all__ = ["EXECUTORS", "Interrupted", "RunResult", "run_generate"]
+
+def execute(plan: RunPlan, engine: ChatEngine | None = None) -> RunResult:
+    """Run the plan with its executor (``--workers`` first launches the worker processes)."""
+    if plan.executor == "ray":
+        from .ray import RayExecutor
+
+        return RayExecutor(plan, engine).run()
+    from .local import LocalExecutor, launch_workers
+
+    if plan.workers > 1:
+        launch_workers(plan)  # then the pass below only merges what the workers wrote
+        plan.overwrite = False
+    return LocalExecutor(plan, engine).run()
 
 
 def run_generate(
@@ -26,15 +39,10 @@ def run_generate(
     world_size: int = 1,
     overwrite: bool = False,
     executor: str = "local",
-    ray_options=None,
+    ray_options: RayOptions | None = None,
 ) -> RunResult:
     """Generate into ``config.output.out_dir`` with the chosen executor; rerun to resume."""
-    if executor == "local":
-        from .local import run_local
-
-        return run_local(config, engine, rank, world_size, overwrite)
-    if executor == "ray":
-        from .ray import RayOptions, run_ray
-
-        return run_ray(config, ray_options or RayOptions(), engine=engine, overwrite=overwrite)
-    raise ValueError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    plan = resolve_plan(
+        config, rank=rank, world_size=world_size, executor=executor, ray=ray_options, overwrite=overwrite
+    )
+    return execute(plan, engine)

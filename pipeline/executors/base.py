@@ -1,31 +1,44 @@
-"""A run's life, the same for every executor: claim the output folder, then merge and finalize.
+"""A run's life, the same for every executor: claim the folder, run the tasks, finalize.
 
-``open_run`` records what the run is (or checks that an existing folder holds the
-same run) and lists the tasks still to do; an executor runs those tasks with
-``process.run_task`` wherever it likes; ``finalize`` merges every task's stats
-into ``stats.json`` and, once all tasks are complete, writes ``manifest.json``.
-The output layout is therefore the same whichever executor wrote it.
+``Executor.run`` owns the whole lifecycle: open the run folder (or check that it holds
+the same run), list this process's unfinished tasks, say which models run, show one
+progress bar, hand the tasks to ``run_tasks`` and, whatever happens there (a crash, a
+Ctrl-C), merge every task's stats into ``stats.json`` and, once every task is complete,
+write the manifest and the dataset card. Subclasses implement only ``run_tasks``: how
+tasks get run (one after another here, on Ray actors). So the output folder is the
+same whichever executor wrote it (the shape of datatrove's ``PipelineExecutor``).
 """
 
 from __future__ import annotations
 
-import json
-import shlex
-import sys
-from collections import Counter
-from dataclasses import dataclass
-from datetime import datetime, timezone
+import contextlib
+import logging
+import signal
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import schema as S
-from ..card import write_card
-from ..config import RunConfig, dump_config
-from ..models import ResolvedModel
-from ..prompts import templates_of
-from ..stats import RunStats
-from ..tasks import TaskState, claim_run, clear_run, remove_stale_temporaries
-from ..writer import data_shards
-from .build import judge_enabled, prompt_library
+from tqdm import tqdm
+
+from .. import console
+from ..console import say
+from ..engine import ChatEngine
+from ..handover.card import write_card
+from ..run.folder import TaskState
+from ..run.manifest import write_manifest
+from ..run.plan import RunPlan
+from ..run.stats import RunStats
+
+log = logging.getLogger(__name__)
+
+OnChunk = Callable[[int, int], None]  # (passages done, rows kept) after each finished chunk
+
+
+class Interrupted(RuntimeError):
+    """A stop was requested between chunks; everything written so far is complete."""
 
 
 @dataclass
@@ -35,95 +48,115 @@ class RunResult:
     shards: list[Path]
 
 
-def open_run(config: RunConfig, overwrite: bool = False) -> Path:
-    """Create or reopen ``config.output.out_dir`` for this run; refuse a folder holding another run."""
-    out = Path(config.output.out_dir)
-    if overwrite:
-        clear_run(out)
-    out.mkdir(parents=True, exist_ok=True)
-    claim_run(out, config)
-    remove_stale_temporaries(out)
-    (out / "data").mkdir(exist_ok=True)
-    (out / "rejected").mkdir(exist_ok=True)
-    dump_config(config, out / "config.yaml")
-    return out
+class StopFlag:
+    """First SIGINT/SIGTERM: finish the chunk in flight, then stop. Second: stop at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stop requested: finishing the current chunk (press Ctrl-C again to abandon it)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
-def tasks_to_do(out: Path, config: RunConfig, rank: int = 0, world_size: int = 1) -> list[TaskState]:
-    """The unfinished tasks of this rank's share (tasks ``t`` with ``t % world_size == rank``)."""
-    mine = [TaskState(out, t) for t in range(config.output.num_tasks) if t % world_size == rank]
-    return [state for state in mine if not state.is_complete()]
+@dataclass
+class Progress:
+    """The one progress bar of a run: passages done, rows kept so far."""
+
+    total: int | None
+    kept: int = 0
+    bar: tqdm = field(init=False)
+
+    def __post_init__(self):
+        self.bar = tqdm(total=self.total, desc="passages", unit="passage", file=console.terminal)
+
+    def on_chunk(self, passages: int, rows: int) -> None:
+        self.kept += rows
+        self.bar.set_postfix(kept=self.kept, refresh=False)
+        self.bar.update(passages)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
-def finalize(
-    out: Path,
-    config: RunConfig,
-    generator: ResolvedModel,
-    embedder: ResolvedModel,
-    timings: dict[str, float],
-    engine_info: dict | None = None,
-) -> RunStats:
-    """Merge every task's stats into stats.json; write the manifest once all tasks are complete."""
-    states = [TaskState(out, t) for t in range(config.output.num_tasks)]
-    stats = RunStats()
-    reading = Counter()
-    for state in states:
-        saved = state.load()[1]
-        if saved:
-            task_stats = RunStats.from_json(saved)
-            reading += task_stats.reading  # each task reads only its own blocks: counts add up
-            task_stats.reading = Counter()
-            stats.merge(task_stats)
-    stats.reading = reading
-    stats.engine = dict(engine_info or {})
-    stats.timings = dict(timings)
-    stats.timings["generation"] = sum(c.seconds for c in stats.stages.values())
-    done = sum(state.is_complete() for state in states)
-    stats.timings["tasks_complete"] = done
-    stats.write(out / "stats.json")
-    if done == len(states):
-        write_manifest(out, config, generator, embedder, data_shards(out / "data"), stats)
-        write_card(out, config.output.license)
-    return stats
+class Executor(ABC):
+    """Runs a plan's unfinished tasks; rerun with the same plan to resume."""
 
+    def __init__(self, plan: RunPlan, engine: ChatEngine | None = None):
+        self.plan = plan
+        self.engine = engine  # tests hand in a fake engine; otherwise each worker starts its own
+        self.timings: dict[str, float] = {}
+        self.engine_info: dict = {}
 
-def result_of(out: Path, stats: RunStats) -> RunResult:
-    return RunResult(out_dir=out, stats=stats, shards=data_shards(out / "data"))
+    def context(self) -> contextlib.AbstractContextManager:
+        """Around the whole run (the Ray executor sends Ray's output to the log file)."""
+        return contextlib.nullcontext()
 
+    def prepare(self, todo: list[TaskState]) -> None:  # noqa: B027 - most executors need nothing here
+        """Before the models are named: connect what the tasks need (a server, a cluster)."""
 
-def write_manifest(
-    out: Path,
-    config: RunConfig,
-    generator: ResolvedModel,
-    embedder: ResolvedModel,
-    shards: list[Path],
-    stats: RunStats,
-) -> None:
-    import pyarrow.parquet as pq
+    @abstractmethod
+    def run_tasks(self, todo: list[TaskState], on_chunk: OnChunk, stop: StopFlag) -> None:
+        """Run every task in ``todo`` to completion, calling ``on_chunk`` after each chunk."""
 
-    prompts = prompt_library(config)
-    judge = config.filters.judge
-    manifest = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "models": {
-            "generator": {"name": generator.name, "path": generator.path, **stats.engine},
-            "embedder": {"name": embedder.name, "path": embedder.path},
-            "judge": {
-                "name": judge.model or generator.name,
-                "enabled": judge_enabled(config, generator, warn=False),
-            },
-        },
-        "prompts": {name: prompts.prompt(name).hash for name in templates_of(config)},
-        "tasks": list(config.generation.tasks),
-        "seed": config.seed,
-        "rows": stats.rows_out,
-        "shards": [
-            {"path": str(p.relative_to(out)), "rows": pq.ParquetFile(p).metadata.num_rows} for p in shards
-        ],
-        "schema": [f"{f.name}: {f.type}" for f in S.ROW_SCHEMA],
-    }
-    labels = out / "labels.json"
-    if labels.exists():
-        manifest["labels"] = json.loads(labels.read_text(encoding="utf-8"))
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    def run(self) -> RunResult:
+        """Open the folder, run this process's unfinished tasks, finalize; the same for every executor."""
+        plan = self.plan
+        with self.context():
+            started = time.perf_counter()
+            plan.folder.open(plan.config, plan.overwrite)
+            todo = plan.tasks_to_do()
+            if not todo:
+                return self.result(self.finalize())
+            self.prepare(todo)
+            say(f"generator: {plan.models.generator.name}")
+            say(f"embedder: {plan.models.embedder.name}")
+            here = f"tasks to run here: {', '.join(s.name for s in todo)}"
+            if plan.split.num_tasks > 1:
+                say(here)
+            else:
+                log.info(here)
+            shares = [plan.limit_share(state.task) for state in todo]
+            # an upper bound: a task's blocks may hold fewer passages than its share
+            progress = Progress(total=sum(shares) if plan.config.limit else None)
+            try:
+                with StopFlag() as stop:
+                    self.run_tasks(todo, progress.on_chunk, stop)
+            finally:  # also on a crash or interrupt: stats.json always reflects what is on disk
+                progress.close()
+                self.timings["total"] = time.perf_counter() - started
+                stats = self.finalize()
+            return self.result(stats)
+
+    def finalize(self) -> RunStats:
+        """Merge every task's stats into stats.json; once all tasks are complete, the manifest and card."""
+        plan = self.plan
+        states = plan.folder.tasks(plan.split.num_tasks)
+        stats = RunStats.of_tasks(states)
+        stats.engine = dict(self.engine_info)
+        stats.timings = dict(self.timings)
+        stats.timings["generation"] = sum(c.seconds for c in stats.stages.values())
+        done = sum(state.is_complete() for state in states)
+        stats.timings["tasks_complete"] = done
+        stats.write(plan.folder.stats_file)
+        if done == len(states):
+            write_manifest(plan, stats)
+            write_card(plan.folder, plan.config.output.license)
+        return stats
+
+    def result(self, stats: RunStats) -> RunResult:
+        folder = self.plan.folder
+        return RunResult(out_dir=folder.root, stats=stats, shards=folder.data_shards())

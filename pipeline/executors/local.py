@@ -1,118 +1,86 @@
 """The local executor: this process runs its share of the tasks one after another on one engine.
 
-``--workers N`` starts N such processes (one GPU each when present) and
-``--rank/--world-size`` lets a scheduler (a Slurm array) do the same; tasks
-``t % world_size == rank`` are this process's.
+``--rank/--world-size`` lets a scheduler (a Slurm array) start one process per share;
+tasks ``t % world_size == rank`` are this process's. ``--workers N`` does the same on
+one machine: ``launch_workers`` starts N processes (one GPU each when present) over the
+run's resolved ``config.yaml``, waits for them, and the calling process then finalizes.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-import time
+import os
+import subprocess
+import sys
 
-from tqdm import tqdm
-
-from .. import console
-from ..config import RunConfig
-from ..console import say
-from ..engine import ChatEngine
 from ..engine.factory import get_engine
-from ..models import ResolvedModel
-from .base import RunResult, finalize, open_run, result_of, tasks_to_do
-from .build import Workbench, judge_enabled, resolve_models
-from .process import limit_share, open_input, run_task
+from ..readers.passages import open_input
+from ..run.folder import TaskState
+from ..run.plan import RunPlan
+from .base import Executor, OnChunk, StopFlag
+from .task import run_task
+from .workbench import Workbench
 
 log = logging.getLogger(__name__)
 
 
-class StopFlag:
-    """First SIGINT/SIGTERM: finish the chunk in flight, then stop. Second: stop at once."""
+class LocalExecutor(Executor):
+    def prepare(self, todo: list[TaskState]) -> None:
+        """A served generator: connect first (the server names the model; an unreachable one fails fast)."""
+        plan = self.plan
+        if plan.models.remote:
+            if self.engine is None:
+                self.engine = get_engine(plan.models.generator, plan.config.models, plan.config.seed)
+            plan.serve(self.engine.model_name)
 
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        log.warning("stop requested: finishing the current chunk (press Ctrl-C again to abandon it)")
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+    def run_tasks(self, todo: list[TaskState], on_chunk: OnChunk, stop: StopFlag) -> None:
+        corpus = open_input(self.plan.config)
+        bench = Workbench.build(self.plan, corpus, self.engine)
+        self.timings.update(bench.timings)
+        self.engine_info = bench.engine_info
+        for state in todo:
+            run_task(
+                state,
+                self.plan,
+                corpus,
+                bench.steps,
+                bench.count_tokens,
+                on_chunk=on_chunk,
+                stop_requested=lambda: stop.requested,
+            )
 
 
-def run_local(
-    config: RunConfig,
-    engine: ChatEngine | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    overwrite: bool = False,
-) -> RunResult:
-    """Run this process's share of the tasks into ``config.output.out_dir``; resume what is unfinished.
+class WorkersFailed(RuntimeError):
+    """Some ``--workers`` processes exited with an error; their finished chunks are saved."""
 
-    Finished tasks are skipped, unfinished ones continue after their last finished
-    chunk. When every task of the run is complete, the stats and manifest are merged.
+
+def launch_workers(plan: RunPlan) -> None:
+    """Run ``plan.workers`` processes, rank k of them over the run's own ``config.yaml``, and wait.
+
+    The folder is opened first (so ``config.yaml`` is the resolved configuration and
+    ``--overwrite`` has happened once, here); each worker is ``synth generate --config
+    OUT/config.yaml --rank k --world-size N``. With GPUs, worker k sees only GPU
+    k % count (CUDA_VISIBLE_DEVICES), so each runs its own engine on its own device.
     """
-    started = time.perf_counter()
-    out = open_run(config, overwrite)
-    todo = tasks_to_do(out, config, rank, world_size)
-    models = resolve_models(config)
-    timings: dict[str, float] = {}
-    engine_info: dict = {}
-    if not todo:
-        return result_of(out, finalize(out, config, models.generator, models.embedder, timings))
-    if models.remote:  # connect first: the server names the model, and an unreachable one fails fast
-        if engine is None:
-            engine = get_engine(models.generator, config.models, config.seed)
-        served = engine.model_name
-        models.generator = ResolvedModel(path=models.generator.path or served, name=served)
-    say(f"generator: {models.generator.name}")
-    say(f"embedder: {models.embedder.name}")
-    here = f"tasks to run here: {', '.join(s.name for s in todo)}"
-    if config.output.num_tasks > 1:
-        say(here)
-    else:
-        log.info(here)
-    judge_enabled(config, models.generator)  # says once why the judge is off, if it is
-    corpus = open_input(config)
-    bench = Workbench.build(config, models, corpus, out, engine)
-    timings.update(bench.timings)
-    engine_info = bench.engine_info
+    from ..models import has_cuda
 
-    shares = [limit_share(config, state.task) for state in todo]
-    total = sum(shares) if config.limit else None  # an upper bound: a task's blocks may hold fewer
-    progress = tqdm(total=total, desc="passages", unit="passage", file=console.terminal)
-    kept = [0]
+    plan.folder.open(plan.config, plan.overwrite)
+    gpus = 0
+    if has_cuda():
+        import torch
 
-    def on_chunk(passages: int, rows: int) -> None:
-        kept[0] += rows
-        progress.set_postfix(kept=kept[0], refresh=False)
-        progress.update(passages)
-
-    try:
-        with StopFlag() as stop:
-            for state in todo:
-                run_task(
-                    state,
-                    config,
-                    corpus,
-                    bench.steps,
-                    bench.count_tokens,
-                    on_chunk=on_chunk,
-                    stop_requested=lambda: stop.requested,
-                )
-    finally:  # also on a crash or interrupt: stats.json always reflects what is on disk
-        progress.close()
-        timings["total"] = time.perf_counter() - started
-        stats = finalize(out, config, models.generator, models.embedder, timings, engine_info)
-    return result_of(out, stats)
+        gpus = torch.cuda.device_count()
+    children = []
+    for k in range(plan.workers):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
+        command = [sys.executable, "-m", "pipeline.cli", "generate", "--config", str(plan.folder.config_file)]
+        command += ["--rank", str(k), "--world-size", str(plan.workers)]
+        if plan.verbose:
+            command.append("--verbose")
+        children.append(subprocess.Popen(command, env=env))
+    codes = [child.wait() for child in children]
+    failed = [k for k, code in enumerate(codes) if code != 0]
+    if failed:
+        raise WorkersFailed(f"worker(s) {failed} failed; rerun the same command to resume")

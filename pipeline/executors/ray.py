@@ -4,11 +4,12 @@
 maps ``TaskActor`` over it with ``map_batches`` (an actor pool of ``--replicas``
 actors, each holding ``--tensor-parallel`` GPUs on a GPU cluster). An actor
 builds its ``Workbench`` (engine, embedder, the same steps as the local
-executor) once, then runs each task it is handed with ``process.run_task``:
+executor) once, then runs each task it is handed with ``task.run_task``:
 the task reads only its own input blocks, in parallel with the other actors,
 and writes its shards and checkpoints into ``OUT`` exactly as the local
 executor does. The driver streams one record per finished chunk back for the
-progress bar and finalizes stats and manifest with the shared code, so
+progress bar; the lifecycle around it (folder, stats, manifest, card) is the
+shared ``Executor``'s, so
 ``synth stats``, ``synth train`` and the rest read either executor's output.
 
 Ray's own vLLM processor (``ray.data.llm``) was measured on CPU (see
@@ -24,26 +25,24 @@ node (shared storage on a cluster).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from .. import console
-from ..config import RunConfig
-from ..console import say
 from ..engine import ChatEngine
-from ..tasks import TaskState
-from .base import RunResult, finalize, open_run, result_of, tasks_to_do
-from .build import Models, Workbench, judge_enabled, needs_labels_from_engine, resolve_labels, resolve_models
-from .process import limit_share, open_input, run_task
+from ..readers.passages import open_input
+from ..run.folder import TaskState
+from ..run.plan import RayOptions, RunPlan
+from .base import Executor, OnChunk, StopFlag
+from .task import run_task
+from .workbench import Workbench, needs_labels_from_engine, resolve_labels, token_counter
 
 log = logging.getLogger(__name__)
 
@@ -52,27 +51,16 @@ class RayUnavailable(RuntimeError):
     """Ray is not installed in this environment."""
 
 
-@dataclass
-class RayOptions:
-    address: str | None = None  # a running cluster ("auto", "ray://host:10001", "host:6379"); None: local
-    replicas: int = 1  # engine copies: actors running tasks side by side
-    tensor_parallel: int = 1  # GPUs per replica (vLLM tensor parallelism)
-    cpus_per_replica: float | None = None  # None: 1 on GPU clusters, all CPUs / replicas on CPU-only ones
-    temp_dir: str | None = None  # Ray's session files (logs included) when this command starts Ray
-    show_worker_logs: bool = False  # forward actors' output (engine logs) to this terminal
-
-
 class TaskActor:
     """One replica: builds its engine and steps once, then runs whole tasks handed to it."""
 
-    def __init__(self, config: dict, models: Models, out: str, engine: ChatEngine | None = None):
+    def __init__(self, plan: RunPlan, engine: ChatEngine | None = None):
         started = time.perf_counter()
-        self.config = RunConfig.model_validate(config)
-        self.out = Path(out)
+        self.plan = plan
         self.failure: Exception | None = None
         try:
-            self.corpus = open_input(self.config)
-            self.bench = Workbench.build(self.config, models, self.corpus, self.out, engine)
+            self.corpus = open_input(plan.config)
+            self.bench = Workbench.build(plan, self.corpus, engine)
         except Exception as exc:
             # raised again from the first call: an error in a constructor reaches the driver only
             # as text inside ActorDiedError, one in a call keeps its type (a CorpusError stays one)
@@ -110,8 +98,8 @@ class TaskActor:
     def _run(self, task: int, chunks: queue.Queue) -> None:
         try:
             run_task(
-                TaskState(self.out, task),
-                self.config,
+                self.plan.folder.task(task),
+                self.plan,
                 self.corpus,
                 self.bench.steps,
                 self.bench.count_tokens,
@@ -146,57 +134,52 @@ def connect(options: RayOptions) -> float:
     return time.perf_counter() - started
 
 
-def replica_resources(options: RayOptions) -> dict[str, float]:
+def replica_resources(options: RayOptions, tensor_parallel: int) -> dict[str, float]:
     """What each actor asks Ray for: GPUs for its engine, CPUs for the CPU engine or the filters."""
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)
     if gpus:
-        return {"num_gpus": options.tensor_parallel, "num_cpus": options.cpus_per_replica or 1}
+        return {"num_gpus": tensor_parallel, "num_cpus": options.cpus_per_replica or 1}
     cpus = ray.cluster_resources().get("CPU", 1)
     return {"num_gpus": 0, "num_cpus": options.cpus_per_replica or max(1.0, cpus // options.replicas)}
 
 
-def _propose_labels(config: dict, models: Models, out: str) -> None:
+def _propose_labels(plan: RunPlan) -> None:
     """Classification labels asked of the generator once, before the replicas start (they read the file)."""
-    from .build import token_counter
-
-    run_config = RunConfig.model_validate(config)
     from ..engine.factory import get_engine
 
-    engine = get_engine(models.generator, run_config.models, run_config.seed)
-    count_tokens = token_counter(models.generator, local_only=models.remote)
-    resolve_labels(run_config, Path(out), models.generator, engine, open_input(run_config), count_tokens)
+    engine = get_engine(plan.models.generator, plan.config.models, plan.config.seed)
+    count_tokens = token_counter(plan.models.generator, local_only=plan.models.remote)
+    resolve_labels(plan, engine, open_input(plan.config), count_tokens)
 
 
-def run_ray(
-    config: RunConfig, options: RayOptions, engine: ChatEngine | None = None, overwrite: bool = False
-) -> RunResult:
-    """Run every unfinished task of ``config.output.out_dir`` on Ray; resume what a killed run left."""
-    try:
+class RayExecutor(Executor):
+    """Every unfinished task of the run on Ray actors; resume what a killed run left."""
+
+    def __init__(self, plan: RunPlan, engine: ChatEngine | None = None):
+        try:
+            import ray  # noqa: F401
+            import ray.data  # noqa: F401
+        except ImportError as exc:
+            raise RayUnavailable(
+                "--executor ray needs Ray Data: pip install -e '.[ray]' (make setup installs it)"
+            ) from exc
+        super().__init__(plan, engine)
+
+    def context(self) -> contextlib.AbstractContextManager:
+        # Ray's own lines (its C++ core worker's included) go to the run's log file; ours reach the terminal
+        return console.quiet()
+
+    def prepare(self, todo: list[TaskState]) -> None:
+        self.timings["ray_start"] = connect(self.plan.ray)
+
+    def run_tasks(self, todo: list[TaskState], on_chunk: OnChunk, stop: StopFlag) -> None:
         import ray
         import ray.data
-    except ImportError as exc:
-        raise RayUnavailable(
-            "--executor ray needs Ray Data: pip install -e '.[ray]' (make setup installs it)"
-        ) from exc
 
-    # Ray's own lines (its C++ core worker's included) go to the run's log file; ours reach the terminal
-    with console.quiet():
-        started = time.perf_counter()
-        config = config.model_copy(deep=True)
-        config.models.tensor_parallel_size = options.tensor_parallel
-        out = open_run(config, overwrite)
-        todo = tasks_to_do(out, config)
-        models = resolve_models(config)  # once, here: a packaged model is converted before any actor loads it
-        timings: dict[str, float] = {}
-        if not todo:
-            return result_of(out, finalize(out, config, models.generator, models.embedder, timings))
-        judge_enabled(config, models.generator)
-        timings["ray_start"] = connect(options)
-        resources = replica_resources(options)
-        say(f"generator: {models.generator.name}")
-        say(f"embedder: {models.embedder.name}")
+        plan, options = self.plan, self.plan.ray
+        resources = replica_resources(options, plan.config.models.tensor_parallel_size)
         log.info(
             "Ray: %d task(s) on %d replica(s), %s each; worker logs under %s",
             len(todo),
@@ -204,12 +187,10 @@ def run_ray(
             resources,
             _session_dir(),
         )
-        payload = config.model_dump(mode="json")
-        if needs_labels_from_engine(config, out, models.generator) and engine is None:
+        if needs_labels_from_engine(plan) and self.engine is None:
             t = time.perf_counter()
-            remote = ray.remote(**resources)(_propose_labels)
-            ray.get(remote.remote(payload, models, str(out)))
-            timings["labels"] = time.perf_counter() - t
+            ray.get(ray.remote(**resources)(_propose_labels).remote(plan))
+            self.timings["labels"] = time.perf_counter() - t
 
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours counts passages; Ray's would count tasks
@@ -218,43 +199,28 @@ def run_ray(
         dataset = ray.data.from_items([{"task": s.task} for s in todo], override_num_blocks=len(todo))
         results = dataset.map_batches(
             TaskActor,
-            fn_constructor_kwargs={"config": payload, "models": models, "out": str(out), "engine": engine},
+            fn_constructor_kwargs={"plan": plan, "engine": self.engine},
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=min(options.replicas, len(todo))),
             **resources,
         )
-        shares = [limit_share(config, state.task) for state in todo]
-        progress = tqdm(
-            total=sum(shares) if config.limit else None,
-            desc="passages",
-            unit="passage",
-            file=console.terminal,
-        )
-        engine_info: dict = {}
         actor_timings: list[dict] = []
         try:
-            kept = 0
             for record in results.iter_rows():
-                kept += record["rows"]
-                progress.set_postfix(kept=kept, refresh=False)
-                progress.update(record["passages"])
+                on_chunk(record["passages"], record["rows"])
                 if record["info"]:
                     info = json.loads(record["info"])
-                    engine_info = engine_info or info["engine"]
+                    self.engine_info = self.engine_info or info["engine"]
                     actor_timings.append(info["timings"])
         except Exception as exc:
             # a replica's own error (a bad corpus row, an unreachable server) reaches the user as
             # itself, not wrapped in Ray's task and user-code exceptions
             raise _cause(exc) from None
-        finally:  # also on a crash or Ctrl-C: stats.json reflects what is on disk
-            progress.close()
+        finally:
             for key in ("load_embedder_and_tokenizer", "mining_pool", "engine_start", "actor_start"):
                 values = [t[key] for t in actor_timings if key in t]
                 if values:
-                    timings[key] = max(values)  # the replicas start side by side
-            timings["total"] = time.perf_counter() - started
-            stats = finalize(out, config, models.generator, models.embedder, timings, engine_info)
-        return result_of(out, stats)
+                    self.timings[key] = max(values)  # the replicas start side by side
 
 
 def _cause(exc: BaseException) -> BaseException:

@@ -17,11 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..generate.instructions import format_query
+
 DECODER_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3", "phi3"}
-
-
-def format_query(query: str, instruction: str | None) -> str:
-    return f"Instruct: {instruction}\nQuery:{query}" if instruction else query
 
 
 def _pooling_from_st_config(path: Path) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..beir import load_beir
+from .beir import load_beir
 from .encoder import Encoder
 
 RERANK_DEPTH = (
@@ -61,7 +61,7 @@ class StoredEncoder:
         self.batch_size = batch_size
         self.store = None
         if store_root is not None:
-            from ..vectors import EmbeddingStore
+            from ..embed.store import EmbeddingStore
 
             dimension = int(encoder.model.config.hidden_size)
             self.store = EmbeddingStore(Path(store_root), f"encoder|{identity}", dimension)

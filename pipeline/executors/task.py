@@ -1,0 +1,130 @@
+"""One task, start to finish: its passages, its rows, the steps, its shards and checkpoints.
+
+Every executor runs a task through ``run_task``; only who calls it differs (a loop in
+this process, a Ray actor). A task reads its own input blocks, cuts them into
+passages, turns each passage into rows, runs every chunk through the steps, writes
+the chunk's shards and then its checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from .. import schema as S
+from ..console import say
+from ..generate.rows import new_rows
+from ..readers import Corpus
+from ..readers.documents import ReadStats
+from ..readers.passages import Passage, task_passages
+from ..run.folder import DATA, REJECTED, TaskState
+from ..run.plan import RunPlan
+from ..run.shards import records_by_task_type, rejected_records, write_table
+from ..run.stats import RunStats
+from ..step import Row, StatefulStep, Step, run_step
+from .base import Interrupted
+
+log = logging.getLogger(__name__)
+
+
+def resume_stateful_steps(steps: list[Step], state: TaskState) -> None:
+    """Give steps that remember earlier rows what a killed run of this task already wrote.
+
+    Each such step gets the rows that reached it and the rows that passed it, read
+    back from the task's shards: kept rows passed every step, a rejected row
+    reached every step up to the one that dropped it.
+    """
+    import pyarrow.parquet as pq
+
+    kept = []
+    columns = [S.ID, S.TASK_TYPE, S.QUERY, S.POSITIVE_SCORE, S.LANGUAGE, S.PASSAGE_LANGUAGE]
+    columns.append(S.TARGET_LANGUAGE)
+    for shard in state.shards(DATA):
+        for row in pq.read_table(shard, columns=columns).to_pylist():
+            scores = {"cosine": row.pop(S.POSITIVE_SCORE)}
+            kept.append({**row, S.WORK_SCORES: scores})
+    rejected = []
+    for shard in state.shards(REJECTED):
+        for row in pq.read_table(shard, columns=[S.ID, S.TASK_TYPE, S.QUERY, S.STAGE, S.SCORES]).to_pylist():
+            scores = json.loads(row.pop(S.SCORES)) if row[S.SCORES] else {}
+            rejected.append({**row, S.WORK_SCORES: scores})
+    order = [step.name for step in steps]
+    for position, step in enumerate(steps):
+        if not isinstance(step, StatefulStep):
+            continue
+        reached_at = set(order[position:])
+        mine = [r for r in kept + rejected if r.get(S.TASK_TYPE) in step.task_types]
+        reached = [r for r in mine if S.STAGE not in r or r[S.STAGE] in reached_at]
+        passed = [r for r in mine if S.STAGE not in r or r[S.STAGE] in reached_at - {step.name}]
+        step.resume(reached, passed)
+
+
+def process_chunk(steps: list[Step], rows: list[Row], stats: RunStats) -> tuple[list[Row], list[dict]]:
+    """Run one chunk's rows through every step; return the kept rows and the rejected records."""
+    stats.rows_in += len(rows)
+    rejected: list[dict] = []
+    for step in steps:
+        t = time.perf_counter()
+        result, others = run_step(step, rows)
+        stats.record(step.name, len(rows) - len(others), result, time.perf_counter() - t)
+        stats.add_outcomes([], result.dropped)
+        rejected.extend(rejected_records(step.name, result.dropped))
+        rows = result.kept + others
+    stats.add_outcomes(rows, [])
+    stats.rows_out += len(rows)
+    return rows, rejected
+
+
+def _chunks(items: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+def run_task(
+    state: TaskState,
+    plan: RunPlan,
+    corpus: Corpus,
+    steps: list[Step],
+    count_tokens: Callable[[str], int],
+    on_chunk: Callable[[int, int], None] = lambda passages, rows: None,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> RunStats:
+    """Process one task chunk by chunk, checkpointing after each chunk's shards have landed.
+
+    Chunks a killed run already finished are read again (to keep the stream's
+    order) but not processed; stateful steps are rebuilt from their shards.
+    ``on_chunk(passages, rows kept)`` is called after each finished chunk.
+    """
+    config, folder = plan.config, plan.folder
+    chunks_done, saved = state.load()
+    stats = RunStats.from_json(saved) if saved else RunStats()
+    for step in steps:
+        if isinstance(step, StatefulStep):
+            step.reset()
+    if chunks_done:
+        say(f"{state.name}: resuming after {chunks_done} finished chunk(s)")
+        resume_stateful_steps(steps, state)
+    read_stats = ReadStats()
+    passages = task_passages(config, corpus, state.task, count_tokens, read_stats)
+    for chunk, batch in enumerate(_chunks(passages, config.output.shard_rows)):
+        if chunk < chunks_done:
+            continue  # written by an earlier run
+        if stop_requested():
+            raise Interrupted(state.name)
+        rows, rejected = process_chunk(steps, [row for p in batch for row in new_rows(p, config)], stats)
+        for task_type, records in records_by_task_type(rows).items():
+            write_table(records, S.ROW_SCHEMA, folder.data_shard(task_type, state.task, chunk))
+        if rejected:
+            write_table(rejected, S.REJECTED_SCHEMA, folder.rejected_shard(state.task, chunk))
+        stats.reading = Counter(read_stats.counts)
+        chunks_done = chunk + 1
+        state.save(chunks_done, stats.to_json())  # the checkpoint: only after both shards exist
+        on_chunk(len(batch), len(rows))
+    stats.reading = Counter(read_stats.counts)  # the task's whole input was read in this pass
+    state.save(chunks_done, stats.to_json())
+    state.complete()
+    return stats

@@ -1,0 +1,227 @@
+"""What a worker builds once and reuses for every task: embedder, tokenizer, engine, and the steps.
+
+The local executor builds one ``Workbench`` in its process; the Ray executor builds one
+in each replica actor. Both get their steps from ``build_steps``, which builds the
+plan's recipe (``pipeline/run/plan.py`` decides the order): no executor assembles a
+stage of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import console
+from ..embed.embedder import Embedder
+from ..embed.pool import PassagePool
+from ..engine import ChatEngine
+from ..engine.factory import get_engine
+from ..filters.copycheck import CopyCheck
+from ..filters.cosine import CosineFilter
+from ..filters.dedup import Dedup
+from ..filters.judge import Judge
+from ..filters.language import LanguageCheck
+from ..filters.margin import NegativeMargin, RequireNegatives
+from ..filters.repetition import RepetitionCheck
+from ..generate.bitext import WriteBitext
+from ..generate.classification import WriteClassification
+from ..generate.configure import Configure
+from ..generate.labels import load_or_propose
+from ..generate.negatives import MineNegatives, WriteNegatives
+from ..generate.personas import PersonaCandidates, load_personas
+from ..generate.query import WriteQuery
+from ..generate.sts import WriteSTS
+from ..models import SMOLLM2_NAME, ResolvedModel, cache_root
+from ..readers import Corpus
+from ..readers.documents import ReadStats
+from ..readers.passages import read_passages
+from ..run.plan import RunPlan
+from ..step import Step
+
+log = logging.getLogger(__name__)
+
+
+def token_counter(model: ResolvedModel, local_only: bool = False) -> Callable[[str], int]:
+    """Token counts from the generator's tokenizer, so the passage budget means what the model sees."""
+    from transformers import AutoTokenizer
+
+    if local_only and not Path(model.path).is_dir():
+        log.info("no local tokenizer for %s: counting ~4 characters a token", model.name)
+        return lambda text: max(1, len(text) // 4)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model.path)
+    except Exception as exc:  # a remote engine's model may not be loadable here
+        log.warning("no tokenizer for %s (%s); counting ~4 characters a token", model.name, exc)
+        return lambda text: max(1, len(text) // 4)
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def trusted_languages(plan: RunPlan) -> tuple[str, ...] | None:
+    """Languages whose embedder scores filters may use (None: all)."""
+    wanted = plan.config.models.embedder_languages
+    if wanted is None:
+        return plan.models.embedder.languages
+    return None if "*" in wanted else tuple(wanted)
+
+
+@dataclass
+class Parts:
+    """What the steps are built from."""
+
+    plan: RunPlan
+    engine: ChatEngine
+    embedder: Embedder
+    pool: PassagePool | None = None
+    judge_engine: ChatEngine | None = None
+    labels: dict[str, str] | None = None
+
+
+def _query_with_persona(p: Parts) -> Step:
+    config = p.plan.config
+    top_k = config.personas.top_k
+    return WriteQuery(p.engine, p.plan.prompts, config.generation, config.seed, choose_persona_among=top_k)
+
+
+def _classification(p: Parts) -> Step:
+    if not p.labels:
+        raise ValueError("classification rows need a label set")
+    config = p.plan.config
+    return WriteClassification(p.engine, p.plan.prompts, config.generation, p.labels, config.seed, p.embedder)
+
+
+def _personas(p: Parts) -> Step:
+    config = p.plan.config
+    personas = load_personas(config.personas.path)
+    log.info("%d personas loaded", len(personas))
+    return PersonaCandidates(p.embedder, personas, config.personas.top_k)
+
+
+# recipe name -> how to build its step from the parts (the order comes from plan.step_recipe)
+BUILDERS: dict[str, Callable[[Parts], Step]] = {
+    "personas": _personas,
+    "persona_query": _query_with_persona,
+    "configure": lambda p: Configure(
+        p.engine, p.plan.prompts, p.plan.config.generation, p.plan.config.personas.top_k, p.plan.config.seed
+    ),
+    "query": lambda p: WriteQuery(p.engine, p.plan.prompts, p.plan.config.generation, p.plan.config.seed),
+    "bitext": lambda p: WriteBitext(
+        p.engine,
+        p.plan.prompts,
+        p.plan.config.generation,
+        p.plan.config.seed,
+        p.plan.config.filters.language.check_negatives,
+    ),
+    "classification": _classification,
+    "sts": lambda p: WriteSTS(p.engine, p.plan.prompts, p.plan.config.generation, p.plan.config.seed),
+    "language": lambda p: LanguageCheck(),
+    "repetition": lambda p: RepetitionCheck(p.plan.config.filters.repetition.max_repeated),
+    "copy_check": lambda p: CopyCheck(p.plan.config.filters.passage_copy),
+    "dedup": lambda p: Dedup(p.plan.config.filters.dedup),
+    "cosine": lambda p: CosineFilter(p.embedder, p.plan.config.filters.cosine),
+    "negatives_llm": lambda p: WriteNegatives(
+        p.engine, p.plan.prompts, p.plan.config.negatives, p.plan.config.filters.language.check_negatives
+    ),
+    "negatives_mined": lambda p: MineNegatives(p.embedder, p.pool, p.plan.config.negatives),
+    "margin": lambda p: NegativeMargin(p.embedder, p.plan.config.negatives),
+    "judge": lambda p: Judge(p.judge_engine or p.engine, p.plan.prompts, p.plan.config.filters.judge),
+    "require_negatives": lambda p: RequireNegatives(p.plan.config.negatives.min_negatives),
+}
+
+
+def build_steps(parts: Parts) -> list[Step]:
+    """The plan's recipe as step objects, in its order."""
+    return [BUILDERS[name](parts) for name in parts.plan.recipe]
+
+
+def build_pool(plan: RunPlan, corpus: Corpus, embedder: Embedder, count_tokens) -> PassagePool:
+    """The whole corpus (or ``negatives.pool_size`` passages), encoded once for mining (cached on disk)."""
+
+    def passages():
+        read = read_passages(corpus, plan.config.corpus, count_tokens, ReadStats())
+        if plan.config.negatives.pool_size is not None:
+            read = itertools.islice(read, plan.config.negatives.pool_size)
+        return read
+
+    pool = PassagePool.build(passages, embedder, cache_root() / "pools")
+    log.info("mining pool: %d passages (%s search)", pool.size, pool.index.kind)
+    return pool
+
+
+def needs_labels_from_engine(plan: RunPlan) -> bool:
+    """Classification with no label set on disk or in the config, and a generator worth asking."""
+    return (
+        "classification" in plan.recipe
+        and not plan.folder.labels_file.exists()
+        and not plan.config.generation.labels
+        and plan.models.generator.name != SMOLLM2_NAME
+    )
+
+
+def resolve_labels(
+    plan: RunPlan, engine: ChatEngine | None, corpus: Corpus, count_tokens
+) -> dict[str, str] | None:
+    """The classification label set: configured, saved in the run folder, or proposed once."""
+    if "classification" not in plan.recipe:
+        return None
+    head = itertools.islice(read_passages(corpus, plan.config.corpus, count_tokens, ReadStats()), 64)
+    labels = load_or_propose(
+        plan.folder.labels_file,
+        plan.config.generation.labels,
+        # the packaged SmolLM2-135M copies the worked example's labels: not worth asking
+        None if plan.models.generator.name == SMOLLM2_NAME else engine,
+        plan.prompts,
+        [p.text for p in head],
+        plan.config.generation.label_count,
+    )
+    log.info("classification labels: %s", ", ".join(labels))
+    return labels
+
+
+@dataclass
+class Workbench:
+    """A worker's engine, embedder, token counter and steps, built once for all its tasks."""
+
+    engine: ChatEngine
+    embedder: Embedder
+    count_tokens: Callable[[str], int]
+    steps: list[Step]
+    engine_info: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, plan: RunPlan, corpus: Corpus, engine: ChatEngine | None = None) -> Workbench:
+        """Load the embedder and tokenizer, build the mining pool, start the engine(s), build the steps."""
+        config, models = plan.config, plan.models
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        with console.quiet():  # what the model loaders print goes to the run's log file
+            embedder = Embedder(
+                models.embedder.path,
+                models.embedder.name,
+                config.models.embed_batch_size,
+                languages=trusted_languages(plan),
+                cosine_threshold=models.embedder.cosine_threshold,
+                store_root=cache_root() / "vectors" if config.models.embedding_store else None,
+            )
+            count_tokens = token_counter(models.generator, local_only=models.remote)
+        timings["load_embedder_and_tokenizer"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        pool = build_pool(plan, corpus, embedder, count_tokens) if "negatives_mined" in plan.recipe else None
+        timings["mining_pool"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        judge_engine = None
+        with console.quiet():
+            if engine is None:
+                engine = get_engine(models.generator, config.models, config.seed)
+            if plan.judge_on and models.judge is not None:
+                judge_engine = get_engine(models.judge, config.models, config.seed)
+        timings["engine_start"] = time.perf_counter() - t
+        labels = resolve_labels(plan, engine, corpus, count_tokens)
+        steps = build_steps(Parts(plan, engine, embedder, pool, judge_engine, labels))
+        return cls(engine, embedder, count_tokens, steps, dict(getattr(engine, "settings", {})), timings)

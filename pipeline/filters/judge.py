@@ -1,0 +1,86 @@
+"""Step: the LLM judge grades the positive and every negative on a 0-3 rubric.
+
+The positive must reach ``min_positive_score`` or the row is dropped
+(``judge_rejected``). A negative graded above ``max_negative_score`` answers the
+query after all and is removed. A judgement that does not parse drops the row
+(``judge_invalid``): an unreadable verdict is never read as a pass.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .. import schema as S
+from ..config import JudgeConfig
+from ..engine import ChatEngine
+from ..generate.prompts import PromptLibrary
+from ..generate.replies import JudgeOutput
+from ..step import Dropped, Row, Step, StepResult, charge, set_score
+
+TEMPLATE = "judge/relevance"
+
+
+def judgement_chat(prompts: PromptLibrary, query: str, passage: str) -> list[dict[str, str]]:
+    """The chat that asks the judge to grade one (query, passage) pair."""
+    return [{"role": "user", "content": prompts.render(TEMPLATE, {"query": query, "passage": passage})}]
+
+
+class Judge(Step):
+    name = "judge"
+    task_types = frozenset({"retrieval"})  # the rubric grades whether a passage answers a query
+
+    def __init__(self, engine: ChatEngine, prompts: PromptLibrary, config: JudgeConfig):
+        self.engine = engine
+        self.prompts = prompts
+        self.config = config
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        result = StepResult()
+        if not rows:
+            return result
+        # one judgement per (row, document): index 0 is the positive, then the negatives
+        pairs = [(i, j) for i, row in enumerate(rows) for j in range(1 + len(row.get(S.NEGATIVES) or []))]
+        chats = []
+        for i, j in pairs:
+            row = rows[i]
+            document = row[S.POSITIVE] if j == 0 else row[S.NEGATIVES][j - 1]
+            chats.append(judgement_chat(self.prompts, row[S.QUERY], document))
+        started = time.perf_counter()
+        generations = self.engine.generate(
+            chats, JudgeOutput, self.config.max_tokens, temperature=0.0, desc="judge"
+        )
+        result.usage.add(generations, time.perf_counter() - started)
+        verdicts: dict[int, list] = {}
+        for (i, _), generation in zip(pairs, generations, strict=True):
+            verdicts.setdefault(i, []).append(generation)
+
+        judge_hash = self.prompts.prompt(TEMPLATE).hash
+        for i, row in enumerate(rows):
+            charge(row, verdicts[i])
+            row.setdefault(S.WORK_PROMPTS, {})[TEMPLATE] = judge_hash
+            positive, *negatives = verdicts[i]
+            broken = next((g for g in verdicts[i] if g.parsed is None), None)
+            if broken is not None:
+                result.dropped.append(
+                    Dropped(row, "judge_invalid", detail=broken.error, raw_output=broken.raw)
+                )
+                continue
+            row[S.JUDGE_SCORE] = positive.parsed.score
+            set_score(row, "judge_positive", positive.parsed.score)
+            if positive.parsed.score < self.config.min_positive_score:
+                result.dropped.append(
+                    Dropped(
+                        row,
+                        "judge_rejected",
+                        detail=positive.parsed.reason,
+                        raw_output=positive.raw,
+                        scores={"judge_positive": positive.parsed.score},
+                    )
+                )
+                continue
+            keep = [k for k, g in enumerate(negatives) if g.parsed.score <= self.config.max_negative_score]
+            result.events["negatives_removed_judge"] += len(negatives) - len(keep)
+            for column in (S.NEGATIVES, S.NEGATIVE_SCORES, S.NEGATIVE_SOURCES):
+                row[column] = [row[column][k] for k in keep]
+            result.kept.append(row)
+        return result

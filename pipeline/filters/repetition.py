@@ -1,0 +1,47 @@
+"""Step: drop texts that loop. Small models under a length budget often repeat a phrase
+("the holy week the holy week ...") until the budget runs out; such a text passes the
+language check and can pass a cosine filter, but teaches nothing.
+"""
+
+from __future__ import annotations
+
+from .. import schema as S
+from ..step import Dropped, Row, Step, StepResult, set_score
+from ..text import mostly_cjk, tokens
+from .language import written_texts
+
+
+def repeated_share(text: str) -> float:
+    """Share of the text's n-grams (word 3-grams; CJK: character 4-grams) that occur earlier in it."""
+    items = tokens(text)
+    n = 4 if mostly_cjk(items) else 3
+    grams = [tuple(items[i : i + n]) for i in range(len(items) - n + 1)]
+    if len(grams) < 4:
+        return 0.0  # too short to loop
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+class RepetitionCheck(Step):
+    name = "repetition"
+
+    def __init__(self, max_repeated: float = 0.2):
+        self.max_repeated = max_repeated
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        result = StepResult()
+        for row in rows:
+            worst = max(repeated_share(text) for _, text, _ in written_texts(row))
+            set_score(row, "repeated_ngrams", worst)
+            if worst > self.max_repeated:
+                result.dropped.append(
+                    Dropped(
+                        row,
+                        "repetitive",
+                        detail=f"{worst:.0%} of the n-grams repeat earlier ones",
+                        raw_output=row[S.QUERY],
+                        scores={"repeated_ngrams": worst},
+                    )
+                )
+            else:
+                result.kept.append(row)
+        return result

@@ -1,0 +1,136 @@
+"""Step: bitext mining rows. A sentence of the passage, its translation, and near-miss translations.
+
+The sentence is picked from the passage by the run seed (the model never gets
+to paraphrase the source); the model translates it into the row's target
+language and writes near misses that differ in one fact (a number, a name, a
+negation). A near miss is the hardest possible negative for a bitext miner: it
+shares almost every word with the right answer.
+"""
+
+from __future__ import annotations
+
+from .. import schema as S
+from ..config import GenerationConfig
+from ..engine import ChatEngine
+from ..langid import check_language, language_name
+from ..readers.passages import split_sentences
+from ..step import Dropped, Row, StepResult
+from ..text import normalise, tokens
+from . import sampling
+from .budgets import JSON_OVERHEAD, approx_words, capped, words_budget
+from .llm_call import LLMStep, copies_example
+from .prompts import PromptLibrary
+from .replies import SENTENCE_MAX_CHARS, bitext_output
+
+TEMPLATE = "bitext/translate"
+MIN_SENTENCE_TOKENS = 5  # words, or characters in CJK: shorter "sentences" are headings and fragments
+
+
+def candidate_sentences(passage: str) -> list[str]:
+    return [
+        s
+        for s in split_sentences(passage)
+        if len(tokens(s)) >= MIN_SENTENCE_TOKENS and len(s) <= SENTENCE_MAX_CHARS
+    ]
+
+
+class WriteBitext(LLMStep):
+    name = "bitext"
+    task_types = frozenset({"bitext"})
+
+    def __init__(
+        self,
+        engine: ChatEngine,
+        prompts: PromptLibrary,
+        config: GenerationConfig,
+        seed: int,
+        check_language: bool = True,
+    ):
+        super().__init__(engine, prompts, config, seed)
+        self.check_language = check_language
+        self.output = bitext_output(config.bitext_negatives)
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        result, ready = StepResult(), []
+        for row in rows:
+            if not row.get(S.TARGET_LANGUAGE):
+                result.dropped.append(
+                    Dropped(
+                        row,
+                        "no_target_language",
+                        detail=f"bitext needs a query language other than the passage's "
+                        f"({row[S.PASSAGE_LANGUAGE]}); add one to --lang",
+                    )
+                )
+                continue
+            sentences = candidate_sentences(row[S.POSITIVE])
+            if not sentences:
+                result.dropped.append(
+                    Dropped(row, "no_sentence", detail="no sentence of 5+ words under the length bound")
+                )
+                continue
+            row[S.QUERY] = sampling.pick(sentences, self.seed, row[S.ID], "sentence")
+            ready.append(row)
+        if not ready:
+            return result
+        variables = [
+            {
+                "sentence": row[S.QUERY],
+                "source_language": language_name(row[S.LANGUAGE]),
+                "target_language": language_name(row[S.TARGET_LANGUAGE]),
+                "count": self.config.bitext_negatives,
+            }
+            for row in ready
+        ]
+        answered, asked = self.ask(
+            TEMPLATE,
+            ready,
+            variables,
+            self.output,
+            [
+                capped(
+                    JSON_OVERHEAD
+                    + (1 + self.config.bitext_negatives)
+                    * words_budget(
+                        approx_words(row[S.QUERY], row[S.LANGUAGE]),
+                        row[S.TARGET_LANGUAGE],
+                        self.config.reply_slack,
+                    ),
+                    self.config.max_tokens_bitext,
+                )
+                for row in ready
+            ],
+            language_column=S.TARGET_LANGUAGE,
+        )
+        result.dropped.extend(asked.dropped)
+        result.usage.merge(asked.usage)
+        for row, answer, prompt in answered:
+            translation = " ".join(answer.translation.split())
+            if normalise(translation) == normalise(row[S.QUERY]):
+                result.dropped.append(
+                    Dropped(
+                        row, "untranslated", detail="translation equals the source", raw_output=translation
+                    )
+                )
+                continue
+            if copies_example(translation, prompt):
+                result.dropped.append(
+                    Dropped(row, "copied_example", detail="translation taken from a worked example")
+                )
+                continue
+            negatives = []
+            for text in answer.near_misses:
+                text = " ".join(text.split())
+                if normalise(text) in (normalise(translation), normalise(row[S.QUERY])):
+                    result.events["near_misses_removed_identical"] += 1
+                elif copies_example(text, prompt):
+                    result.events["near_misses_removed_copied_example"] += 1
+                elif self.check_language and not check_language(text, row[S.TARGET_LANGUAGE])[0]:
+                    result.events["near_misses_removed_wrong_language"] += 1
+                elif text not in negatives:
+                    negatives.append(text)
+            row[S.POSITIVE] = translation
+            row[S.NEGATIVES] = negatives
+            row[S.NEGATIVE_SOURCES] = ["llm"] * len(negatives)
+            self.accept(row, result)
+        return result

@@ -1,0 +1,121 @@
+"""Shared shape of a step that asks the LLM one templated question per row."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel
+
+from .. import schema as S
+from ..engine import ChatEngine, Generation
+from ..engine.base import REQUEST_FAILED
+from ..step import Dropped, Row, Step, StepResult, charge
+from .instructions import instruction
+from .prompts import PromptLibrary
+
+TASK_MARKER = "### Your task"  # every template puts its worked examples before this line
+CUT_AT_LIMIT = "cut_at_token_limit"  # drop reason of a reply that ran out of its token budget
+
+
+# share of the answer's tokens inside runs found in the worked examples that makes it a copy: half
+# an answer taken from an example is a copy with some words around it
+COPY_OVERLAP = 0.5
+
+
+def copies_example(answer: str, prompt: str) -> bool:
+    """Whether ``answer`` is taken from the prompt's worked examples (small models copy them).
+
+    Verbatim containment catches short answers; for longer ones, most of their n-grams
+    (word 4-grams, CJK character 6-grams) appearing in the examples does: a copied example
+    with one word changed is still a copy.
+    """
+    from ..filters.copycheck import passage_overlap
+
+    examples = prompt.split(TASK_MARKER)[0]
+    needle = " ".join(answer.lower().split())
+    if len(needle) >= 4 and needle in " ".join(examples.lower().split()):
+        return True
+    return passage_overlap(answer, examples) >= COPY_OVERLAP
+
+
+def ask(
+    engine: ChatEngine,
+    prompts: PromptLibrary,
+    template: str,
+    rows: list[Row],
+    variables: list[dict],
+    output: type[BaseModel],
+    max_tokens: int | list[int],
+    invalid_reason: str = "invalid_json",
+    language_column: str = S.LANGUAGE,
+) -> tuple[list[tuple[Row, BaseModel, str]], StepResult]:
+    """Render ``template`` per row, run the batch, split rows into parsed answers and drops.
+
+    The template is the one for the language in ``language_column`` (the language
+    the model must write: ``<name>.<lang>.j2`` when it exists). Returns (row, parsed
+    answer, prompt text) triples for the caller to apply, and a result that already
+    holds every row whose answer did not parse, with its raw text.
+    """
+    chats = []
+    for row, values in zip(rows, variables, strict=True):
+        language = row.get(language_column)
+        chats.append([{"role": "user", "content": prompts.render(template, values, language)}])
+        row.setdefault(S.WORK_PROMPTS, {})[template] = prompts.prompt(template, language).hash
+    started = time.perf_counter()
+    generations: list[Generation] = engine.generate(chats, output, max_tokens, desc=template)
+    answered, result = [], StepResult()
+    result.usage.add(generations, time.perf_counter() - started)
+    for row, chat, generation in zip(rows, chats, generations, strict=True):
+        charge(row, [generation])
+        if generation.parsed is None:
+            if generation.finish_reason == REQUEST_FAILED:
+                reason = REQUEST_FAILED
+            elif generation.finish_reason == "length":
+                reason = CUT_AT_LIMIT  # a reply that ran past its budget: looping or far too long
+            else:
+                reason = invalid_reason
+            result.dropped.append(Dropped(row, reason, detail=generation.error, raw_output=generation.raw))
+        else:
+            answered.append((row, generation.parsed, chat[-1]["content"]))
+    return answered, result
+
+
+class LLMStep(Step):
+    """A step that asks the LLM one templated question per row.
+
+    Holds what every such step needs (engine, prompt library, its config section,
+    the run seed) and the two things they all do: ask, and finish a row the model
+    answered well (its task instruction and the generator's name).
+    """
+
+    def __init__(self, engine: ChatEngine, prompts: PromptLibrary, config, seed: int = 0):
+        self.engine = engine
+        self.prompts = prompts
+        self.config = config
+        self.seed = seed
+
+    def ask(
+        self,
+        template: str,
+        rows: list[Row],
+        variables: list[dict],
+        output: type[BaseModel],
+        max_tokens: int | list[int],
+        language_column: str = S.LANGUAGE,
+    ) -> tuple[list[tuple[Row, BaseModel, str]], StepResult]:
+        return ask(
+            self.engine,
+            self.prompts,
+            template,
+            rows,
+            variables,
+            output,
+            max_tokens,
+            language_column=language_column,
+        )
+
+    def accept(self, row: Row, result: StepResult) -> None:
+        """Keep a row whose model answer is now in place."""
+        row[S.INSTRUCTION] = instruction(row)
+        row[S.MODEL] = self.engine.model_name
+        result.kept.append(row)

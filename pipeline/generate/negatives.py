@@ -1,0 +1,142 @@
+"""Steps: hard-negative candidates, written by the LLM and mined from the corpus.
+
+Both only propose candidates; ``NegativeMargin`` then applies the same
+positive-aware rule to every candidate, whatever wrote it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .. import schema as S
+from ..config import NegativesConfig
+from ..embed.embedder import Embedder
+from ..embed.pool import PassagePool
+from ..engine import ChatEngine
+from ..langid import check_language, language_name
+from ..step import Row, Step, StepResult
+from ..text import normalise
+from .budgets import JSON_OVERHEAD, capped, chars_budget
+from .llm_call import LLMStep, copies_example
+from .prompts import PromptLibrary
+from .replies import NEGATIVE_MAX_CHARS, negatives_output
+
+log = logging.getLogger(__name__)
+
+NEGATIVE_LENGTH_SLACK = 1.5  # a negative is "about as long as the passage": room for half as much again
+
+
+class WriteNegatives(LLMStep):
+    """The LLM writes look-alike passages that do not answer the query, in the passage's language."""
+
+    name = "negatives_llm"
+    task_types = frozenset({"retrieval"})
+
+    def __init__(
+        self,
+        engine: ChatEngine,
+        prompts: PromptLibrary,
+        config: NegativesConfig,
+        check_language: bool = True,
+        task: str = "retrieval",
+    ):
+        super().__init__(engine, prompts, config)
+        self.check_language = check_language
+        self.template = f"{task}/negatives"
+        self.output = negatives_output(config.llm_count)
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        if self.config.llm_count == 0 or not rows:
+            return StepResult(kept=rows)
+        variables = [
+            {
+                "query": row[S.QUERY],
+                "passage": row[S.POSITIVE],
+                "passage_language": language_name(row[S.PASSAGE_LANGUAGE]),
+                "count": self.config.llm_count,
+            }
+            for row in rows
+        ]
+        limits = [
+            capped(
+                JSON_OVERHEAD
+                + self.config.llm_count
+                * chars_budget(
+                    min(NEGATIVE_MAX_CHARS, int(NEGATIVE_LENGTH_SLACK * len(row[S.POSITIVE]))),
+                    row[S.PASSAGE_LANGUAGE],
+                ),
+                self.config.max_tokens,
+            )
+            for row in rows
+        ]
+        answered, result = self.ask(self.template, rows, variables, self.output, limits)
+        # A failed call costs the row its LLM negatives, not the row: mined ones may still serve.
+        for failed in result.dropped:
+            log.debug("negatives call failed for %s: %s", failed.row[S.ID], failed.detail)
+            failed.row[S.WORK_LLM_NEGATIVES] = []
+            result.kept.append(failed.row)
+            why = "invalid" if failed.reason == "invalid_json" else failed.reason
+            result.events[f"negatives_llm_{why}"] += 1
+        result.dropped = []
+        for row, answer, prompt in answered:
+            positive = normalise(row[S.POSITIVE])
+            kept = []
+            for text in answer.negatives:
+                text = " ".join(text.split())
+                if normalise(text) == positive:
+                    result.events["negatives_removed_copy_of_positive"] += 1
+                elif copies_example(text, prompt):
+                    result.events["negatives_removed_copied_example"] += 1
+                elif self.check_language and not check_language(text, row[S.PASSAGE_LANGUAGE])[0]:
+                    result.events["negatives_removed_wrong_language"] += 1
+                else:
+                    kept.append(text)
+            row[S.WORK_LLM_NEGATIVES] = kept
+            result.kept.append(row)
+        return result
+
+
+SAME_DOCUMENT_ROOM = 16  # passages of one document a search may have to skip before its ranks
+
+
+class MineNegatives(Step):
+    """Candidates from a rank range of the passages nearest to the query.
+
+    The positive, other passages of the same document, and exact copies of the
+    positive are skipped: they are likely relevant, and a relevant "negative"
+    teaches the model the wrong thing.
+    """
+
+    name = "negatives_mined"
+    task_types = frozenset({"retrieval"})
+
+    def __init__(self, embedder: Embedder, pool: PassagePool, config: NegativesConfig):
+        self.embedder = embedder
+        self.pool = pool
+        self.config = config
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        if self.config.mined_count == 0 or not rows or not self.pool.size:
+            return StepResult(kept=rows)
+        queries = self.embedder.encode([r[S.QUERY] for r in rows], role="query")
+        # rank_max plus room for the skipped passages of the positive's own document
+        scores, nearest = self.pool.nearest(queries, self.config.rank_max + SAME_DOCUMENT_ROOM)
+        found = self.pool.passages(nearest.ravel())  # row number -> (passage id, document id, text)
+        for row, order, row_scores in zip(rows, nearest, scores, strict=True):
+            positive = normalise(row[S.POSITIVE])
+            candidates, rank = [], 0
+            for index, score in zip(order, row_scores, strict=True):
+                if index < 0 or rank >= self.config.rank_max:
+                    break  # an HNSW search that found fewer; or deep enough
+                passage_id, source_id, text = found[int(index)]
+                if (
+                    passage_id == row[S.PASSAGE_ID]
+                    or source_id == row[S.SOURCE_ID]
+                    or normalise(text) == positive
+                ):
+                    continue  # not counted as a rank: the positive's own document
+                if rank >= self.config.rank_min:
+                    candidates.append({"text": text, "score": float(score)})
+                rank += 1
+            row[S.WORK_MINED_NEGATIVES] = candidates
+        return StepResult(kept=rows)

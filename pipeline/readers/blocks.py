@@ -1,0 +1,120 @@
+"""The block plan: which task reads which blocks of the input, and nothing else.
+
+``open_corpus`` turns the configured sources into readers (one per file or
+dataset) and their blocks, about four per task; the blocks are dealt to the tasks
+largest first, each to the task with the fewest bytes so far, so tasks end up
+about equally large even when files are not (datatrove deals files round-robin,
+``files[rank::world_size]``, which leaves a task with one small file beside one
+with a big one). A task reads its blocks in corpus order. The plan depends only
+on the input's metadata and the config, so every executor, every rank and every
+resumed run agree on which task reads what.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+
+from ..config import CorpusConfig
+from .base import Block, CorpusError, RawRow, Reader
+from .hf import HFReader
+from .jsonl import JsonlReader
+from .parquet import ParquetReader
+from .text import TextReader
+
+JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
+MIN_BLOCK_BYTES = 1024  # below this a block costs more in seeks than it spreads work
+BLOCKS_PER_TASK = 4  # enough pieces to even the tasks out, few enough to read in long runs
+
+
+class Corpus:
+    """The run's input: readers in a fixed order, and the blocks each task owns."""
+
+    def __init__(self, readers: list[Reader]):
+        self.readers = readers
+        self._by_source = {reader.source: reader for reader in readers}
+        self._dealt: dict[int, list[list[int]]] = {}
+
+    @cached_property
+    def blocks(self) -> list[Block]:
+        return [block for reader in self.readers for block in reader.blocks()]
+
+    def blocks_of(self, task: int, num_tasks: int) -> list[Block]:
+        """Task ``task``'s blocks, in corpus order."""
+        return [self.blocks[i] for i in self._deal(num_tasks)[task]]
+
+    def _deal(self, num_tasks: int) -> list[list[int]]:
+        """Block indices per task: largest block first, each to the least-loaded task (ties: lowest)."""
+        if num_tasks not in self._dealt:
+            loads = [(0, task) for task in range(num_tasks)]
+            owned: list[list[int]] = [[] for _ in range(num_tasks)]
+            for index in sorted(range(len(self.blocks)), key=lambda i: (-self.blocks[i].size, i)):
+                load, task = heapq.heappop(loads)
+                owned[task].append(index)
+                heapq.heappush(loads, (load + self.blocks[index].size, task))
+            self._dealt[num_tasks] = [sorted(indices) for indices in owned]
+        return self._dealt[num_tasks]
+
+    def read(self, task: int = 0, num_tasks: int = 1, counts: Counter | None = None) -> Iterator[RawRow]:
+        """The rows of task ``task``'s blocks, in block order; bytes read go to ``counts``."""
+        counts = Counter() if counts is None else counts
+        for block in self.blocks_of(task, num_tasks):
+            counts["blocks_read"] += 1
+            yield from self._by_source[block.source].rows(block, counts)
+
+
+def corpus_readers(source: str, config: CorpusConfig) -> list[Reader]:
+    """The readers of one corpus path (file, folder or saved dataset) or Hub dataset name."""
+    return _readers_of(source, config)
+
+
+def _readers_of(source: str, config: CorpusConfig) -> list[Reader]:
+    path = Path(source)
+    if path.is_file():
+        return [_file_reader(path, path.parent, config, strict=True)]  # a binary file given alone: an error
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            return [HFReader(source, config.hf_split, config.block_bytes)]
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts)
+        )
+        readers = [r for p in files if (r := _file_reader(p, path, config, strict=False))]
+        if not readers:
+            raise CorpusError(f"{path}: no .jsonl, .parquet or .txt files in this folder")
+        return readers
+    if source.startswith((".", "/")) or path.suffix in JSONL_SUFFIXES | {".parquet", ".txt"}:
+        raise CorpusError(f"{source}: no such file or folder")
+    return [HFReader(source, config.hf_split, config.block_bytes)]
+
+
+def _file_reader(path: Path, root: Path, config: CorpusConfig, strict: bool) -> Reader | None:
+    if path.suffix in JSONL_SUFFIXES:
+        return JsonlReader(str(path), config.block_bytes)
+    if path.suffix == ".parquet":
+        return ParquetReader(str(path))
+    if path.suffix == ".txt":
+        return TextReader(str(path), str(root), skip_binary=not strict)
+    if strict:
+        raise CorpusError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .parquet or a folder)")
+    return None  # a README or a checksum file beside the data
+
+
+def open_corpus(sources: list[str], config: CorpusConfig, num_tasks: int = 1) -> Corpus:
+    """Readers for ``sources`` with blocks small enough that ``num_tasks`` tasks all get work.
+
+    Files that split by bytes (JSONL, saved datasets) are cut into blocks of at most
+    ``corpus.block_bytes``, and of at most 1/(4 num_tasks) of their total size, so
+    a small corpus still spreads over every task; Parquet splits at its row groups,
+    a text file is one block.
+    """
+    readers = [reader for source in sources for reader in _readers_of(source, config)]
+    splittable = [r for r in readers if isinstance(r, JsonlReader | HFReader)]
+    if splittable:
+        total = sum(r.size() for r in splittable)
+        size = min(config.block_bytes, max(MIN_BLOCK_BYTES, -(-total // (BLOCKS_PER_TASK * num_tasks))))
+        for reader in splittable:
+            reader.block_bytes = size
+    return Corpus(readers)

@@ -1,0 +1,212 @@
+"""A task's passages: its blocks read, documents cut into passages, languages mixed, the limit applied.
+
+This is the one place passages come from. ``read_passages`` turns a corpus's raw rows
+into passages under the generator's token budget (the mining pool and the label
+proposal read the whole corpus through it); ``task_passages`` adds what a task's
+stream needs on top: the passage-language mix and the task's share of ``--limit``.
+Reading is lazy, so a malformed row deep in a corpus stops the run only after every
+shard before it has been written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import CorpusConfig, RunConfig
+from ..langid import detect_language
+from ..text import joins_without_space
+from .blocks import Corpus, open_corpus
+from .documents import Document, ReadStats, documents, sample_corpus_paths
+
+
+@dataclass
+class Passage:
+    passage_id: str
+    source_id: str
+    title: str | None
+    text: str
+    language: str
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])\s+|(?<=[。！？；])|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+def _hard_split(sentence: str, count_tokens: Callable[[str], int], budget: int) -> list[str]:
+    # A single sentence over budget (a table row, code, a run-on line): halve until it fits.
+    if count_tokens(sentence) <= budget or len(sentence) < 2:
+        return [sentence]
+    middle = len(sentence) // 2
+    space = sentence.rfind(" ", 0, middle)
+    cut = space if space > len(sentence) // 4 else middle
+    return _hard_split(sentence[:cut].strip(), count_tokens, budget) + _hard_split(
+        sentence[cut:].strip(), count_tokens, budget
+    )
+
+
+def split_passages(text: str, count_tokens: Callable[[str], int], budget: int) -> list[str]:
+    """Greedy packing of whole sentences into passages of at most ``budget`` tokens."""
+    if count_tokens(text) <= budget:
+        return [text.strip()]
+    pieces: list[str] = []
+    for sentence in split_sentences(text):
+        pieces.extend(_hard_split(sentence, count_tokens, budget))
+    passages: list[str] = []
+    current: list[str] = []
+    for piece in pieces:
+        candidate = _join(current + [piece])
+        if current and count_tokens(candidate) > budget:
+            passages.append(_join(current))
+            current = [piece]
+        else:
+            current.append(piece)
+    if current:
+        passages.append(_join(current))
+    return passages
+
+
+def _join(sentences: list[str]) -> str:
+    # No space between CJK sentences, one space elsewhere.
+    out = ""
+    for s in sentences:
+        if out and not joins_without_space(out, s):
+            out += " "
+        out += s
+    return out
+
+
+def iter_passages(
+    documents: Iterable[Document],
+    count_tokens: Callable[[str], int],
+    config: CorpusConfig,
+    stats: ReadStats,
+) -> Iterator[Passage]:
+    """Passages under the token budget, each with a language (given, per-row, or detected)."""
+    for doc in documents:
+        chunks = split_passages(doc.text, count_tokens, config.max_passage_tokens)
+        if len(chunks) > 1:
+            stats.counts["documents_split"] += 1
+        for index, chunk in enumerate(chunks):
+            if len(chunk.strip()) < config.min_passage_chars:
+                stats.counts["skipped_short_passage"] += 1
+                continue
+            language = doc.language or detect_language(chunk)[0]
+            stats.counts["passages"] += 1
+            yield Passage(
+                passage_id=f"{doc.id}#{index}",
+                source_id=doc.id,
+                title=doc.title,
+                text=chunk,
+                language=language,
+            )
+
+
+def mix_languages(
+    passages: Iterator[Passage],
+    weights: dict[str, float],
+    seed: int,
+    stats: ReadStats,
+    buffer_limit: int = 20_000,
+) -> Iterator[Passage]:
+    """Interleave the passages of the listed languages in proportion to ``weights``.
+
+    Each next passage's language is drawn with ``seed`` among the languages still
+    available; passages of other languages are skipped and counted
+    (``skipped_passage_language``). Reading ahead buffers passages of the languages
+    not drawn yet; a language whose passages have run out (or that would need more
+    than ``buffer_limit`` passages of read-ahead) leaves the draw, so a corpus
+    that cannot give the asked-for mix gives what it has instead of stalling.
+    The order depends only on the corpus order and the seed, so every task and
+    every resumed run sees the same sequence.
+    """
+    import random
+    from collections import deque
+
+    rng = random.Random(seed)
+    active = {k: w for k, w in weights.items() if w > 0}
+    buffers: dict[str, deque[Passage]] = {k: deque() for k in active}
+    exhausted = False
+    while active:
+        names = list(active)
+        language = rng.choices(names, weights=[active[n] for n in names], k=1)[0]
+        while not buffers[language] and not exhausted:
+            try:
+                passage = next(passages)
+            except StopIteration:
+                exhausted = True
+                break
+            if passage.language not in buffers:
+                stats.counts["skipped_passage_language"] += 1
+                continue
+            buffers[passage.language].append(passage)
+            if len(buffers[passage.language]) > buffer_limit:
+                break  # the drawn language is too rare here to keep the ratio
+        if buffers[language]:
+            yield buffers[language].popleft()
+        else:
+            del active[language]
+            stats.counts[f"passage_language_exhausted_{language}"] += 1
+
+
+def read_passages(
+    corpus: Corpus,
+    config: CorpusConfig,
+    count_tokens: Callable[[str], int],
+    stats: ReadStats,
+    task: int = 0,
+    num_tasks: int = 1,
+) -> Iterator[Passage]:
+    """The passages of task ``task``'s blocks (by default: the whole corpus), in corpus order."""
+    rows = corpus.read(task, num_tasks, stats.counts)
+    return iter_passages(documents(rows, config, stats), count_tokens, config, stats)
+
+
+def default_corpus(config: RunConfig) -> list[Path]:
+    """The packaged samples read when no corpus is named: those of the passage or query languages."""
+    generation = config.generation
+    return sample_corpus_paths(generation.passage_languages or generation.languages)
+
+
+def open_input(config: RunConfig) -> Corpus:
+    """The run's corpus, cut into blocks for ``output.num_tasks`` tasks (reads metadata only)."""
+    sources = [config.corpus.path] if config.corpus.path else [str(p) for p in default_corpus(config)]
+    return open_corpus(sources, config.corpus, config.output.num_tasks)
+
+
+def passage_mix(config: RunConfig) -> dict[str, float] | None:
+    """Passage-language weights: as configured; for the packaged samples, the query languages' weights."""
+    generation = config.generation
+    if generation.passage_languages:
+        return generation.passage_languages
+    if config.corpus.path is None and len(default_corpus(config)) > 1:
+        return {lang: w for lang, w in generation.languages.items() if lang in {"en", "zh"}}
+    return None
+
+
+def limit_share(config: RunConfig, task: int) -> int | None:
+    """Task ``task``'s part of ``--limit``: the limit split as evenly as the tasks allow."""
+    if not config.limit:
+        return None
+    tasks = config.output.num_tasks
+    return config.limit // tasks + (task < config.limit % tasks)
+
+
+def task_passages(
+    config: RunConfig, corpus: Corpus, task: int, count_tokens, read_stats: ReadStats
+) -> Iterator[Passage]:
+    """Task ``task``'s passages in their fixed order: its blocks read, split, language-mixed, limited."""
+    stream = read_passages(corpus, config.corpus, count_tokens, read_stats, task, config.output.num_tasks)
+    mix = passage_mix(config)
+    if mix:
+        stream = mix_languages(stream, mix, config.seed, read_stats)
+    share = limit_share(config, task)
+    if share is not None:
+        stream = itertools.islice(stream, share)
+    return stream

@@ -1,0 +1,202 @@
+"""The run plan: every decision about a run, made once from the config and the command line.
+
+``resolve_plan`` runs after the checks of ``preflight`` and before any work: it finds the
+models, decides whether the judge runs (and says why not, once), picks the prompt
+library, lays out the ordered step recipe, the task split and the executor's options.
+Executors, workbenches, the manifest and the card read the plan; none of them goes back
+to the raw config to decide any of this again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from ..config import RunConfig
+from ..generate.prompts import PromptLibrary, templates_of
+from ..models import SMOLLM2_NAME, ResolvedModel, resolve_embedder, resolve_generator
+from .folder import RunFolder, TaskState
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class Models:
+    """The run's generator, embedder and judge, resolved to local paths (or a served model's name)."""
+
+    generator: ResolvedModel
+    embedder: ResolvedModel
+    remote: bool  # the generator is served over HTTP: nothing is loaded here
+    judge: ResolvedModel | None = None  # a judge other than the generator, when one is named
+
+
+@dataclass
+class RayOptions:
+    address: str | None = None  # a running cluster ("auto", "ray://host:10001", "host:6379"); None: local
+    replicas: int = 1  # engine copies: actors running tasks side by side
+    cpus_per_replica: float | None = None  # None: 1 on GPU clusters, all CPUs / replicas on CPU-only ones
+    temp_dir: str | None = None  # Ray's session files (logs included) when this command starts Ray
+    show_worker_logs: bool = False  # forward actors' output (engine logs) to this terminal
+
+
+@dataclass
+class TaskSplit:
+    """How the run is cut into tasks, and which of them this process runs."""
+
+    num_tasks: int
+    rank: int = 0
+    world_size: int = 1
+
+    def mine(self) -> list[int]:
+        """Tasks ``t`` with ``t % world_size == rank``."""
+        return [t for t in range(self.num_tasks) if t % self.world_size == self.rank]
+
+
+@dataclass
+class RunPlan:
+    config: RunConfig
+    folder: RunFolder
+    models: Models
+    judge_on: bool
+    recipe: tuple[str, ...]  # the ordered step names (pipeline/executors/workbench.py builds each)
+    split: TaskSplit
+    executor: str = "local"
+    ray: RayOptions = field(default_factory=RayOptions)
+    workers: int = 1
+    overwrite: bool = False
+    command: str = ""  # the command line, as the manifest and the card record it
+    verbose: bool = False
+
+    @cached_property
+    def prompts(self) -> PromptLibrary:
+        """The run's templates: the packaged ones, or the folder the config names."""
+        folder = self.config.generation.prompts_dir
+        return PromptLibrary(Path(folder) if folder else None)
+
+    @property
+    def templates(self) -> list[str]:
+        return templates_of(self.config)
+
+    def __getstate__(self) -> dict:
+        # sent to Ray actors: the template library is rebuilt where it is used
+        state = dict(self.__dict__)
+        state.pop("prompts", None)
+        return state
+
+    def tasks_to_do(self) -> list[TaskState]:
+        """The unfinished tasks of this process's share."""
+        states = [self.folder.task(t) for t in self.split.mine()]
+        return [state for state in states if not state.is_complete()]
+
+    def limit_share(self, task: int) -> int | None:
+        """Task ``task``'s part of ``--limit``: the limit split as evenly as the tasks allow."""
+        limit = self.config.limit
+        if not limit:
+            return None
+        tasks = self.split.num_tasks
+        return limit // tasks + (task < limit % tasks)
+
+    def serve(self, served_name: str) -> None:
+        """Name the generator after what the server says it serves (the OpenAI-compatible engine)."""
+        path = self.models.generator.path or served_name
+        self.models.generator = ResolvedModel(path=path, name=served_name)
+
+
+def resolve_models(config: RunConfig) -> Models:
+    """Find or convert the models; cheap when they are already in place, and needs no engine."""
+    remote = config.models.engine == "openai"
+    if remote:  # the server decides the model; nothing is converted or loaded here
+        served = config.models.generator or ""
+        generator = ResolvedModel(path=served, name=served or f"served at {config.models.base_url}")
+    else:
+        generator = resolve_generator(config.models.generator)
+    generation = config.generation
+    languages = set(generation.languages) | set(generation.passage_languages or {})
+    judge = None
+    if config.filters.judge.model:
+        name = config.filters.judge.model
+        judge = ResolvedModel(name, name) if remote else resolve_generator(name)
+    return Models(generator, resolve_embedder(config.models.embedder, languages), remote, judge)
+
+
+def judge_decision(config: RunConfig, generator: ResolvedModel) -> tuple[bool, str | None]:
+    """(the judge runs, why not): on unless switched off, or left on auto with SmolLM2 as judge."""
+    wanted = config.filters.judge.enabled
+    if wanted is not None:
+        return wanted, None
+    if not config.filters.judge.model and generator.name == SMOLLM2_NAME:
+        return False, (
+            "LLM judge off: the packaged SmolLM2-135M grades at chance level (docs/quality.md). "
+            "Pass a real --model, or --set filters.judge.enabled=true to force it."
+        )
+    return True, None
+
+
+def step_recipe(config: RunConfig, judge_on: bool) -> tuple[str, ...]:
+    """The ordered steps of a run: cheap filters before expensive LLM calls.
+
+    Every step handles the task types it names and lets other rows pass (``run_step``),
+    so one recipe serves a run of any mix of task types.
+    """
+    filters, negatives, generation = config.filters, config.negatives, config.generation
+    types = set(generation.tasks)
+    recipe: list[str] = []
+    if types & {"retrieval", "classification"}:
+        recipe.append("personas")
+    if "retrieval" in types:
+        recipe += ["persona_query"] if generation.calls == "one" else ["configure", "query"]
+    recipe += [name for name in ("bitext", "classification", "sts") if name in types]
+    optional = [
+        ("language", filters.language.enabled),
+        ("repetition", filters.repetition.enabled),
+        ("copy_check", filters.passage_copy.enabled),
+        ("dedup", True),
+        ("cosine", filters.cosine.enabled),
+        ("negatives_llm", bool(negatives.llm_count)),
+        ("negatives_mined", bool(negatives.mined_count) and "retrieval" in types),
+        ("margin", True),
+        ("judge", judge_on),
+        ("require_negatives", bool(negatives.min_negatives)),
+    ]
+    return (*recipe, *(name for name, on in optional if on))
+
+
+def resolve_plan(
+    config: RunConfig,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    executor: str = "local",
+    ray: RayOptions | None = None,
+    workers: int = 1,
+    overwrite: bool = False,
+    verbose: bool = False,
+    command: str | None = None,
+) -> RunPlan:
+    """The plan of a run of ``config``; warns once when the judge is switched off by the default."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    models = resolve_models(config)
+    judge_on, why_not = judge_decision(config, models.generator)
+    if why_not:
+        log.warning(why_not)
+    return RunPlan(
+        config=config,
+        folder=RunFolder(config.output.out_dir),
+        models=models,
+        judge_on=judge_on,
+        recipe=step_recipe(config, judge_on),
+        split=TaskSplit(config.output.num_tasks, rank, world_size),
+        executor=executor,
+        ray=ray or RayOptions(),
+        workers=workers,
+        overwrite=overwrite,
+        command=command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        verbose=verbose,
+    )

@@ -1,0 +1,68 @@
+"""Parquet shards written atomically through the explicit schemas of ``schema.py``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import atomic
+from .. import schema as S
+from ..step import Dropped, Row
+
+
+def data_shards(folder: Path) -> list[Path]:
+    """Every finished shard under a folder of shards (``synth train --data``; runs: ``RunFolder``)."""
+    return sorted(
+        p for p in Path(folder).rglob("part-*.parquet") if not any(x.startswith(".") for x in p.parts)
+    )
+
+
+def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> Path:
+    """Write to a temporary name, then rename: a reader never sees half a shard."""
+    table = pa.Table.from_pylist(rows, schema=schema)
+    with atomic.atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return path
+
+
+def data_records(rows: list[Row]) -> list[dict]:
+    records = []
+    for row in rows:
+        record = S.project_row(row)
+        hashes = row.get(S.WORK_PROMPTS, {})
+        record[S.PROMPT_HASH] = ";".join(f"{name}={h}" for name, h in sorted(hashes.items()))
+        record[S.NEGATIVES] = list(row.get(S.NEGATIVES) or [])
+        record[S.NEGATIVE_SOURCES] = list(row.get(S.NEGATIVE_SOURCES) or [])
+        records.append(record)
+    return records
+
+
+def records_by_task_type(rows: list[Row]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for record in data_records(rows):
+        grouped.setdefault(record[S.TASK_TYPE], []).append(record)
+    return grouped
+
+
+def rejected_records(stage: str, dropped: list[Dropped]) -> list[dict]:
+    return [
+        {
+            S.ID: d.row.get(S.ID),
+            S.PASSAGE_ID: d.row.get(S.PASSAGE_ID),
+            S.TASK_TYPE: d.row.get(S.TASK_TYPE),
+            S.LANGUAGE: d.row.get(S.LANGUAGE),
+            S.STAGE: stage,
+            S.REASON: d.reason,
+            S.DETAIL: d.detail,
+            S.RAW_OUTPUT: d.raw_output,
+            S.QUERY: d.row.get(S.QUERY),
+            S.POSITIVE: d.row.get(S.POSITIVE),
+            S.SCORES: json.dumps(scores)
+            if (scores := {**d.row.get(S.WORK_SCORES, {}), **(d.scores or {})})
+            else None,
+        }
+        for d in dropped
+    ]

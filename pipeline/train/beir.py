@@ -1,0 +1,48 @@
+"""Reading benchmarks in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+from ..jsonl import iter_jsonl
+
+
+def read_jsonl_texts(path: Path, with_title: bool = False) -> dict[str, str]:
+    texts = {}
+    for _, row in iter_jsonl(path):
+        text = row.get("text") or ""
+        if with_title and row.get("title"):
+            text = f"{row['title']}. {text}"
+        texts[str(row["_id"])] = text
+    return texts
+
+
+def read_qrels(path: Path) -> dict[str, set[str]]:
+    """query id -> ids of the documents judged relevant (score > 0); graded gains are treated as 1."""
+    relevant: dict[str, set[str]] = defaultdict(set)
+    with path.open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if int(row["score"]) > 0:
+                relevant[row["query-id"]].add(row["corpus-id"])
+    return dict(relevant)
+
+
+def load_beir(
+    folder: Path, split: str | None = None, with_title: bool = False
+) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+    """Corpus, queries and qrels of a BEIR folder; ``split`` None takes the only qrels file."""
+    qrels_dir = folder / "qrels"
+    if split is None:
+        files = sorted(qrels_dir.glob("*.tsv"))
+        if len(files) != 1:
+            raise ValueError(f"{qrels_dir}: name a split, found {[f.stem for f in files]}")
+        qrels_file = files[0]
+    else:
+        qrels_file = qrels_dir / f"{split}.tsv"
+    return (
+        read_jsonl_texts(folder / "corpus.jsonl", with_title=with_title),
+        read_jsonl_texts(folder / "queries.jsonl"),
+        read_qrels(qrels_file),
+    )
