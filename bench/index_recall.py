@@ -3,7 +3,7 @@
 Vectors are synthetic unit vectors around cluster centres (sentence embeddings of a
 corpus are clustered by topic; uniform random vectors would be the hardest case
 for any graph index and unlike real data). For each size: exact top-k by a matrix
-product, HNSW top-k at the default settings of pipeline/index.py, the share of the
+product, HNSW top-k at the default settings of pipeline/embed/index.py, the share of the
 exact top-k the index finds (recall@k), build time, and search time per query.
 
     .venv/bin/python bench/index_recall.py --sizes 10000,50000,100000 --json bench/results/index_recall.json

@@ -10,6 +10,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from .train.config import RerankerConfig, TrainConfig
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Synthesize embedding and reranker training data."
 )
@@ -262,23 +264,24 @@ def train(
     data: Annotated[Path, typer.Option(help="Run folder (its data/ shards) or a folder of part-*.parquet.")],
     model: Annotated[str, typer.Option(help="Model to fine-tune (hub id or local folder).")] = "",
     out: Annotated[Path, typer.Option(help="Folder for the fine-tuned checkpoint.")] = Path("outputs/model"),
-    epochs: Annotated[int, typer.Option()] = 1,
-    batch_size: Annotated[int, typer.Option()] = 32,
-    lr: Annotated[float, typer.Option()] = 2e-5,
-    negatives: Annotated[int, typer.Option(help="Hard negatives per row in the loss.")] = 1,
-    temperature: Annotated[float, typer.Option()] = 0.05,
+    epochs: Annotated[int, typer.Option()] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option()] = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option()] = TrainConfig.lr,
+    negatives: Annotated[
+        int, typer.Option(help="Hard negatives per row in the loss.")
+    ] = TrainConfig.negatives,
+    temperature: Annotated[float, typer.Option()] = TrainConfig.temperature,
     matryoshka: Annotated[
         str, typer.Option(help="Comma-separated dims for a Matryoshka loss, e.g. 64,128,384.")
     ] = "",
     mini_batch: Annotated[
         int,
         typer.Option(help="Gradient caching: embed this many texts at a time (0: whole batch at once)."),
-    ] = 0,
-    seed: Annotated[int, typer.Option()] = 0,
+    ] = TrainConfig.mini_batch,
+    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
 ) -> None:
     """Fine-tune an embedding model on generated rows with the improved InfoNCE loss."""
     from .models import resolve_embedder
-    from .train.trainer import TrainConfig
     from .train.trainer import train as run_training
 
     _setup_logging(False)
@@ -301,7 +304,10 @@ def train(
 
 def _data_folder(data: Path) -> Path:
     """A run folder's data/ shards, or the folder itself when it holds the shards."""
-    return data / "data" if (data / "data").is_dir() else data
+    from .run.folder import RunFolder
+
+    folder = RunFolder(data).data_folder
+    return folder if folder.is_dir() else data
 
 
 def _report_training(losses: list[float], folder: Path, out: Path) -> None:
@@ -316,14 +322,16 @@ def train_reranker_command(
     data: Annotated[Path, typer.Option(help="Run folder (its data/ shards) or a folder of part-*.parquet.")],
     model: Annotated[str, typer.Option(help="Causal LM to fine-tune (hub id or local folder), e.g. Qwen3.")],
     out: Annotated[Path, typer.Option(help="Folder for the fine-tuned reranker.")] = Path("outputs/reranker"),
-    epochs: Annotated[int, typer.Option()] = 1,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 16,
-    lr: Annotated[float, typer.Option()] = 1e-5,
-    negatives: Annotated[int, typer.Option(help="'no' pairs per row, from its hard negatives.")] = 1,
-    seed: Annotated[int, typer.Option()] = 0,
+    epochs: Annotated[int, typer.Option()] = RerankerConfig.epochs,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = RerankerConfig.batch_size,
+    lr: Annotated[float, typer.Option()] = RerankerConfig.lr,
+    negatives: Annotated[
+        int, typer.Option(help="'no' pairs per row, from its hard negatives.")
+    ] = RerankerConfig.negatives,
+    seed: Annotated[int, typer.Option()] = RerankerConfig.seed,
 ) -> None:
     """Fine-tune a point-wise yes/no reranker (the paper's prompt and loss) on generated rows."""
-    from .train.reranker_trainer import RerankerConfig, train_reranker
+    from .train.reranker_trainer import train_reranker
 
     _setup_logging(False)
     folder = _data_folder(data)

@@ -44,7 +44,8 @@ class CorpusConfig(_Strict):
         64 << 20,
         ge=1024,
         description="Largest block of input one task reads as a unit (JSONL byte ranges, dataset shards; "
-        "Parquet splits at its row groups, a .txt file is one block). Task t of T owns blocks t, t+T, ...",
+        "Parquet splits at its row groups, a .txt file is one block). Blocks are dealt to the tasks "
+        "largest first, each to the task with the fewest bytes so far (pipeline/readers/blocks.py).",
     )
     max_passage_tokens: int = Field(
         256,
@@ -243,8 +244,8 @@ class GenerationConfig(_Strict):
         ge=1.0,
         description="A reply may run to this many times the length it was asked for (at least 8 words "
         "more) before it is cut and the row dropped as `cut_at_token_limit`. Budgets come from the "
-        "requested length per row (pipeline/budgets.py): a looping reply then stops early instead of "
-        "holding the whole batch.",
+        "requested length per row (pipeline/generate/budgets.py): a looping reply then stops early "
+        "instead of holding the whole batch.",
     )
     max_tokens_query: int = Field(
         720,
@@ -464,8 +465,8 @@ class OutputConfig(_Strict):
     num_tasks: int = Field(
         1,
         ge=1,
-        description="Tasks the run is split into: task t of T reads input blocks t, t+T, ... (see "
-        "corpus.block_bytes) and nothing else. Fixed for the life of an output folder; workers, scheduler "
+        description="Tasks the run is split into: each reads only the input blocks dealt to it (see "
+        "corpus.block_bytes). Fixed for the life of an output folder; workers, scheduler "
         "ranks and Ray replicas each take a share of the tasks.",
     )
 

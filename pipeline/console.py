@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from .run.folder import DATA, REJECTED, RunFolder
+from .run.folder import RunFolder
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -147,8 +147,8 @@ def summary(result, log_path: Path | None) -> list[str]:
         f"generation {t.get('generation', 0):.1f} s)"
     )
     folder = RunFolder(out)
-    data, rejected = folder.root / DATA, folder.root / REJECTED
-    lines.append(f"data: {data} ({len(result.shards)} shards); dropped rows: {rejected}")
+    shards = len(result.shards)
+    lines.append(f"data: {folder.data_folder} ({shards} shards); dropped rows: {folder.rejected_folder}")
     if folder.card_file.exists():
         lines.append(f"card: {folder.card_file}; stats: {folder.stats_file}")
     if log_path is not None:

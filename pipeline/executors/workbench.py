@@ -31,6 +31,7 @@ from ..generate.bitext import WriteBitext
 from ..generate.classification import WriteClassification
 from ..generate.configure import Configure
 from ..generate.labels import load_or_propose
+from ..generate.llm_call import LLM
 from ..generate.negatives import MineNegatives, WriteNegatives
 from ..generate.personas import PersonaCandidates, load_personas
 from ..generate.query import WriteQuery
@@ -79,18 +80,15 @@ class Parts:
     judge_engine: ChatEngine | None = None
     labels: dict[str, str] | None = None
 
-
-def _query_with_persona(p: Parts) -> Step:
-    config = p.plan.config
-    top_k = config.personas.top_k
-    return WriteQuery(p.engine, p.plan.prompts, config.generation, config.seed, choose_persona_among=top_k)
+    @property
+    def llm(self) -> LLM:
+        return LLM(self.engine, self.plan.prompts, self.plan.config.seed)
 
 
 def _classification(p: Parts) -> Step:
     if not p.labels:
         raise ValueError("classification rows need a label set")
-    config = p.plan.config
-    return WriteClassification(p.engine, p.plan.prompts, config.generation, p.labels, config.seed, p.embedder)
+    return WriteClassification(p.llm, p.plan.config.generation, p.labels, p.embedder)
 
 
 def _personas(p: Parts) -> Step:
@@ -103,27 +101,23 @@ def _personas(p: Parts) -> Step:
 # recipe name -> how to build its step from the parts (the order comes from plan.step_recipe)
 BUILDERS: dict[str, Callable[[Parts], Step]] = {
     "personas": _personas,
-    "persona_query": _query_with_persona,
-    "configure": lambda p: Configure(
-        p.engine, p.plan.prompts, p.plan.config.generation, p.plan.config.personas.top_k, p.plan.config.seed
+    "persona_query": lambda p: WriteQuery(
+        p.llm, p.plan.config.generation, choose_persona_among=p.plan.config.personas.top_k
     ),
-    "query": lambda p: WriteQuery(p.engine, p.plan.prompts, p.plan.config.generation, p.plan.config.seed),
+    "configure": lambda p: Configure(p.llm, p.plan.config.generation, p.plan.config.personas.top_k),
+    "query": lambda p: WriteQuery(p.llm, p.plan.config.generation),
     "bitext": lambda p: WriteBitext(
-        p.engine,
-        p.plan.prompts,
-        p.plan.config.generation,
-        p.plan.config.seed,
-        p.plan.config.filters.language.check_negatives,
+        p.llm, p.plan.config.generation, p.plan.config.filters.language.check_negatives
     ),
     "classification": _classification,
-    "sts": lambda p: WriteSTS(p.engine, p.plan.prompts, p.plan.config.generation, p.plan.config.seed),
+    "sts": lambda p: WriteSTS(p.llm, p.plan.config.generation),
     "language": lambda p: LanguageCheck(),
     "repetition": lambda p: RepetitionCheck(p.plan.config.filters.repetition.max_repeated),
     "copy_check": lambda p: CopyCheck(p.plan.config.filters.passage_copy),
     "dedup": lambda p: Dedup(p.plan.config.filters.dedup),
     "cosine": lambda p: CosineFilter(p.embedder, p.plan.config.filters.cosine),
     "negatives_llm": lambda p: WriteNegatives(
-        p.engine, p.plan.prompts, p.plan.config.negatives, p.plan.config.filters.language.check_negatives
+        p.llm, p.plan.config.negatives, p.plan.config.filters.language.check_negatives
     ),
     "negatives_mined": lambda p: MineNegatives(p.embedder, p.pool, p.plan.config.negatives),
     "margin": lambda p: NegativeMargin(p.embedder, p.plan.config.negatives),

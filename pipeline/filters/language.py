@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .. import schema as S
 from ..langid import check_language
-from ..step import Dropped, Row, Step, StepResult, set_score
+from ..step import Dropped, Row, set_score
+from .base import Filter
 
 
 def written_texts(row: Row) -> list[tuple[str, str, str]]:
@@ -17,34 +18,23 @@ def written_texts(row: Row) -> list[tuple[str, str, str]]:
     return [(S.QUERY, row[S.QUERY], row[S.LANGUAGE])]
 
 
-class LanguageCheck(Step):
+class LanguageCheck(Filter):
     name = "language"
 
     def __init__(self, min_margin: float = 0.2):
         self.min_margin = min_margin
 
-    def __call__(self, rows: list[Row]) -> StepResult:
-        result = StepResult()
-        for row in rows:
-            failure = None
-            for column, text, language in written_texts(row):
-                ok, scores = check_language(text, language, self.min_margin)
-                if column == S.QUERY or row[S.TASK_TYPE] == "bitext":
-                    set_score(row, "query_language", scores["requested"])
-                if not ok:
-                    failure = (column, language, scores)
-                    break
-            if failure is None:
-                result.kept.append(row)
-                continue
-            column, language, scores = failure
-            best = next((k[len("best_is_") :] for k in scores if k.startswith("best_is_")), "?")
-            result.dropped.append(
-                Dropped(
+    def check(self, row: Row) -> Dropped | None:
+        for column, text, language in written_texts(row):
+            ok, scores = check_language(text, language, self.min_margin)
+            if column == S.QUERY or row[S.TASK_TYPE] == "bitext":
+                set_score(row, "query_language", scores["requested"])
+            if not ok:
+                best = next((k[len("best_is_") :] for k in scores if k.startswith("best_is_")), "?")
+                return Dropped(
                     row,
                     "wrong_language",
                     detail=f"{column}: asked {language}, looks like {best}",
                     scores={"query_language": scores["requested"], "best_language": scores["best"]},
                 )
-            )
-        return result
+        return None

@@ -14,7 +14,8 @@ import numpy as np
 from .. import schema as S
 from ..config import NegativesConfig
 from ..embed.embedder import Embedder
-from ..step import Row, Step, StepResult, set_score
+from ..step import Dropped, Row, Step, StepResult, set_score
+from .base import Filter
 
 
 def passes_margin(negative_score: float, positive_score: float, margin: float) -> bool:
@@ -79,7 +80,7 @@ class NegativeMargin(Step):
         return result
 
 
-class RequireNegatives(Step):
+class RequireNegatives(Filter):
     """Rows left with too few negatives after every check are not worth training on."""
 
     name = "require_negatives"
@@ -88,16 +89,8 @@ class RequireNegatives(Step):
     def __init__(self, minimum: int):
         self.minimum = minimum
 
-    def __call__(self, rows: list[Row]) -> StepResult:
-        from ..step import Dropped
-
-        result = StepResult()
-        for row in rows:
-            count = len(row.get(S.NEGATIVES) or [])
-            if count >= self.minimum:
-                result.kept.append(row)
-            else:
-                result.dropped.append(
-                    Dropped(row, "no_negatives", detail=f"{count} < {self.minimum} negatives left")
-                )
-        return result
+    def check(self, row: Row) -> Dropped | None:
+        count = len(row.get(S.NEGATIVES) or [])
+        if count >= self.minimum:
+            return None
+        return Dropped(row, "no_negatives", detail=f"{count} < {self.minimum} negatives left")

@@ -6,8 +6,9 @@ language check and can pass a cosine filter, but teaches nothing.
 from __future__ import annotations
 
 from .. import schema as S
-from ..step import Dropped, Row, Step, StepResult, set_score
+from ..step import Dropped, Row, set_score
 from ..text import mostly_cjk, tokens
+from .base import Filter
 from .language import written_texts
 
 
@@ -21,27 +22,21 @@ def repeated_share(text: str) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
-class RepetitionCheck(Step):
+class RepetitionCheck(Filter):
     name = "repetition"
 
     def __init__(self, max_repeated: float = 0.2):
         self.max_repeated = max_repeated
 
-    def __call__(self, rows: list[Row]) -> StepResult:
-        result = StepResult()
-        for row in rows:
-            worst = max(repeated_share(text) for _, text, _ in written_texts(row))
-            set_score(row, "repeated_ngrams", worst)
-            if worst > self.max_repeated:
-                result.dropped.append(
-                    Dropped(
-                        row,
-                        "repetitive",
-                        detail=f"{worst:.0%} of the n-grams repeat earlier ones",
-                        raw_output=row[S.QUERY],
-                        scores={"repeated_ngrams": worst},
-                    )
-                )
-            else:
-                result.kept.append(row)
-        return result
+    def check(self, row: Row) -> Dropped | None:
+        worst = max(repeated_share(text) for _, text, _ in written_texts(row))
+        set_score(row, "repeated_ngrams", worst)
+        if worst <= self.max_repeated:
+            return None
+        return Dropped(
+            row,
+            "repetitive",
+            detail=f"{worst:.0%} of the n-grams repeat earlier ones",
+            raw_output=row[S.QUERY],
+            scores={"repeated_ngrams": worst},
+        )

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from .. import schema as S
 from ..config import GenerationConfig
-from ..engine import ChatEngine
 from ..langid import check_language, language_name
 from ..readers.passages import split_sentences
 from ..step import Dropped, Row, StepResult
 from ..text import normalise, tokens
 from . import sampling
 from .budgets import JSON_OVERHEAD, approx_words, capped, words_budget
-from .llm_call import LLMStep, copies_example
-from .prompts import PromptLibrary
+from .llm_call import LLM, LLMStep, copies_example
 from .replies import SENTENCE_MAX_CHARS, bitext_output
 
 TEMPLATE = "bitext/translate"
@@ -38,15 +36,8 @@ class WriteBitext(LLMStep):
     name = "bitext"
     task_types = frozenset({"bitext"})
 
-    def __init__(
-        self,
-        engine: ChatEngine,
-        prompts: PromptLibrary,
-        config: GenerationConfig,
-        seed: int,
-        check_language: bool = True,
-    ):
-        super().__init__(engine, prompts, config, seed)
+    def __init__(self, llm: LLM, config: GenerationConfig, check_language: bool = True):
+        super().__init__(llm, config)
         self.check_language = check_language
         self.output = bitext_output(config.bitext_negatives)
 

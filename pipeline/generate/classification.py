@@ -14,13 +14,11 @@ import numpy as np
 from .. import schema as S
 from ..config import GenerationConfig
 from ..embed.embedder import Embedder
-from ..engine import ChatEngine
 from ..langid import language_name
 from ..step import Dropped, Row, StepResult
 from . import sampling
 from .budgets import capped, words_budget
-from .llm_call import LLMStep, copies_example
-from .prompts import PromptLibrary
+from .llm_call import LLM, LLMStep, copies_example
 from .replies import classification_output
 
 TEMPLATE = "classification/classify"
@@ -37,17 +35,11 @@ class WriteClassification(LLMStep):
     task_types = frozenset({"classification"})
 
     def __init__(
-        self,
-        engine: ChatEngine,
-        prompts: PromptLibrary,
-        config: GenerationConfig,
-        labels: dict[str, str],
-        seed: int,
-        embedder: Embedder | None = None,
+        self, llm: LLM, config: GenerationConfig, labels: dict[str, str], embedder: Embedder | None = None
     ):
         if len(labels) < 2:
             raise ValueError("classification needs at least two labels")
-        super().__init__(engine, prompts, config, seed)
+        super().__init__(llm, config)
         self.labels = labels
         self.output = classification_output(list(labels))
         self.embedder = embedder

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from .. import schema as S
 from ..config import GenerationConfig
-from ..engine import ChatEngine
 from ..langid import language_name
 from ..step import Row, StepResult
 from . import sampling
-from .llm_call import LLMStep
-from .prompts import PromptLibrary
+from .llm_call import LLM, LLMStep
 from .replies import configure_output, configure_persona_output
 
 
@@ -22,17 +20,10 @@ class Configure(LLMStep):
     name = "configure"
     task_types = frozenset({"retrieval"})
 
-    def __init__(
-        self,
-        engine: ChatEngine,
-        prompts: PromptLibrary,
-        config: GenerationConfig,
-        top_k: int,
-        seed: int = 0,
-        task: str = "retrieval",
-    ):
-        super().__init__(engine, prompts, config, seed)
-        self.template = f"{task}/configure"
+    template = "retrieval/configure"
+
+    def __init__(self, llm: LLM, config: GenerationConfig, top_k: int):
+        super().__init__(llm, config)
         self.sampled = config.choose_by == "sampled"
         self.question_types = [k for k, w in config.question_types.items() if w > 0]
         self.difficulties = [k for k, w in config.difficulties.items() if w > 0]
@@ -44,8 +35,7 @@ class Configure(LLMStep):
     def __call__(self, rows: list[Row]) -> StepResult:
         if self.sampled:
             for row in rows:
-                row[S.QUESTION_TYPE] = sampling.question_type(self.config, self.seed, row[S.ID])
-                row[S.DIFFICULTY] = sampling.difficulty(self.config, self.seed, row[S.ID])
+                sampling.draw_question(row, self.config, self.seed)
         variables = [
             {
                 "passage": row[S.POSITIVE],

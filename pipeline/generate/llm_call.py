@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from pydantic import BaseModel
 
@@ -29,7 +30,7 @@ def copies_example(answer: str, prompt: str) -> bool:
     (word 4-grams, CJK character 6-grams) appearing in the examples does: a copied example
     with one word changed is still a copy.
     """
-    from ..filters.copycheck import passage_overlap
+    from ..text import passage_overlap
 
     examples = prompt.split(TASK_MARKER)[0]
     needle = " ".join(answer.lower().split())
@@ -80,19 +81,28 @@ def ask(
     return answered, result
 
 
+@dataclass(frozen=True)
+class LLM:
+    """What every LLM step asks through: the engine, the run's templates, the run seed."""
+
+    engine: ChatEngine
+    prompts: PromptLibrary
+    seed: int = 0
+
+
 class LLMStep(Step):
     """A step that asks the LLM one templated question per row.
 
-    Holds what every such step needs (engine, prompt library, its config section,
-    the run seed) and the two things they all do: ask, and finish a row the model
-    answered well (its task instruction and the generator's name).
+    Holds what every such step needs (the ``LLM`` it asks and its config section) and
+    the two things they all do: ask, and finish a row the model answered well (its
+    task instruction and the generator's name).
     """
 
-    def __init__(self, engine: ChatEngine, prompts: PromptLibrary, config, seed: int = 0):
-        self.engine = engine
-        self.prompts = prompts
+    def __init__(self, llm: LLM, config):
+        self.engine = llm.engine
+        self.prompts = llm.prompts
+        self.seed = llm.seed
         self.config = config
-        self.seed = seed
 
     def ask(
         self,

@@ -12,13 +12,11 @@ from .. import schema as S
 from ..config import NegativesConfig
 from ..embed.embedder import Embedder
 from ..embed.pool import PassagePool
-from ..engine import ChatEngine
 from ..langid import check_language, language_name
 from ..step import Row, Step, StepResult
 from ..text import normalise
 from .budgets import JSON_OVERHEAD, capped, chars_budget
-from .llm_call import LLMStep, copies_example
-from .prompts import PromptLibrary
+from .llm_call import LLM, LLMStep, copies_example
 from .replies import NEGATIVE_MAX_CHARS, negatives_output
 
 log = logging.getLogger(__name__)
@@ -32,17 +30,11 @@ class WriteNegatives(LLMStep):
     name = "negatives_llm"
     task_types = frozenset({"retrieval"})
 
-    def __init__(
-        self,
-        engine: ChatEngine,
-        prompts: PromptLibrary,
-        config: NegativesConfig,
-        check_language: bool = True,
-        task: str = "retrieval",
-    ):
-        super().__init__(engine, prompts, config)
+    template = "retrieval/negatives"
+
+    def __init__(self, llm: LLM, config: NegativesConfig, check_language: bool = True):
+        super().__init__(llm, config)
         self.check_language = check_language
-        self.template = f"{task}/negatives"
         self.output = negatives_output(config.llm_count)
 
     def __call__(self, rows: list[Row]) -> StepResult:

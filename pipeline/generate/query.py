@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from .. import schema as S
 from ..config import GenerationConfig
-from ..engine import ChatEngine
 from ..langid import language_name
 from ..step import Dropped, Row, StepResult
 from . import sampling
 from .budgets import capped, words_budget
-from .llm_call import LLMStep, copies_example
-from .prompts import PromptLibrary
+from .llm_call import LLM, LLMStep, copies_example
 from .replies import QueryOutput, persona_query_output
 
 CHARACTER_TOKENS = 8  # the "character" field of a one-call reply
@@ -25,28 +23,18 @@ class WriteQuery(LLMStep):
     name = "query"
     task_types = frozenset({"retrieval"})
 
-    def __init__(
-        self,
-        engine: ChatEngine,
-        prompts: PromptLibrary,
-        config: GenerationConfig,
-        seed: int,
-        task: str = "retrieval",
-        choose_persona_among: int = 0,
-    ):
-        super().__init__(engine, prompts, config, seed)
-        self.task = task
+    def __init__(self, llm: LLM, config: GenerationConfig, choose_persona_among: int = 0):
+        super().__init__(llm, config)
         # one-call mode: the number of candidates the call chooses the persona from (0: off)
         self.one_call = choose_persona_among > 0
-        self.template = f"{task}/persona_query" if self.one_call else f"{task}/query"
+        self.template = "retrieval/persona_query" if self.one_call else "retrieval/query"
         self.output = persona_query_output(choose_persona_among) if self.one_call else QueryOutput
 
     def __call__(self, rows: list[Row]) -> StepResult:
         for row in rows:
             row[S.QUERY_LENGTH_WORDS] = sampling.length_words(self.config, self.seed, row[S.ID])
             if self.one_call:
-                row[S.QUESTION_TYPE] = sampling.question_type(self.config, self.seed, row[S.ID])
-                row[S.DIFFICULTY] = sampling.difficulty(self.config, self.seed, row[S.ID])
+                sampling.draw_question(row, self.config, self.seed)
         variables = [
             {
                 "passage": row[S.POSITIVE],

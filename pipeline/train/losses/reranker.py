@@ -48,4 +48,16 @@ def relevance_scores(last_logits: torch.Tensor, yes_id: int, no_id: int) -> torc
 def pointwise_reranker_loss(
     last_logits: torch.Tensor, yes_id: int, no_id: int, labels: torch.Tensor
 ) -> torch.Tensor:
+    """-log p(label) under the two-way softmax of the "yes" and "no" logits.
+
+    Args:
+        last_logits: (B, V) logits of the token after each prompt (``reranker_prompt``).
+        yes_id: token id of "yes".
+        no_id: token id of "no".
+        labels: (B,) 1 where the document meets the query, 0 where it does not.
+
+    References:
+        Zhang et al. 2025, "Qwen3 Embedding" (arXiv 2506.05176), section 2 (the reranker's
+        prompt and score).
+    """
     return F.cross_entropy(yes_no_logits(last_logits, yes_id, no_id), labels.long())
