@@ -26,9 +26,10 @@ from tqdm import tqdm
 from .. import console
 from ..console import say
 from ..engine import ChatEngine
+from ..faults import crash_point
 from ..handover.card import write_card
 from ..run.folder import TaskState
-from ..run.manifest import write_manifest
+from ..run.manifest import check_counts, write_manifest
 from ..run.plan import RunPlan
 from ..run.stats import RunStats
 
@@ -153,7 +154,10 @@ class Executor(ABC):
         stats.timings["tasks_complete"] = done
         stats.write(plan.folder.stats_file)
         if done == len(states):
+            crash_point("in_finalize")
+            check_counts(plan.folder, stats)
             write_manifest(plan, stats)
+            crash_point("before_card")
             write_card(plan.folder, plan.config.output.license)
         return stats
 

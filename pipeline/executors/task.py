@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 from .. import schema as S
 from ..console import say
+from ..faults import crash_point
 from ..generate.rows import new_rows
 from ..readers import Corpus
 from ..readers.documents import ReadStats
@@ -105,6 +106,12 @@ def run_task(
     for step in steps:
         if isinstance(step, StatefulStep):
             step.reset()
+    # the checkpoint is the only truth: shards of chunks it does not list are a crashed attempt's
+    removed = state.remove_uncommitted(chunks_done)
+    if removed:
+        log.info(
+            "%s: removed %d shard(s) of chunks after the checkpoint: %s", state.name, len(removed), removed
+        )
     if chunks_done:
         say(f"{state.name}: resuming after {chunks_done} finished chunk(s)")
         resume_stateful_steps(steps, state)
@@ -116,15 +123,24 @@ def run_task(
         if stop_requested():
             raise Interrupted(state.name)
         rows, rejected = process_chunk(steps, [row for p in batch for row in new_rows(p, config)], stats)
-        for task_type, records in records_by_task_type(rows).items():
-            write_table(records, S.ROW_SCHEMA, folder.data_shard(task_type, state.task, chunk))
+        shards = [
+            (records, S.ROW_SCHEMA, folder.data_shard(task_type, state.task, chunk))
+            for task_type, records in records_by_task_type(rows).items()
+        ]
         if rejected:
-            write_table(rejected, S.REJECTED_SCHEMA, folder.rejected_shard(state.task, chunk))
+            shards.append((rejected, S.REJECTED_SCHEMA, folder.rejected_shard(state.task, chunk)))
+        for records, schema, path in shards:
+            crash_point("before_shard")
+            write_table(records, schema, path)
+            crash_point("after_shard")
         stats.reading = Counter(read_stats.counts)
         chunks_done = chunk + 1
-        state.save(chunks_done, stats.to_json())  # the checkpoint: only after both shards exist
+        crash_point("before_checkpoint")
+        state.save(chunks_done, stats.to_json())  # the commit: only after every shard of the chunk exists
+        crash_point("after_checkpoint")
         on_chunk(len(batch), len(rows))
     stats.reading = Counter(read_stats.counts)  # the task's whole input was read in this pass
     state.save(chunks_done, stats.to_json())
+    crash_point("before_complete")
     state.complete()
     return stats

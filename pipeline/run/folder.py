@@ -26,6 +26,7 @@ from typing import Any
 
 from .. import atomic
 from ..config import RunConfig, dump_config
+from ..faults import crash_point
 
 DATA, REJECTED = "data", "rejected"
 
@@ -45,6 +46,11 @@ def config_fingerprint(config: RunConfig) -> str:
 
 def shard_name(task: int, chunk: int) -> str:
     return f"part-{task:05d}-{chunk:05d}.parquet"
+
+
+def chunk_of(path: Path) -> int:
+    """The chunk number in a shard's name (``part-TTTTT-CCCCC.parquet``)."""
+    return int(Path(path).name.split(".")[0].split("-")[2])
 
 
 class RunFolder:
@@ -211,8 +217,10 @@ class RunFolder:
         return int(json.loads(self.run_file.read_text(encoding="utf-8"))["num_tasks"])
 
     def remove_stale_temporaries(self) -> None:
-        """Half-written shards of a killed run: hidden, never read, removed on the next start."""
-        for kind in (DATA, REJECTED):
+        """Half-written files of a killed run: hidden, never read, removed on the next start."""
+        for tmp in self._root.glob(atomic.TEMPORARY_GLOB):
+            tmp.unlink(missing_ok=True)
+        for kind in (DATA, REJECTED, "progress", "completions"):
             for tmp in (self._root / kind).rglob(atomic.TEMPORARY_GLOB):
                 tmp.unlink(missing_ok=True)
 
@@ -254,10 +262,30 @@ class TaskState:
         return int(data["chunks_done"]), data["stats"]
 
     def save(self, chunks_done: int, stats: dict[str, Any]) -> None:
-        atomic.write_json(self.progress_file, {"chunks_done": chunks_done, "stats": stats})
+        """The commit of a chunk: written, atomically, only after every shard of the chunk exists."""
+        with atomic.atomic_path(self.progress_file) as tmp:
+            tmp.write_text(
+                json.dumps({"chunks_done": chunks_done, "stats": stats}, indent=2, ensure_ascii=False)
+            )
+            crash_point("mid_checkpoint")
 
     def complete(self) -> None:
         atomic.write_text(self.completion_file, "done\n")
 
     def shards(self, kind: str) -> list[Path]:
         return self.folder.task_shards(kind, self.task)
+
+    def remove_uncommitted(self, chunks_done: int) -> list[str]:
+        """Delete this task's shards of chunks at or after ``chunks_done`` (not in the checkpoint).
+
+        A process that died between a chunk's shards and its checkpoint leaves shards no
+        checkpoint lists; the chunk is redone, so they must go before anything reads the
+        task's shards back (the stateful steps resume from them).
+        """
+        removed = []
+        for kind in (DATA, REJECTED):
+            for path in self.shards(kind):
+                if chunk_of(path) >= chunks_done:
+                    path.unlink()
+                    removed.append(self.folder.relative(path))
+        return removed

@@ -7,8 +7,29 @@ from datetime import datetime, timezone
 
 from .. import atomic
 from .. import schema as S
+from ..faults import crash_point
+from .folder import RunFolder, RunStateError
 from .plan import RunPlan
 from .stats import RunStats
+
+
+def check_counts(folder: RunFolder, stats: RunStats) -> None:
+    """Refuse to finish a run whose shards hold other row counts than its stats (a row written twice).
+
+    Every row that entered the steps is counted once, kept or dropped; the data shards must
+    hold exactly the kept rows and the rejected shards exactly the dropped ones.
+    """
+    import pyarrow.parquet as pq
+
+    kept = sum(pq.ParquetFile(p).metadata.num_rows for p in folder.data_shards())
+    dropped = sum(pq.ParquetFile(p).metadata.num_rows for p in folder.rejected_shards())
+    counted_dropped = sum(counts for stage in stats.stages.values() for counts in stage.dropped.values())
+    if kept != stats.rows_out or dropped != counted_dropped:
+        raise RunStateError(
+            f"{folder}: the shards hold {kept} kept and {dropped} dropped rows, the stats count "
+            f"{stats.rows_out} and {counted_dropped}: a chunk was written twice or lost. Rerun into a "
+            "new --out (or pass --overwrite) and report this"
+        )
 
 
 def write_manifest(plan: RunPlan, stats: RunStats) -> None:
@@ -36,4 +57,6 @@ def write_manifest(plan: RunPlan, stats: RunStats) -> None:
     }
     if folder.labels_file.exists():
         manifest["labels"] = json.loads(folder.labels_file.read_text(encoding="utf-8"))
-    atomic.write_json(folder.manifest_file, manifest)
+    with atomic.atomic_path(folder.manifest_file) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+        crash_point("mid_manifest")

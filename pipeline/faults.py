@@ -1,0 +1,40 @@
+"""Named crash points, so the exactly-once promise can be tested at every place a process may die.
+
+``SYNTH_CRASH_AT=POINT`` (or ``POINT@N`` for its N-th time in this process) makes the process
+exit at once, with status ``CRASH_EXIT`` and no clean-up, when it reaches that point: what a
+power cut or a SIGKILL leaves behind, at a chosen moment instead of a random one. Unset (the
+normal case) the check costs one dictionary look-up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+ENV = "SYNTH_CRASH_AT"
+CRASH_EXIT = 86
+POINTS = (
+    "before_shard",  # a chunk's rows are ready, its first shard not written
+    "after_shard",  # one shard of the chunk landed, the others may not have
+    "before_checkpoint",  # every shard of the chunk landed, the checkpoint not written
+    "mid_checkpoint",  # the checkpoint's temporary file written, not renamed
+    "after_checkpoint",  # the chunk is committed
+    "before_complete",  # the task's last checkpoint written, its completion marker not
+    "in_finalize",  # every task complete, stats written, the manifest not
+    "mid_manifest",  # the manifest's temporary file written, not renamed
+    "before_card",  # the manifest written, the dataset card not
+)
+_reached: Counter = Counter()
+
+
+def crash_point(name: str) -> None:
+    """Exit the process here if ``SYNTH_CRASH_AT`` names this point (and this is its N-th time)."""
+    wanted = os.environ.get(ENV)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition("@")
+    if point != name:
+        return
+    _reached[name] += 1
+    if _reached[name] == int(nth or 1):
+        os._exit(CRASH_EXIT)
