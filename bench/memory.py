@@ -99,7 +99,7 @@ def child(corpus: Path, out: Path, embedder: str, limit: int | None) -> None:
     class FastFakeEngine(ChatEngine):
         model_name = "fast-fake-engine"
 
-        def generate(self, chats, output, max_tokens, temperature=None, desc=None):
+        def generate(self, chats, output, max_tokens, temperature=None, desc=None, seeds=None):
             return [parse_output(fake_answer(chat[-1]["content"], output), output) for chat in chats]
 
     # the model is replaced, not the store around it: vectors are written, read back and reused

@@ -45,7 +45,7 @@ class RecordingEngine:
         self.settings = getattr(engine, "settings", {})
         self.calls: list[dict] = []
 
-    def generate(self, chats, output: type[BaseModel], max_tokens, temperature=None, desc=None):
+    def generate(self, chats, output: type[BaseModel], max_tokens, temperature=None, desc=None, seeds=None):
         started = time.perf_counter()
         generations = self.engine.generate(chats, output, max_tokens, temperature=temperature, desc=desc)
         self.calls.append(

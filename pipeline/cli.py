@@ -119,6 +119,10 @@ def generate(
     cpus_per_replica: Annotated[
         float | None, typer.Option(help="Ray: CPUs per replica (default: 1 with GPUs, else CPUs / replicas).")
     ] = None,
+    accept_corpus_change: Annotated[
+        bool,
+        typer.Option(help="Resume although a corpus file changed: unfinished tasks start over on it."),
+    ] = False,
     shard_rows: Annotated[
         int | None, typer.Option(help="Passages per chunk: one engine batch, one shard, one checkpoint.")
     ] = None,
@@ -173,6 +177,7 @@ def generate(
             workers=workers,
             overwrite=overwrite,
             verbose=verbose,
+            accept_corpus_change=accept_corpus_change,
         )
         from .executors import execute
 

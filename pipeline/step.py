@@ -116,6 +116,16 @@ def run_step(step: Step, rows: list[Row]) -> tuple[StepResult, list[Row]]:
     return (step(mine) if mine else StepResult()), others
 
 
+def request_seed(seed: int, *keys: str) -> int:
+    """The sampling seed of one LLM request: from the run seed and what the request is for.
+
+    Keys are the row id and the stage (its template), so every request of a run has its own
+    seed and the same request always gets the same one, whatever batch it is sent in.
+    """
+    digest = hashlib.sha256("\x1f".join([str(seed), "request", *keys]).encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
 def row_rng(seed: int, *keys: str) -> random.Random:
     """A generator that depends only on the run seed and the row, not on batch order.
 

@@ -33,9 +33,11 @@ class FakeEngine(ChatEngine):
         self.answer = answer  # (prompt_text, output_model) -> raw text
         self.calls: list[tuple[str, int]] = []
         self.budgets: list[tuple[str, list[int]]] = []  # (output model, max_tokens per chat)
+        self.seeds: list[int | None] = []  # the sampling seed of every request, in order
 
-    def generate(self, chats, output, max_tokens, temperature=None, desc=None):
+    def generate(self, chats, output, max_tokens, temperature=None, desc=None, seeds=None):
         self.calls.append((output.__name__, len(chats)))
+        self.seeds.extend(seeds or [None] * len(chats))
         limits = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(chats)
         self.budgets.append((output.__name__, limits))
         results: list[Generation] = []

@@ -23,6 +23,22 @@ def test_engine_returns_schema_valid_json(vllm_engine):
     assert all(g.parsed is not None for g in generations), [g.error for g in generations]
 
 
+def test_a_seeded_request_gets_the_same_reply_in_any_batch(vllm_engine):
+    """Per-request seeds: sampling at temperature 1, a reply depends on its request alone."""
+    chats = [[{"role": "user", "content": f"Write a search query about topic {i}."}] for i in range(4)]
+
+    def replies(batch, seeds):
+        return [g.raw for g in vllm_engine.generate(batch, QueryOutput, 24, temperature=1.0, seeds=seeds)]
+
+    alone = replies(chats[2:3], [11])
+    in_a_batch = replies(chats, [7, 8, 11, 9])
+    reversed_batch = replies(chats[::-1], [9, 11, 8, 7])
+    assert in_a_batch[2] == alone[0] == reversed_batch[1]
+    assert in_a_batch[::-1] == reversed_batch
+    other_seeds = replies(chats, [1, 2, 3, 4])
+    assert other_seeds != in_a_batch  # the seed, not the prompt alone, decides the sample
+
+
 def test_engine_counts_tokens_and_serves_a_shared_head_from_the_prefix_cache(vllm_engine):
     head = "You write search queries. " * 60  # ~300 tokens shared by every chat
     chats = [[{"role": "user", "content": f"{head}\n### Your task\nQuery number {i}."}] for i in range(6)]

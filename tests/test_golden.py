@@ -102,6 +102,8 @@ def snapshot(out: Path) -> dict[str, object]:
             if name == "manifest.json":
                 data.pop("created", None)
                 data.pop("command", None)
+            if name == "run.json":
+                data.pop("corpus", None)  # file sizes and times of this checkout's sample corpus
             files[name] = _scrub(data, root)
         elif path.suffix == ".yaml":
             files[name] = _scrub(yaml.safe_load(path.read_text(encoding="utf-8")), root)

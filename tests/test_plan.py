@@ -131,3 +131,92 @@ def test_run_paths_come_from_the_folder(tmp_path):
     assert len(folder.data_shards()) == 2  # a temporary is never a shard
     with pytest.raises(ValueError):
         folder.relative(tmp_path.parent / "elsewhere")
+
+
+def test_a_changed_corpus_is_refused_by_name_and_accepted_on_request(tmp_path, minilm_path):
+    from pipeline.executors import execute
+    from pipeline.run.folder import RunStateError
+
+    from .test_tasks import Crash, crashing_answer
+
+    corpus = tmp_path / "corpus.jsonl"
+    lines = [
+        json.dumps({"id": f"d{i}", "text": f"Passage {i} is about the river valley number {i}."})
+        for i in range(12)
+    ]
+    corpus.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    settings = [f"output.out_dir={out}", f"corpus.path={corpus}", "output.shard_rows=2", "output.num_tasks=2"]
+    settings += [f"models.embedder={minilm_path}", "filters.judge.enabled=false", "negatives.mined_count=0"]
+
+    def plan(accept=False):
+        config = load_config(None, settings)
+        config.models.generator = "fake-engine"
+        return resolve_plan(config, accept_corpus_change=accept, command="synth generate")
+
+    with pytest.raises(Crash):
+        execute(plan(), engine=FakeEngine(crashing_answer(3)))
+    recorded = json.loads((out / "run.json").read_text())["corpus"]
+    assert recorded["files"][0]["source"] == str(corpus) and recorded["blocks"]
+    corpus.write_text("\n".join(lines + [json.dumps({"id": "new", "text": "A row added later on."})]) + "\n")
+    with pytest.raises(RunStateError, match=r"corpus\.jsonl changed since the run started.*--accept-corpus"):
+        execute(plan(), engine=FakeEngine(default_answer))
+    result = execute(plan(accept=True), engine=FakeEngine(default_answer))
+    assert result.stats.rows_in == 13  # every task started over on the new input
+    assert json.loads((out / "run.json").read_text())["corpus"]["files"][0]["size"] == corpus.stat().st_size
+
+
+def test_one_writer_per_task(tmp_path, minilm_path, monkeypatch):
+    """A live writer's lease refuses a second one; a dead or silent writer's lease is taken over."""
+    import os
+    import socket
+    import time
+
+    from pipeline.run.folder import LeaseHeld
+
+    monkeypatch.setenv("SYNTH_LEASE_WAIT", "0")
+    out = tmp_path / "out"
+    settings = [
+        f"output.out_dir={out}",
+        "limit=4",
+        f"models.embedder={minilm_path}",
+        "filters.judge.enabled=false",
+    ]
+    config = load_config(None, settings)
+    config.models.generator = "fake-engine"
+    lease = RunFolder(out).task(0).lease_file
+    lease.parent.mkdir(parents=True)
+    # another live process on this host (this test's own), heartbeat now: a second writer is refused
+    live = {"owner": "other", "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
+    lease.write_text(json.dumps(live))
+    with pytest.raises(LeaseHeld, match=r"task-00000 is being written by process \d+"):
+        run_generate(config, engine=FakeEngine(default_answer))
+    assert not list(RunFolder(out).data_shards())  # refused before writing anything
+    # a writer on another machine that stopped sending heartbeats long ago: taken over
+    silent = {**live, "host": "elsewhere", "heartbeat": time.time() - 10_000}
+    lease.write_text(json.dumps(silent))
+    run_generate(config, engine=FakeEngine(default_answer))
+    assert RunFolder(out).task(0).is_complete() and not lease.exists()  # released when done
+
+
+def test_a_dead_writers_lease_is_taken_over_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline.run.folder import Lease
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    path = tmp_path / "task-00000.lease"
+    import socket
+    import time
+
+    path.write_text(
+        json.dumps(
+            {"owner": "x", "host": socket.gethostname(), "pid": int(dead.stdout), "heartbeat": time.time()}
+        )
+    )
+    with Lease(path, "task-00000") as lease:
+        assert json.loads(path.read_text())["owner"] == lease.owner
+    assert not path.exists()

@@ -97,7 +97,7 @@ def test_words_budget_gives_cjk_and_long_queries_more_room():
 
 def test_a_reply_cut_at_its_budget_is_dropped_with_its_own_reason(tmp_path, minilm_path):
     class Cutting(FakeEngine):
-        def generate(self, chats, output, max_tokens, temperature=None, desc=None):
+        def generate(self, chats, output, max_tokens, temperature=None, desc=None, seeds=None):
             generations = super().generate(chats, output, max_tokens, temperature, desc)
             if output.__name__ != "QueryOutput":
                 return generations

@@ -144,12 +144,17 @@ class ChatEngine(ABC):
         max_tokens: int | list[int],
         temperature: float | None = None,
         desc: str | None = None,
+        seeds: list[int] | None = None,
     ) -> list[Generation]:
         """Answer every chat with JSON matching ``output``; order is preserved.
 
         ``max_tokens`` is one budget for every chat or one per chat (a short query
-        needs a short budget: a reply that loops then ends early). Each
-        ``Generation`` carries its prompt, cached and output token counts.
+        needs a short budget: a reply that loops then ends early). ``seeds`` gives
+        each chat its own sampling seed (``step.request_seed``: from the run seed, the
+        row and the stage), so a reply depends on its request alone, never on what
+        else is in the batch: a redone chunk, a resumed run or another executor gets
+        the same replies from the same engine. Each ``Generation`` carries its
+        prompt, cached and output token counts.
         """
 
     def close(self) -> None:  # noqa: B027 - engines without resources need no cleanup

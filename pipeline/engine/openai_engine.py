@@ -92,7 +92,9 @@ class OpenAIEngine(ChatEngine):
         response.raise_for_status()
         return response.json()
 
-    def _one(self, chat: Chat, output: type[BaseModel], max_tokens: int, temperature: float) -> Generation:
+    def _one(
+        self, chat: Chat, output: type[BaseModel], max_tokens: int, temperature: float, seed: int | None
+    ) -> Generation:
         body = {
             "model": self.model_name,
             "messages": chat,
@@ -106,6 +108,8 @@ class OpenAIEngine(ChatEngine):
             # vLLM and SGLang read this; Qwen3's template then skips the thinking block
             "chat_template_kwargs": {"enable_thinking": False},
         }
+        if seed is not None:  # vLLM, SGLang and OpenAI sample this request with its own seed
+            body["seed"] = seed
         try:
             reply = self._post(body)
         except RetryError as exc:
@@ -129,13 +133,14 @@ class OpenAIEngine(ChatEngine):
         max_tokens: int | list[int],
         temperature: float | None = None,
         desc: str | None = None,
+        seeds: list[int] | None = None,
     ) -> list[Generation]:
         temp = self.temperature if temperature is None else temperature
         limits = budgets(max_tokens, len(chats))
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures = [
-                pool.submit(self._one, chat, output, limit, temp)
-                for chat, limit in zip(chats, limits, strict=True)
+                pool.submit(self._one, chat, output, limit, temp, seed)
+                for chat, limit, seed in zip(chats, limits, seeds or [None] * len(chats), strict=True)
             ]
             return [f.result() for f in tqdm(futures, desc=desc or "requests", leave=False)]
 

@@ -141,6 +141,7 @@ class VLLMEngine(ChatEngine):
         max_tokens: int | list[int],
         temperature: float | None = None,
         desc: str | None = None,
+        seeds: list[int] | None = None,
     ) -> list[Generation]:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
@@ -149,17 +150,18 @@ class VLLMEngine(ChatEngine):
             return []
         schema = json_schema(output)  # one schema object per call: the backend compiles it once
         temperature = self.config.temperature if temperature is None else temperature
-        by_budget: dict[int, SamplingParams] = {}
-        params = []
-        for limit in budgets(max_tokens, len(chats)):
-            if limit not in by_budget:
-                by_budget[limit] = SamplingParams(
-                    max_tokens=limit,
-                    temperature=temperature,
-                    top_p=self.config.top_p,
-                    structured_outputs=StructuredOutputsParams(json=schema, disable_any_whitespace=True),
-                )
-            params.append(by_budget[limit])
+        structured = StructuredOutputsParams(json=schema, disable_any_whitespace=True)
+        limits = budgets(max_tokens, len(chats))
+        params = [
+            SamplingParams(
+                max_tokens=limit,
+                temperature=temperature,
+                top_p=self.config.top_p,
+                seed=seed,  # per request: the reply does not depend on the rest of the batch
+                structured_outputs=structured,
+            )
+            for limit, seed in zip(limits, seeds or [None] * len(chats), strict=True)
+        ]
         results = self.llm.chat(
             chats,
             params,

@@ -28,6 +28,7 @@ from ..console import say
 from ..engine import ChatEngine
 from ..faults import crash_point
 from ..handover.card import write_card
+from ..readers.passages import open_input
 from ..run.folder import TaskState
 from ..run.manifest import check_counts, write_manifest
 from ..run.plan import RunPlan
@@ -118,7 +119,8 @@ class Executor(ABC):
         plan = self.plan
         with self.context():
             started = time.perf_counter()
-            plan.folder.open(plan.config, plan.overwrite)
+            corpus = open_input(plan.config).identity(plan.split.num_tasks)  # metadata only
+            plan.folder.open(plan.config, plan.overwrite, corpus, plan.accept_corpus_change)
             todo = plan.tasks_to_do()
             if not todo:
                 return self.result(self.finalize())

@@ -64,7 +64,8 @@ def launch_workers(plan: RunPlan) -> None:
     """
     from ..models import has_cuda
 
-    plan.folder.open(plan.config, plan.overwrite)
+    corpus = open_input(plan.config).identity(plan.split.num_tasks)
+    plan.folder.open(plan.config, plan.overwrite, corpus, plan.accept_corpus_change)
     gpus = 0
     if has_cuda():
         import torch

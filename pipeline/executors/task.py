@@ -100,6 +100,11 @@ def run_task(
     order) but not processed; stateful steps are rebuilt from their shards.
     ``on_chunk(passages, rows kept)`` is called after each finished chunk.
     """
+    with state.lease():  # one writer per task: a second one is refused while this one lives
+        return _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested)
+
+
+def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested) -> RunStats:
     config, folder = plan.config, plan.folder
     chunks_done, saved = state.load()
     stats = RunStats.from_json(saved) if saved else RunStats()

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from .. import schema as S
 from ..engine import ChatEngine, Generation
 from ..engine.base import REQUEST_FAILED
-from ..step import Dropped, Row, Step, StepResult, charge
+from ..step import Dropped, Row, Step, StepResult, charge, request_seed
 from .instructions import instruction
 from .prompts import PromptLibrary
 
@@ -49,13 +49,15 @@ def ask(
     max_tokens: int | list[int],
     invalid_reason: str = "invalid_json",
     language_column: str = S.LANGUAGE,
+    seed: int = 0,
 ) -> tuple[list[tuple[Row, BaseModel, str]], StepResult]:
     """Render ``template`` per row, run the batch, split rows into parsed answers and drops.
 
     The template is the one for the language in ``language_column`` (the language
     the model must write: ``<name>.<lang>.j2`` when it exists). Returns (row, parsed
     answer, prompt text) triples for the caller to apply, and a result that already
-    holds every row whose answer did not parse, with its raw text.
+    holds every row whose answer did not parse, with its raw text. Each request is
+    sampled with its own seed (``request_seed`` of ``seed``, the row id and the template).
     """
     chats = []
     for row, values in zip(rows, variables, strict=True):
@@ -63,7 +65,8 @@ def ask(
         chats.append([{"role": "user", "content": prompts.render(template, values, language)}])
         row.setdefault(S.WORK_PROMPTS, {})[template] = prompts.prompt(template, language).hash
     started = time.perf_counter()
-    generations: list[Generation] = engine.generate(chats, output, max_tokens, desc=template)
+    seeds = [request_seed(seed, str(row.get(S.ID)), template) for row in rows]
+    generations: list[Generation] = engine.generate(chats, output, max_tokens, desc=template, seeds=seeds)
     answered, result = [], StepResult()
     result.usage.add(generations, time.perf_counter() - started)
     for row, chat, generation in zip(rows, chats, generations, strict=True):
@@ -122,6 +125,7 @@ class LLMStep(Step):
             output,
             max_tokens,
             language_column=language_column,
+            seed=self.seed,
         )
 
     def accept(self, row: Row, result: StepResult) -> None:

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 RawRow = tuple[Any, dict[str, Any]]  # (where: formats as "file:line" / "file:row N", the row)
@@ -48,6 +49,26 @@ class Reader(ABC):
     @abstractmethod
     def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
         """The rows of one block, counting the bytes read in ``counts["bytes_read"]``."""
+
+    def identity(self) -> dict[str, Any]:
+        """What pins this input: its path, size and modification time (a hub dataset: its name).
+
+        A rerun compares it with the one recorded when the run started, so an edited corpus
+        is never silently split into other blocks than the finished chunks were read from.
+        """
+        path = Path(self.source)
+        if path.is_file():
+            stat = path.stat()
+            return {"source": self.source, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        if path.is_dir():  # a saved dataset: its files
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            stats = [p.stat() for p in files]
+            return {
+                "source": self.source,
+                "size": sum(s.st_size for s in stats),
+                "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+            }
+        return {"source": self.source}
 
     def read(self, rank: int = 0, world_size: int = 1, counts: Counter | None = None) -> Iterator[RawRow]:
         """The rows of blocks ``rank, rank + world_size, ...``: this task's share of the source."""

@@ -12,7 +12,9 @@ resumed run agree on which task reads what.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import json
 from collections import Counter
 from collections.abc import Iterator
 from functools import cached_property
@@ -57,6 +59,12 @@ class Corpus:
                 heapq.heappush(loads, (load + self.blocks[index].size, task))
             self._dealt[num_tasks] = [sorted(indices) for indices in owned]
         return self._dealt[num_tasks]
+
+    def identity(self, num_tasks: int) -> dict:
+        """The input's identity (every file's size and modification time) and its block plan's digest."""
+        plan = [[str(b) for b in self.blocks_of(task, num_tasks)] for task in range(num_tasks)]
+        digest = hashlib.sha256(json.dumps(plan).encode()).hexdigest()[:16]
+        return {"files": [reader.identity() for reader in self.readers], "blocks": digest}
 
     def read(self, task: int = 0, num_tasks: int = 1, counts: Counter | None = None) -> Iterator[RawRow]:
         """The rows of task ``task``'s blocks, in block order; bytes read go to ``counts``."""

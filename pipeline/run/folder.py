@@ -17,9 +17,15 @@ Which blocks of the input a task reads is decided by ``pipeline/readers/blocks.p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import socket
+import threading
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,8 @@ from ..config import RunConfig, dump_config
 from ..faults import crash_point
 
 DATA, REJECTED = "data", "rejected"
+LEASE_SECONDS = 300  # a writer that sent no heartbeat for this long is taken for dead
+LEASE_WAIT = 30  # how long a second writer waits for a live lease before it stops
 
 
 class RunStateError(RuntimeError):
@@ -175,12 +183,24 @@ class RunFolder:
             elif target.exists():
                 target.unlink()
 
-    def open(self, config: RunConfig, overwrite: bool = False) -> None:
-        """Create or reopen the folder for this run; refuse one that holds another run."""
+    def open(
+        self,
+        config: RunConfig,
+        overwrite: bool = False,
+        corpus: dict | None = None,
+        accept_corpus_change: bool = False,
+    ) -> None:
+        """Create or reopen the folder for this run; refuse one that holds another run.
+
+        ``corpus`` is the input's identity (``Corpus.identity``): recorded by a new run,
+        compared by a resumed one (see ``pin_corpus``).
+        """
         if overwrite:
             self.clear()
         self._root.mkdir(parents=True, exist_ok=True)
         self.claim(config)
+        if corpus is not None:
+            self.pin_corpus(corpus, config.output.num_tasks, accept_corpus_change)
         self.remove_stale_temporaries()
         (self._root / DATA).mkdir(exist_ok=True)
         (self._root / REJECTED).mkdir(exist_ok=True)
@@ -212,6 +232,26 @@ class RunFolder:
             )
         atomic.write_json(self.run_file, {"fingerprint": fingerprint, "num_tasks": config.output.num_tasks})
 
+    def pin_corpus(self, corpus: dict, num_tasks: int, accept_change: bool = False) -> None:
+        """Record the input's identity, or check that it is the one the run started from.
+
+        A changed file stops the run, naming it: the finished chunks were read from the old
+        blocks, and the new file may cut into other ones. With ``accept_change`` the unfinished
+        tasks start over on the new block plan (their shards and checkpoints are removed);
+        finished tasks stay as they are.
+        """
+        record = json.loads(self.run_file.read_text())
+        previous = record.get("corpus")
+        if previous is not None and previous != corpus:
+            if not accept_change:
+                raise RunStateError(_corpus_change(self._root, previous, corpus))
+            for state in self.tasks(num_tasks):
+                if not state.is_complete():
+                    state.remove_uncommitted(0)
+                    state.progress_file.unlink(missing_ok=True)
+        if previous != corpus:
+            atomic.write_json(self.run_file, {**record, "corpus": corpus})
+
     def num_tasks(self) -> int:
         """The task count recorded when the run started."""
         return int(json.loads(self.run_file.read_text(encoding="utf-8"))["num_tasks"])
@@ -230,6 +270,24 @@ class RunFolder:
 
     def tasks(self, num_tasks: int) -> list[TaskState]:
         return [TaskState(self, t) for t in range(num_tasks)]
+
+
+def _corpus_change(out: Path, previous: dict, now: dict) -> str:
+    before = {f["source"]: f for f in previous["files"]}
+    after = {f["source"]: f for f in now["files"]}
+    changed = sorted(s for s in before.keys() & after.keys() if before[s] != after[s])
+    if changed:
+        old, new = before[changed[0]], after[changed[0]]
+        what = f"{changed[0]} changed since the run started (size {old.get('size')} -> {new.get('size')})"
+    elif before.keys() != after.keys():
+        gone, added = sorted(before.keys() - after.keys()), sorted(after.keys() - before.keys())
+        what = f"the corpus files changed since the run started (gone: {gone[:3]}, new: {added[:3]})"
+    else:
+        what = "the corpus's block plan changed since the run started"
+    return (
+        f"{what}: the finished chunks of {out} were read from the old input. Write to a new --out, "
+        "or pass --accept-corpus-change to start the unfinished tasks over on the new input"
+    )
 
 
 @dataclass
@@ -289,3 +347,125 @@ class TaskState:
                     path.unlink()
                     removed.append(self.folder.relative(path))
         return removed
+
+    @property
+    def lease_file(self) -> Path:
+        return self.folder.root / "progress" / f"{self.name}.lease"
+
+    def lease(self) -> Lease:
+        """The one-writer lease of this task (``with state.lease(): ...``)."""
+        return Lease(self.lease_file, self.name)
+
+
+class LeaseHeld(RunStateError):
+    """Another live writer holds the task."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lease:
+    """One writer per task: a lease file created only if absent, kept alive by a heartbeat.
+
+    The file holds the owner (a random id), host, process id and the time of its last
+    heartbeat, refreshed every third of ``LEASE_SECONDS`` while the task runs. Another writer
+    is refused while the lease is live; a lease is stale (and taken over) when its heartbeat
+    is older than ``LEASE_SECONDS`` (``SYNTH_LEASE_SECONDS``), or at once when its process is
+    gone from this host (a crash, a SIGKILL).
+    """
+
+    def __init__(self, path: Path, name: str):
+        self.path = Path(path)
+        self.name = name
+        self.owner = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def seconds() -> float:
+        return float(os.environ.get("SYNTH_LEASE_SECONDS", LEASE_SECONDS))
+
+    def _record(self) -> str:
+        return json.dumps(
+            {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
+        )
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self._record())
+        return True
+
+    def _stale(self, held: dict) -> bool:
+        if time.time() - float(held.get("heartbeat", 0)) > self.seconds():
+            return True
+        return held.get("host") == socket.gethostname() and not _alive(int(held.get("pid", 0)))
+
+    def acquire(self) -> None:
+        """Take the lease; a live one held by another writer is waited for up to ``SYNTH_LEASE_WAIT``
+        seconds (default 30: a stopped run's workers may take a moment to go), then refused."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        give_up = time.time() + float(os.environ.get("SYNTH_LEASE_WAIT", LEASE_WAIT))
+        for _ in range(3):
+            if self._create():
+                break
+            try:
+                held = json.loads(self.path.read_text())
+            except (FileNotFoundError, ValueError):
+                continue  # released or half-written this instant: try again
+            while not self._stale(held) and time.time() < give_up:
+                time.sleep(1)
+                try:
+                    held = json.loads(self.path.read_text())
+                except (FileNotFoundError, ValueError):
+                    held = {}  # released: stale by definition, so the next try creates ours
+            if not self._stale(held):
+                age = time.time() - float(held.get("heartbeat", 0))
+                raise LeaseHeld(
+                    f"{self.name} is being written by process {held.get('pid')} on {held.get('host')} "
+                    f"(last heartbeat {age:.0f} s ago): two writers would duplicate rows. Wait for it to "
+                    f"finish, or stop it; a dead writer's lease expires {self.seconds():.0f} s after its "
+                    "last heartbeat"
+                )
+            # stale: move it aside under a unique name (one taker wins the rename), then create ours
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(self.path, self.path.with_name(f".{self.path.name}.{self.owner}.stale"))
+                os.unlink(self.path.with_name(f".{self.path.name}.{self.owner}.stale"))
+        else:
+            raise LeaseHeld(f"{self.name}: could not take its lease ({self.path}); rerun the command")
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.seconds() / 3):
+            try:
+                if json.loads(self.path.read_text()).get("owner") != self.owner:
+                    return  # taken over after we stalled: the new writer owns the task now
+                atomic.write_text(self.path, self._record())
+            except (OSError, ValueError):
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if json.loads(self.path.read_text()).get("owner") == self.owner:
+                self.path.unlink()
+
+    def __enter__(self) -> Lease:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

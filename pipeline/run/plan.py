@@ -72,6 +72,7 @@ class RunPlan:
     overwrite: bool = False
     command: str = ""  # the command line, as the manifest and the card record it
     verbose: bool = False
+    accept_corpus_change: bool = False  # a changed corpus re-plans the unfinished tasks
 
     @cached_property
     def prompts(self) -> PromptLibrary:
@@ -178,6 +179,7 @@ def resolve_plan(
     overwrite: bool = False,
     verbose: bool = False,
     command: str | None = None,
+    accept_corpus_change: bool = False,
 ) -> RunPlan:
     """The plan of a run of ``config``; warns once when the judge is switched off by the default."""
     if executor not in EXECUTORS:
@@ -199,4 +201,5 @@ def resolve_plan(
         overwrite=overwrite,
         command=command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         verbose=verbose,
+        accept_corpus_change=accept_corpus_change,
     )
