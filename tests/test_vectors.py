@@ -77,3 +77,24 @@ def test_a_store_made_in_one_thread_encodes_in_another(tmp_path):
     worker.start()
     worker.join(timeout=60)
     assert results and results[0].shape == (2, 8)
+
+
+def test_a_retrained_embedder_in_the_same_folder_gets_new_vectors(tmp_path, minilm_path):
+    """The store and the mining pool key on the model's files, not on its folder's name."""
+    import os
+    import shutil
+
+    folder = tmp_path / "my-embedder"
+    shutil.copytree(minilm_path, folder)
+    store = tmp_path / "store"
+    first = Embedder(str(folder), "mine", store_root=store)
+    first.encode(["a text about rivers"])
+    assert first.store.computed == 1
+    assert Embedder(str(folder), "mine", store_root=store).identity == first.identity
+    weights = next(p for p in folder.rglob("*.safetensors"))
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # "retrained" in place
+    retrained = Embedder(str(folder), "mine", store_root=store)
+    assert retrained.identity != first.identity
+    retrained.encode(["a text about rivers"])
+    assert retrained.store.computed == 1  # not the old model's vector

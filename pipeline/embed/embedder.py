@@ -18,6 +18,8 @@ from typing import Literal
 
 import numpy as np
 
+from ..models import model_files_identity
+
 log = logging.getLogger(__name__)
 
 Role = Literal["query", "passage"]
@@ -60,7 +62,8 @@ class Embedder:
         store_root: str | Path | None = None,
     ):
         self.name = name
-        self.identity = f"{name}|{path}"  # names the vectors in the store and the mining pools
+        # names the vectors in the store and the mining pools: the model's files, not only its path
+        self.identity = f"{name}|{model_files_identity(path)}"
         # the cosine a relevant pair exceeds on this embedder's scale (cosine filter, absolute mode)
         self.cosine_threshold = cosine_threshold
         self.languages = languages  # None: trusted for every language

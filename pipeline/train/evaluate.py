@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..models import model_files_identity
 from .beir import load_beir
 from .encoder import Encoder
 
@@ -42,15 +43,8 @@ def recall_at_k(ranked: list[str], relevant: dict[str, int], k: int = 100) -> fl
 
 
 def model_identity(model_path: str, encoder: Encoder) -> str:
-    """Names a model's vectors in the store: path, pooling, length limit, its files' sizes and times."""
-    path = Path(model_path)
-    parts = [str(path.resolve()) if path.exists() else model_path, encoder.pooling, str(encoder.max_length)]
-    if path.is_dir():
-        for file in sorted(path.rglob("*")):
-            if file.is_file() and file.suffix in {".safetensors", ".bin", ".json", ".txt", ".model"}:
-                stat = file.stat()
-                parts.append(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}")
-    return "|".join(parts)
+    """Names a model's vectors in the store: its files' sizes and times, pooling, length limit."""
+    return "|".join([model_files_identity(model_path), encoder.pooling, str(encoder.max_length)])
 
 
 class StoredEncoder:
