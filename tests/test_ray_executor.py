@@ -85,6 +85,55 @@ def test_ray_executor_matches_the_local_one(ray_cluster, minilm_path, tmp_path):
     assert engine.calls == []
 
 
+class SlowEngine(FakeEngine):
+    """The fake engine at a pace a test can kill a replica in the middle of (pickled by reference)."""
+
+    def generate(self, chats, *args, **kwargs):
+        time.sleep(0.4 * len(chats))
+        return super().generate(chats, *args, **kwargs)
+
+
+def test_a_replica_killed_mid_run_is_replaced_and_its_task_resumes(ray_cluster, minilm_path, tmp_path):
+    """The actor's process dies (as in an OOM kill): Ray restarts it, the task continues from its
+    checkpoint under a taken-over lease, and the run ends with exactly the local run's rows."""
+    import threading
+
+    local = tmp_path / "local"
+    run_generate(fake_config(local, minilm_path), engine=FakeEngine(default_answer))
+    out = tmp_path / "ray"
+    outcome_of_run: dict = {}
+
+    def drive():
+        try:
+            outcome_of_run["result"] = run_generate(
+                fake_config(out, minilm_path), engine=SlowEngine(default_answer), executor="ray"
+            )
+        except BaseException as exc:  # handed to the test's thread
+            outcome_of_run["error"] = exc
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    killed = None
+    deadline_at = time.time() + 240
+    while killed is None and driver.is_alive():
+        assert time.time() < deadline_at, "no shard landed in time"
+        leases = list((out / "progress").glob("*.lease")) if (out / "progress").exists() else []
+        if leases and list((out / "data").rglob("part-*.parquet")):
+            try:
+                killed = json.loads(leases[0].read_text())["pid"]
+            except (FileNotFoundError, ValueError):
+                continue
+            os.kill(killed, signal.SIGKILL)  # the replica's worker process, mid-task
+        time.sleep(0.2)
+    driver.join(timeout=400)
+    assert killed is not None and killed != os.getpid(), "the run ended before a replica could be killed"
+    assert not driver.is_alive(), "the run did not finish after its replica died"
+    assert "error" not in outcome_of_run, outcome_of_run.get("error")
+    expected, got = outcome(local), outcome(out)
+    for key in expected:
+        assert got[key] == expected[key], key  # every row once: none lost, none twice
+
+
 def test_a_bad_row_read_by_a_replica_reaches_the_user_as_itself(ray_cluster, minilm_path, tmp_path):
     corpus = tmp_path / "bad.jsonl"
     text = "A passage long enough to be kept by the reader."

@@ -38,7 +38,7 @@ from typing import Any
 from .. import console
 from ..engine import ChatEngine
 from ..readers.passages import open_input
-from ..run.folder import TaskState
+from ..run.folder import Lease, TaskState
 from ..run.plan import RayOptions, RunPlan
 from .base import Executor, OnChunk, StopFlag
 from .task import run_task
@@ -104,6 +104,8 @@ class TaskActor:
                 self.bench.steps,
                 self.bench.count_tokens,
                 on_chunk=lambda passages, rows: chunks.put((passages, rows)),
+                # a replica restarted on another node may find the dead one's lease: wait it out
+                lease_wait=Lease.seconds() + 60,
             )
         except BaseException as exc:  # handed to the yielding side, which raises it in Ray's task
             chunks.put(exc)
@@ -202,6 +204,11 @@ class RayExecutor(Executor):
             fn_constructor_kwargs={"plan": plan, "engine": self.engine},
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=min(options.replicas, len(todo))),
+            # an actor lost with its process or node (OOM, pre-emption) is restarted, and the task it
+            # held is run again: it resumes from its checkpoint, its lease taken over (Ray Data's own
+            # defaults too; set here so that the exactly-once recovery does not hang on them)
+            max_restarts=-1,
+            max_task_retries=-1,
             **resources,
         )
         actor_timings: list[dict] = []

@@ -93,6 +93,7 @@ def run_task(
     count_tokens: Callable[[str], int],
     on_chunk: Callable[[int, int], None] = lambda passages, rows: None,
     stop_requested: Callable[[], bool] = lambda: False,
+    lease_wait: float | None = None,
 ) -> RunStats:
     """Process one task chunk by chunk, checkpointing after each chunk's shards have landed.
 
@@ -100,11 +101,11 @@ def run_task(
     order) but not processed; stateful steps are rebuilt from their shards.
     ``on_chunk(passages, rows kept)`` is called after each finished chunk.
     """
-    with state.lease():  # one writer per task: a second one is refused while this one lives
-        return _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested)
+    with state.lease(lease_wait) as lease:  # one writer per task: a second one waits, then stops
+        return _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested, lease)
 
 
-def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested) -> RunStats:
+def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested, lease) -> RunStats:
     config, folder = plan.config, plan.folder
     chunks_done, saved = state.load()
     stats = RunStats.from_json(saved) if saved else RunStats()
@@ -141,6 +142,7 @@ def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested
         stats.reading = Counter(read_stats.counts)
         chunks_done = chunk + 1
         crash_point("before_checkpoint")
+        lease.confirm()
         state.save(chunks_done, stats.to_json())  # the commit: only after every shard of the chunk exists
         crash_point("after_checkpoint")
         on_chunk(len(batch), len(rows))

@@ -352,9 +352,9 @@ class TaskState:
     def lease_file(self) -> Path:
         return self.folder.root / "progress" / f"{self.name}.lease"
 
-    def lease(self) -> Lease:
+    def lease(self, wait: float | None = None) -> Lease:
         """The one-writer lease of this task (``with state.lease(): ...``)."""
-        return Lease(self.lease_file, self.name)
+        return Lease(self.lease_file, self.name, wait)
 
 
 class LeaseHeld(RunStateError):
@@ -381,9 +381,10 @@ class Lease:
     gone from this host (a crash, a SIGKILL).
     """
 
-    def __init__(self, path: Path, name: str):
+    def __init__(self, path: Path, name: str, wait: float | None = None):
         self.path = Path(path)
         self.name = name
+        self.wait = float(os.environ.get("SYNTH_LEASE_WAIT", LEASE_WAIT)) if wait is None else wait
         self.owner = uuid.uuid4().hex
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -415,7 +416,7 @@ class Lease:
         """Take the lease; a live one held by another writer is waited for up to ``SYNTH_LEASE_WAIT``
         seconds (default 30: a stopped run's workers may take a moment to go), then refused."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        give_up = time.time() + float(os.environ.get("SYNTH_LEASE_WAIT", LEASE_WAIT))
+        give_up = time.time() + self.wait
         for _ in range(3):
             if self._create():
                 break
@@ -454,6 +455,15 @@ class Lease:
                 atomic.write_text(self.path, self._record())
             except (OSError, ValueError):
                 return
+
+    def confirm(self) -> None:
+        """Before a commit: stop if another writer took the lease over (this one stalled too long)."""
+        try:
+            owner = json.loads(self.path.read_text()).get("owner")
+        except (FileNotFoundError, ValueError):
+            owner = None
+        if owner != self.owner:
+            raise LeaseHeld(f"{self.name}: another writer took this task over; this one stops uncommitted")
 
     def release(self) -> None:
         self._stop.set()
