@@ -220,3 +220,20 @@ def test_a_dead_writers_lease_is_taken_over_at_once(tmp_path):
     with Lease(path, "task-00000") as lease:
         assert json.loads(path.read_text())["owner"] == lease.owner
     assert not path.exists()
+
+
+def test_an_empty_lease_left_by_a_writer_that_died_while_creating_it_is_taken_over(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from pipeline.run.folder import Lease, LeaseHeld
+
+    monkeypatch.setenv("SYNTH_LEASE_WAIT", "0")
+    path = tmp_path / "task-00000.lease"
+    path.write_text("")  # created, never written: the writer died in between
+    with pytest.raises(LeaseHeld):  # a fresh empty file may be a live writer mid-write: not taken
+        Lease(path, "task-00000").acquire()
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    with Lease(path, "task-00000") as lease:
+        assert json.loads(path.read_text())["owner"] == lease.owner

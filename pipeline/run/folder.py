@@ -37,6 +37,7 @@ from ..faults import crash_point
 DATA, REJECTED = "data", "rejected"
 LEASE_SECONDS = 300  # a writer that sent no heartbeat for this long is taken for dead
 LEASE_WAIT = 30  # how long a second writer waits for a live lease before it stops
+UNREADABLE_LEASE_SECONDS = 5  # an empty lease file older than this was left by a writer that died
 
 
 class RunStateError(RuntimeError):
@@ -407,7 +408,20 @@ class Lease:
             handle.write(self._record())
         return True
 
-    def _stale(self, held: dict) -> bool:
+    def _held(self) -> dict | None:
+        """The lease on disk: {} when it is gone, None while it cannot be read (being written)."""
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            return None
+
+    def _stale(self, held: dict | None) -> bool:
+        if held is None:  # a writer that died between creating the file and writing it leaves it empty
+            with contextlib.suppress(FileNotFoundError):
+                return time.time() - self.path.stat().st_mtime > UNREADABLE_LEASE_SECONDS
+            return True
         if time.time() - float(held.get("heartbeat", 0)) > self.seconds():
             return True
         return held.get("host") == socket.gethostname() and not _alive(int(held.get("pid", 0)))
@@ -417,20 +431,17 @@ class Lease:
         seconds (default 30: a stopped run's workers may take a moment to go), then refused."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         give_up = time.time() + self.wait
-        for _ in range(3):
-            if self._create():
-                break
-            try:
-                held = json.loads(self.path.read_text())
-            except (FileNotFoundError, ValueError):
-                continue  # released or half-written this instant: try again
-            while not self._stale(held) and time.time() < give_up:
-                time.sleep(1)
-                try:
-                    held = json.loads(self.path.read_text())
-                except (FileNotFoundError, ValueError):
-                    held = {}  # released: stale by definition, so the next try creates ours
-            if not self._stale(held):
+        while not self._create():
+            held = self._held()
+            if self._stale(held):
+                # move it aside under a unique name (one taker wins the rename), then create ours
+                aside = self.path.with_name(f".{self.path.name}.{self.owner}.stale")
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self.path, aside)
+                    os.unlink(aside)
+                continue
+            if time.time() >= give_up:
+                held = held or {}
                 age = time.time() - float(held.get("heartbeat", 0))
                 raise LeaseHeld(
                     f"{self.name} is being written by process {held.get('pid')} on {held.get('host')} "
@@ -438,40 +449,33 @@ class Lease:
                     f"finish, or stop it; a dead writer's lease expires {self.seconds():.0f} s after its "
                     "last heartbeat"
                 )
-            # stale: move it aside under a unique name (one taker wins the rename), then create ours
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(self.path, self.path.with_name(f".{self.path.name}.{self.owner}.stale"))
-                os.unlink(self.path.with_name(f".{self.path.name}.{self.owner}.stale"))
-        else:
-            raise LeaseHeld(f"{self.name}: could not take its lease ({self.path}); rerun the command")
+            time.sleep(min(1.0, max(0.0, give_up - time.time())))
         self._thread = threading.Thread(target=self._beat, name=f"lease-{self.name}", daemon=True)
         self._thread.start()
 
+    def _mine(self) -> bool:
+        return (self._held() or {}).get("owner") == self.owner
+
     def _beat(self) -> None:
         while not self._stop.wait(self.seconds() / 3):
+            if not self._mine():
+                return  # taken over after we stalled: the new writer owns the task now
             try:
-                if json.loads(self.path.read_text()).get("owner") != self.owner:
-                    return  # taken over after we stalled: the new writer owns the task now
                 atomic.write_text(self.path, self._record())
-            except (OSError, ValueError):
+            except OSError:
                 return
 
     def confirm(self) -> None:
         """Before a commit: stop if another writer took the lease over (this one stalled too long)."""
-        try:
-            owner = json.loads(self.path.read_text()).get("owner")
-        except (FileNotFoundError, ValueError):
-            owner = None
-        if owner != self.owner:
+        if not self._mine():
             raise LeaseHeld(f"{self.name}: another writer took this task over; this one stops uncommitted")
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            if json.loads(self.path.read_text()).get("owner") == self.owner:
-                self.path.unlink()
+        if self._mine():
+            self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> Lease:
         self.acquire()
