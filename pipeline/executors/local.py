@@ -34,7 +34,7 @@ class LocalExecutor(Executor):
             plan.serve(self.engine.model_name)
 
     def run_tasks(self, todo: list[TaskState], on_chunk: OnChunk, stop: StopFlag) -> None:
-        corpus = open_input(self.plan.config)
+        corpus = self.corpus  # opened by Executor.run
         bench = Workbench.build(self.plan, corpus, self.engine)
         self.timings.update(bench.timings)
         self.engine_info = bench.engine_info

@@ -34,7 +34,17 @@ from .. import atomic
 from ..config import RunConfig, dump_config
 from ..faults import crash_point
 
-DATA, REJECTED = "data", "rejected"
+# every name a run folder holds, once
+DATA, REJECTED, PROGRESS, COMPLETIONS, EXPORT, LOGS = (
+    "data",
+    "rejected",
+    "progress",
+    "completions",
+    "export",
+    "logs",
+)
+RUN_FILE, CONFIG_FILE, STATS_FILE, MANIFEST_FILE = "run.json", "config.yaml", "stats.json", "manifest.json"
+CARD_FILE, LABELS_FILE, REPORT_FILE = "README.md", "labels.json", "report.html"
 LEASE_SECONDS = 300  # a writer that sent no heartbeat for this long is taken for dead
 LEASE_WAIT = 30  # how long a second writer waits for a live lease before it stops
 UNREADABLE_LEASE_SECONDS = 5  # an empty lease file older than this was left by a writer that died
@@ -66,20 +76,8 @@ class RunFolder:
     """One run's output folder and every file in it."""
 
     # what a run writes, and so what --overwrite removes; other files in the folder are left alone
-    OWNED = (
-        DATA,
-        REJECTED,
-        "progress",
-        "completions",
-        "run.json",
-        "stats.json",
-        "manifest.json",
-        "config.yaml",
-        "labels.json",
-        "README.md",
-        "report.html",
-        "export",
-    )
+    OWNED = (DATA, REJECTED, PROGRESS, COMPLETIONS, RUN_FILE, STATS_FILE, MANIFEST_FILE, CONFIG_FILE)
+    OWNED += (LABELS_FILE, CARD_FILE, REPORT_FILE, EXPORT)
 
     def __init__(self, root: str | Path):
         self._root = Path(root)
@@ -97,32 +95,32 @@ class RunFolder:
 
     @property
     def run_file(self) -> Path:
-        return self._root / "run.json"
+        return self._root / RUN_FILE
 
     @property
     def config_file(self) -> Path:
-        return self._root / "config.yaml"
+        return self._root / CONFIG_FILE
 
     @property
     def stats_file(self) -> Path:
-        return self._root / "stats.json"
+        return self._root / STATS_FILE
 
     @property
     def manifest_file(self) -> Path:
-        return self._root / "manifest.json"
+        return self._root / MANIFEST_FILE
 
     @property
     def card_file(self) -> Path:
         """The dataset card: README.md, so the Hub shows it."""
-        return self._root / "README.md"
+        return self._root / CARD_FILE
 
     @property
     def labels_file(self) -> Path:
-        return self._root / "labels.json"
+        return self._root / LABELS_FILE
 
     @property
     def report_file(self) -> Path:
-        return self._root / "report.html"
+        return self._root / REPORT_FILE
 
     @property
     def data_folder(self) -> Path:
@@ -135,10 +133,10 @@ class RunFolder:
 
     @property
     def logs_folder(self) -> Path:
-        return self._root / "logs"
+        return self._root / LOGS
 
     def export_folder(self, format: str) -> Path:
-        return self._root / "export" / format
+        return self._root / EXPORT / format
 
     # -- shards ----------------------------------------------------------------------
     def data_shard(self, task_type: str, task: int, chunk: int) -> Path:
@@ -261,7 +259,7 @@ class RunFolder:
         """Half-written files of a killed run: hidden, never read, removed on the next start."""
         for tmp in self._root.glob(atomic.TEMPORARY_GLOB):
             tmp.unlink(missing_ok=True)
-        for kind in (DATA, REJECTED, "progress", "completions"):
+        for kind in (DATA, REJECTED, PROGRESS, COMPLETIONS):
             for tmp in (self._root / kind).rglob(atomic.TEMPORARY_GLOB):
                 tmp.unlink(missing_ok=True)
 
@@ -304,11 +302,11 @@ class TaskState:
 
     @property
     def progress_file(self) -> Path:
-        return self.folder.root / "progress" / f"{self.name}.json"
+        return self.folder.root / PROGRESS / f"{self.name}.json"
 
     @property
     def completion_file(self) -> Path:
-        return self.folder.root / "completions" / self.name
+        return self.folder.root / COMPLETIONS / self.name
 
     def is_complete(self) -> bool:
         return self.completion_file.exists()
@@ -351,7 +349,7 @@ class TaskState:
 
     @property
     def lease_file(self) -> Path:
-        return self.folder.root / "progress" / f"{self.name}.lease"
+        return self.folder.root / PROGRESS / f"{self.name}.lease"
 
     def lease(self, wait: float | None = None) -> Lease:
         """The one-writer lease of this task (``with state.lease(): ...``)."""

@@ -13,15 +13,15 @@ from .plan import RunPlan
 from .stats import RunStats
 
 
-def check_counts(folder: RunFolder, stats: RunStats) -> None:
+def check_counts(folder: RunFolder, stats: RunStats, kept: int) -> None:
     """Refuse to finish a run whose shards hold other row counts than its stats (a row written twice).
 
     Every row that entered the steps is counted once, kept or dropped; the data shards must
-    hold exactly the kept rows and the rejected shards exactly the dropped ones.
+    hold exactly the kept rows (``kept``, read from their footers) and the rejected shards
+    exactly the dropped ones.
     """
     import pyarrow.parquet as pq
 
-    kept = sum(pq.ParquetFile(p).metadata.num_rows for p in folder.data_shards())
     dropped = sum(pq.ParquetFile(p).metadata.num_rows for p in folder.rejected_shards())
     counted_dropped = sum(counts for stage in stats.stages.values() for counts in stage.dropped.values())
     if kept != stats.rows_out or dropped != counted_dropped:
@@ -33,10 +33,14 @@ def check_counts(folder: RunFolder, stats: RunStats) -> None:
 
 
 def write_manifest(plan: RunPlan, stats: RunStats) -> None:
+    """Write the manifest of a complete run, after checking its shards against its stats."""
     import pyarrow.parquet as pq
 
     folder, models = plan.folder, plan.models
     generator, embedder = models.generator, models.embedder
+    rows = {folder.relative(p): pq.ParquetFile(p).metadata.num_rows for p in folder.data_shards()}
+    shards = [{"path": path, "rows": count} for path, count in rows.items()]
+    check_counts(folder, stats, sum(rows.values()))
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": plan.command,
@@ -49,10 +53,7 @@ def write_manifest(plan: RunPlan, stats: RunStats) -> None:
         "tasks": list(plan.config.generation.tasks),
         "seed": plan.config.seed,
         "rows": stats.rows_out,
-        "shards": [
-            {"path": folder.relative(p), "rows": pq.ParquetFile(p).metadata.num_rows}
-            for p in folder.data_shards()
-        ],
+        "shards": shards,
         "schema": [f"{f.name}: {f.type}" for f in S.ROW_SCHEMA],
     }
     if folder.labels_file.exists():
