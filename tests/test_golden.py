@@ -65,7 +65,7 @@ def _config(out: Path, minilm_path: str):
     return config
 
 
-def _scrub(value, out: str):
+def _scrub(value, out: dict[str, str]):
     """Timings dropped, floats rounded, the run's own folder replaced by a placeholder."""
     if isinstance(value, dict):
         return {k: _scrub(v, out) for k, v in value.items() if not any(w in k for w in TIMING_WORDS)}
@@ -74,11 +74,13 @@ def _scrub(value, out: str):
     if isinstance(value, float):
         return round(value, 4)
     if isinstance(value, str):
-        return value.replace(out, "<OUT>")
+        for path, placeholder in out.items():
+            value = value.replace(path, placeholder)
+        return value
     return value
 
 
-def _rows(path: Path, out: str) -> list:
+def _rows(path: Path, out: dict[str, str]) -> list:
     rows = pq.read_table(path).to_pylist()
     for row in rows:
         if row.get(S.SCORES):
@@ -87,9 +89,10 @@ def _rows(path: Path, out: str) -> list:
     return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, ensure_ascii=False))
 
 
-def snapshot(out: Path) -> dict[str, object]:
+def snapshot(out: Path, embedder: str | None = None) -> dict[str, object]:
     """Relative path -> the file's comparable content."""
-    root = str(out)
+    # paths of this checkout (the run folder, the embedder inside the venv) are not the run's content
+    root = {str(out): "<OUT>", **({embedder: "<EMBEDDER>"} if embedder else {})}
     files: dict[str, object] = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         name = path.relative_to(out).as_posix()
@@ -104,6 +107,7 @@ def snapshot(out: Path) -> dict[str, object]:
                 data.pop("command", None)
             if name == "run.json":
                 data.pop("corpus", None)  # file sizes and times of this checkout's sample corpus
+                data.pop("fingerprint", None)  # a hash of config.yaml, paths included: compared there
             files[name] = _scrub(data, root)
         elif path.suffix == ".yaml":
             files[name] = _scrub(yaml.safe_load(path.read_text(encoding="utf-8")), root)
@@ -138,7 +142,7 @@ def golden_runs(tmp_path_factory, minilm_path):
                     run_generate(_config(out, minilm_path), engine=FakeEngine(stopping_answer(40)))
                 assert any((out / "data").rglob("*.parquet")), "the stop came before any shard"
             run_generate(_config(out, minilm_path), engine=FakeEngine(default_answer))
-            runs[name] = snapshot(out)
+            runs[name] = snapshot(out, minilm_path)
     finally:
         if previous is None:
             os.environ.pop("SYNTH_CACHE", None)
