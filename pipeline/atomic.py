@@ -4,6 +4,10 @@ Every file the tool writes whole (shards, checkpoints, stats, manifest, card, la
 exports, embedding-store shards, converted models) goes through ``atomic_path``. The
 temporary is ``.NAME.tmp`` beside the target, hidden from globs over ``*.parquet``
 and removed by the next run if a crash left it (``is_temporary``).
+
+On an object store (``pipeline/storage.py``) nothing renames: the temporary is a local
+file, uploaded whole once it is complete (one PUT is atomic there), so a crash while
+writing leaves nothing in the store.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ def is_temporary(path: Path) -> bool:
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write (a file or a folder); on success it replaces ``path``."""
+    from . import storage
+
+    if storage.is_remote(path):
+        with _uploaded(path) as tmp:
+            yield tmp
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_of(path)
@@ -46,9 +56,23 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _uploaded(path) -> Iterator[Path]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="synth-upload-") as folder:
+        tmp = Path(folder) / path.name
+        yield tmp
+        if tmp.is_dir():
+            path.fs.put(str(tmp), path.path, recursive=True)
+        else:
+            path.fs.put_file(str(tmp), path.path)
+
+
 def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    from . import storage
+
+    storage.write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -163,7 +163,7 @@ def generate(
     from . import console
     from .run.plan import RayOptions, resolve_plan
 
-    console.start_logging(Path(cfg.output.out_dir), verbose)
+    console.start_logging(cfg.output.out_dir, verbose)
     ray = RayOptions(
         address=address, replicas=replicas, cpus_per_replica=cpus_per_replica, show_worker_logs=verbose
     )
@@ -416,7 +416,7 @@ def merge(
 
 
 @app.command()
-def stats(out: Annotated[Path, typer.Argument(help="Output folder of a run.")]) -> None:
+def stats(out: Annotated[str, typer.Argument(help="Output folder of a run (a path or a URL).")]) -> None:
     """Print the funnel of a finished run."""
     from .run.folder import RunFolder
     from .run.stats import format_funnel
@@ -428,7 +428,7 @@ def stats(out: Annotated[Path, typer.Argument(help="Output folder of a run.")]) 
     typer.echo(format_funnel(json.loads(path.read_text())))
 
 
-def _finished(out: Path) -> dict:
+def _finished(out: str) -> dict:
     from .run.finished import RunNotFinished, finished_run
 
     try:
@@ -440,12 +440,12 @@ def _finished(out: Path) -> dict:
 
 @app.command()
 def export(
-    out: Annotated[Path, typer.Argument(help="Output folder of a finished run.")],
+    out: Annotated[str, typer.Argument(help="Output folder of a finished run (a path or a URL).")],
     format: Annotated[
         str, typer.Option("--format", help="sentence-transformers, flagembedding or swift.")
     ] = "sentence-transformers",
     dest: Annotated[
-        Path | None, typer.Option("--out", help="Folder for the files (default: OUT/export/FORMAT).")
+        str | None, typer.Option("--out", help="Folder for the files (default: OUT/export/FORMAT).")
     ] = None,
     instruction: Annotated[
         bool, typer.Option(help="Keep each row's instruction on the query side (Qwen3-Embedding format).")
@@ -465,8 +465,8 @@ def export(
 
 @app.command()
 def report(
-    out: Annotated[Path, typer.Argument(help="Output folder of a finished run.")],
-    dest: Annotated[Path | None, typer.Option("--out", help="HTML file (default: OUT/report.html).")] = None,
+    out: Annotated[str, typer.Argument(help="Output folder of a finished run (a path or a URL).")],
+    dest: Annotated[str | None, typer.Option("--out", help="HTML file (default: OUT/report.html).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random sample rows shown.")] = 0,
 ) -> None:
     """One self-contained HTML page: the funnel, distributions, cosines, negatives, sample rows."""
@@ -478,7 +478,7 @@ def report(
 
 @app.command()
 def publish(
-    out: Annotated[Path, typer.Argument(help="Output folder of a finished run.")],
+    out: Annotated[str, typer.Argument(help="Output folder of a finished run (a path or a URL).")],
     repo_id: Annotated[
         str, typer.Option(help="Dataset repo on the Hub, NAMESPACE/NAME (created if needed).")
     ],

@@ -532,5 +532,10 @@ def load_config(
     return RunConfig.model_validate(data)
 
 
+def config_text(config: RunConfig) -> str:
+    """The configuration as YAML, as ``load_config`` reads it back."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
 def dump_config(config: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    path.write_text(config_text(config))

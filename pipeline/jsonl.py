@@ -32,7 +32,9 @@ def parse_line(raw: bytes, where: object, error: type[Exception] = ValueError) -
 
 def iter_jsonl(path: Path, error: type[Exception] = ValueError) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ("file:line", object) for every non-blank line of a whole file."""
-    with Path(path).open("rb") as handle:
+    from . import storage
+
+    with storage.open_read(path) as handle:
         for number, raw in enumerate(handle, start=1):
             where = f"{path}:{number}"
             row = parse_line(raw, where, error)

@@ -35,7 +35,7 @@ class InputError(ValueError):
 def preflight(config: RunConfig) -> None:
     check_settings(config)
     check_models(config)
-    check_output(Path(config.output.out_dir))
+    check_output(config.output.out_dir)
     check_personas(config)
     check_templates(config)
     check_corpus(config)
@@ -115,7 +115,14 @@ def check_models(config: RunConfig) -> None:
             raise InputError(f"{field}: {value} has no weights (*.safetensors, *.bin or *.gguf)")
 
 
-def check_output(out: Path) -> None:
+def check_output(url: str | Path) -> None:
+    """The output folder can be written: a probe file written and removed (an object on a store)."""
+    from . import storage
+
+    if storage.is_url(url):
+        _check_remote_output(str(url))
+        return
+    out = Path(url)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: the output path is a file, not a folder; choose another --out")
     try:
@@ -125,6 +132,24 @@ def check_output(out: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise InputError(f"{out}: cannot write in the output folder ({exc.strerror or exc})") from None
+
+
+def _check_remote_output(url: str) -> None:
+    from . import storage
+
+    try:
+        out = storage.location(url)
+        if out.is_file():
+            raise InputError(f"{url}: the output path is a file, not a folder; choose another --out")
+        probe = out / f".write-check-{uuid.uuid4().hex[:8]}"
+        storage.write_bytes(probe, b"")
+        storage.remove(probe)
+    except InputError:
+        raise
+    except storage.StorageError as exc:
+        raise InputError(str(exc)) from None
+    except Exception as exc:  # the store's own errors: no bucket, no credentials, no network
+        raise InputError(f"{storage.redact(url)}: cannot write there ({storage.reason(exc)})") from None
 
 
 def check_personas(config: RunConfig) -> None:
@@ -175,11 +200,13 @@ def check_corpus(config: RunConfig) -> None:
     """Open the corpus and read the first rows of each file through the real reader and field rules."""
     from collections import Counter
 
+    from . import storage
     from .readers.blocks import corpus_readers
     from .readers.documents import CorpusError, ReadStats, documents, sample_corpus_path
 
     source = config.corpus.path or str(sample_corpus_path(config.generation.query_languages[0]))
-    if config.corpus.path and not config.corpus.path.startswith((".", "/")) and not Path(source).exists():
+    remote = storage.is_url(source)
+    if config.corpus.path and not remote and not source.startswith((".", "/")) and not Path(source).exists():
         return  # a Hub dataset name: nothing local to look at, and loading it is the expensive part
     try:
         readers = corpus_readers(source, config.corpus)
@@ -187,6 +214,10 @@ def check_corpus(config: RunConfig) -> None:
         raise InputError(str(exc)) from None
     except PermissionError as exc:
         raise InputError(f"{source}: cannot read it ({exc.strerror})") from None
+    except Exception as exc:
+        if not remote:
+            raise
+        raise InputError(f"{storage.redact(source)}: cannot read it ({storage.reason(exc)})") from None
     if Path(source).is_file() and os.path.getsize(source) == 0:
         raise InputError(f"{source}: the corpus file is empty")
     whole = sum(_size(reader) for reader in readers) <= WHOLE_CHECK_BYTES

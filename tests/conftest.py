@@ -7,6 +7,11 @@ import hashlib
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -340,3 +345,76 @@ def ray_cluster(tmp_path_factory):
         )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+S3_SECRET = "loopbackS3SecretKey/never-shown-0123456789"  # looked for in every output of the S3 tests
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    env: dict[str, str]
+
+    def filesystem(self):
+        import s3fs
+
+        key = self.env["AWS_ACCESS_KEY_ID"]
+        return s3fs.S3FileSystem(
+            endpoint_url=self.endpoint,
+            key=key,
+            secret=S3_SECRET,
+            use_listings_cache=False,
+            skip_instance_cache=True,
+        )
+
+    def bucket(self, name: str) -> str:
+        """A new empty bucket; its URL."""
+        fs = self.filesystem()
+        fs.mkdir(name)
+        return f"s3://{name}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One S3-compatible server (moto's server mode) on 127.0.0.1 for the session.
+
+    The usual AWS variables point every client at it, this process's and its children's:
+    ``AWS_ENDPOINT_URL``, a key id and a secret that the tests look for in every output.
+    """
+    pytest.importorskip("moto")
+    port = free_port()
+    log = (tmp_path_factory.mktemp("s3") / "moto.log").open("w")
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(command, stdout=log, stderr=log)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            break
+        assert server.poll() is None and time.time() < deadline, "the moto S3 server did not start"
+        time.sleep(0.2)
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "loopback-key-id",
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield S3Server(endpoint, env)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

@@ -1,4 +1,4 @@
-"""A loopback stand-in for the Hugging Face Hub's upload API, for the publish test.
+"""A loopback stand-in for the Hugging Face Hub's upload and read APIs (publish, ``hf://`` corpora).
 
 Why not ``hf-local-hub`` (the registry's "lightweight local Hub server"): its wheel holds
 only a Python client and CLI; the server is a Go binary built from its repository, which is
@@ -11,6 +11,11 @@ files into ``root/<repo_id>/<revision>/`` so the test can read them back with ``
 
 Every file is answered as a "regular" upload (content inline in the commit, base64), so no
 LFS or Xet transfer is involved; one POST to ``.../commit/<revision>`` is one commit.
+
+Reading serves the files under ``root/<repo_id>/<revision>/`` (committed ones, or ones a test
+puts there) the way ``HfFileSystem`` asks for them: the repo's revision info, the tree
+listing (``recursive`` or one level), ``paths-info``, and ``resolve`` with HTTP range
+requests; every byte a range request sends is added to ``bytes_served``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .conftest import send_json
 
@@ -33,6 +38,7 @@ class LoopbackHub:
         self.requests: list[dict] = []
         self.repos: dict[str, dict] = {}  # repo id -> {"private": bool, "branches": set}
         self.commits: list[dict] = []
+        self.bytes_served = 0
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,7 +46,7 @@ class LoopbackHub:
                 pass
 
             def _reply(self, status: int, body: dict | None = None):
-                send_json(self, status, body or {})
+                send_json(self, status, {} if body is None else body)
 
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -55,12 +61,16 @@ class LoopbackHub:
                         "body": body,
                     }
                 )
-                if not authorised:
+                path = unquote(self.path.split("?")[0])
+                if self.command in ("GET", "HEAD") and "/resolve/" in path:  # public files: no token needed
+                    return hub.send_file(self, path)
+                if not authorised and not hub.public_read(self.command, path):
                     return self._reply(401, {"error": "Invalid credentials"})
-                status, reply = hub.answer(self.command, unquote(self.path.split("?")[0]), body)
+                query = parse_qs(urlsplit(self.path).query)
+                status, reply = hub.answer(self.command, path, body, query)
                 return self._reply(status, reply)
 
-            do_GET = do_POST = do_PUT = _handle
+            do_GET = do_POST = do_PUT = do_HEAD = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -74,7 +84,89 @@ class LoopbackHub:
         self.server.shutdown()
         self.server.server_close()
 
-    def answer(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    # -- reading -----------------------------------------------------------------------
+    def _folder(self, repo_id: str, revision: str) -> Path:
+        return self.root / repo_id / revision
+
+    def public_read(self, method: str, path: str) -> bool:
+        """Reads of a public repo need no token; a private one's do, as on the Hub."""
+        parts = path.strip("/").split("/")
+        if method not in ("GET", "POST") or parts[:2] != ["api", "datasets"] or len(parts) < 4:
+            return False
+        if len(parts) != 4 and (len(parts) < 6 or parts[4] not in ("revision", "tree", "paths-info")):
+            return False
+        return not self.repos.get(f"{parts[2]}/{parts[3]}", {}).get("private", False)
+
+    def _entry(self, folder: Path, path: Path) -> dict:
+        relative = path.relative_to(folder).as_posix()
+        if path.is_dir():
+            return {"type": "directory", "oid": hashlib.sha1(relative.encode()).hexdigest(), "path": relative}
+        data = path.read_bytes()
+        return {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data), "path": relative}
+
+    def _read(
+        self, method: str, repo_id: str, action: str, rest: str, body: bytes, query
+    ) -> tuple[int, object]:
+        revision, _, inner = rest.partition("/")
+        folder = self._folder(repo_id, revision or "main")
+        if not folder.is_dir():
+            return 404, {"error": f"Repository {repo_id} not found"}
+        if action == "revision":
+            files = [p for p in folder.rglob("*") if p.is_file()]
+            siblings = [{"rfilename": p.relative_to(folder).as_posix()} for p in files]
+            return 200, {"id": repo_id, "sha": "0" * 40, "private": False, "siblings": siblings}
+        if action == "tree":
+            start = folder / inner if inner else folder
+            if not start.is_dir():
+                return 404, {"error": f"{inner} not found"}
+            recursive = query.get("recursive", ["false"])[0].lower() == "true"
+            found = start.rglob("*") if recursive else start.iterdir()
+            return 200, [self._entry(folder, p) for p in sorted(found)]
+        if action == "paths-info":
+            paths = parse_qs(body.decode()).get("paths", [])
+            return 200, [self._entry(folder, folder / p) for p in paths if (folder / p).exists()]
+        return 404, {"error": f"not served by the stand-in: {method} {action}"}
+
+    def send_file(self, handler, path: str) -> None:
+        # /datasets/<namespace>/<name>/resolve/<revision>/<file>
+        parts = path.strip("/").split("/")
+        if len(parts) < 6 or parts[0] != "datasets" or parts[3] != "resolve":
+            return send_json(handler, 404, {"error": f"{path}: this stand-in serves dataset files only"})
+        repo_id, revision, inner = f"{parts[1]}/{parts[2]}", parts[4], "/".join(parts[5:])
+        target = self._folder(repo_id, revision) / inner
+        if not target.is_file():
+            return send_json(handler, 404, {"error": f"{inner} not found"})
+        data = target.read_bytes()
+        status, start, end = 200, 0, len(data)
+        wanted = handler.headers.get("Range")
+        if wanted and wanted.startswith("bytes="):
+            first, _, last = wanted[len("bytes=") :].partition("-")
+            start, end = int(first or 0), min(len(data), int(last) + 1 if last else len(data))
+            status = 206
+        piece = data[start:end]
+        handler.send_response(status)
+        handler.send_header("Content-Length", str(len(piece)))
+        handler.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+        handler.send_header("X-Repo-Commit", "0" * 40)
+        if status == 206:
+            handler.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        handler.end_headers()
+        if handler.command == "GET":
+            self.bytes_served += len(piece)
+            handler.wfile.write(piece)
+
+    # -- writing -----------------------------------------------------------------------
+    def answer(self, method: str, path: str, body: bytes, query=None) -> tuple[int, object]:
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "datasets"] and len(parts) == 4 and method == "GET":
+            return self._read(method, f"{parts[2]}/{parts[3]}", "revision", "main", body, query or {})
+        if (
+            parts[:2] == ["api", "datasets"]
+            and len(parts) >= 6
+            and parts[4] in ("revision", "tree", "paths-info")
+        ):
+            repo_id = f"{parts[2]}/{parts[3]}"
+            return self._read(method, repo_id, parts[4], "/".join(parts[5:]), body, query or {})
         if method == "POST" and path == "/api/repos/create":
             request = json.loads(body)
             repo_id = (

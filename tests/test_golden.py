@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -65,8 +66,16 @@ def _config(out: Path, minilm_path: str):
     return config
 
 
+ATTEMPT = re.compile(r"(part-\d{5}-\d{5})-[0-9a-f]{8}(\.parquet)")
+
+
+def attempt_free(name: str) -> str:
+    """A shard's name without the writer's attempt id (random per writer, not content)."""
+    return ATTEMPT.sub(r"\1-<ATTEMPT>\2", name)
+
+
 def _scrub(value, out: dict[str, str]):
-    """Timings dropped, floats rounded, the run's own folder replaced by a placeholder."""
+    """Timings dropped, floats rounded, the run's own folder and attempt ids replaced by placeholders."""
     if isinstance(value, dict):
         return {k: _scrub(v, out) for k, v in value.items() if not any(w in k for w in TIMING_WORDS)}
     if isinstance(value, list):
@@ -76,7 +85,7 @@ def _scrub(value, out: dict[str, str]):
     if isinstance(value, str):
         for path, placeholder in out.items():
             value = value.replace(path, placeholder)
-        return value
+        return attempt_free(value)
     return value
 
 
@@ -95,7 +104,7 @@ def snapshot(out: Path, embedder: str | None = None) -> dict[str, object]:
     root = {str(out): "<OUT>", **({embedder: "<EMBEDDER>"} if embedder else {})}
     files: dict[str, object] = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
-        name = path.relative_to(out).as_posix()
+        name = attempt_free(path.relative_to(out).as_posix())
         if name.startswith("logs/"):
             continue
         if path.suffix == ".parquet":

@@ -11,7 +11,7 @@ from pipeline.config import load_config
 from pipeline.executors import run_generate
 from pipeline.executors.workbench import BUILDERS
 from pipeline.models import SMOLLM2_NAME, ResolvedModel
-from pipeline.run.folder import RunFolder, config_fingerprint
+from pipeline.run.folder import Checkpoint, RunFolder, chunk_of, config_fingerprint
 from pipeline.run.plan import Models, resolve_plan, step_recipe
 
 from .conftest import FakeEngine, default_answer
@@ -117,20 +117,32 @@ def test_overwrite_removes_everything_a_run_wrote_including_labels(tmp_path, min
 
 def test_run_paths_come_from_the_folder(tmp_path):
     folder = RunFolder(tmp_path)
-    assert folder.data_shard("bitext", 3, 7).relative_to(tmp_path).as_posix() == (
-        "data/bitext/part-00003-00007.parquet"
+    assert folder.data_shard("bitext", 3, 7, "a1b2c3d4").relative_to(tmp_path).as_posix() == (
+        "data/bitext/part-00003-00007-a1b2c3d4.parquet"
     )
-    assert folder.relative(folder.rejected_shard(0, 1)) == "rejected/part-00000-00001.parquet"
-    for path in (folder.data_shard("sts", 0, 0), folder.rejected_shard(0, 0), folder.data_shard("sts", 1, 0)):
+    assert folder.relative(folder.rejected_shard(0, 1, "ff")) == "rejected/part-00000-00001-ff.parquet"
+    assert chunk_of(folder.rejected_shard(0, 12, "ff")) == 12
+    shards = (folder.data_shard("sts", 0, 0, "aa"), folder.rejected_shard(0, 0, "aa"))
+    for path in (*shards, folder.data_shard("sts", 1, 0, "aa"), folder.data_shard("sts", 0, 1, "bb")):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
-    (folder.root / "data" / "sts" / ".part-00000-00001.parquet.tmp").write_bytes(b"")
+    (folder.root / "data" / "sts" / ".part-00000-00001-cc.parquet.tmp").write_bytes(b"")
     assert [folder.relative(p) for p in folder.task_shards("data", 0)] == [
-        "data/sts/part-00000-00000.parquet"
+        "data/sts/part-00000-00000-aa.parquet",
+        "data/sts/part-00000-00001-bb.parquet",
     ]
-    assert len(folder.data_shards()) == 2  # a temporary is never a shard
+    assert len(folder.data_shards()) == 3  # a temporary is never a shard
     with pytest.raises(ValueError):
         folder.relative(tmp_path.parent / "elsewhere")
+    # the checkpoint is the commit: what it does not list is removed, on resume and at the end
+    state = folder.task(0)
+    state.save(Checkpoint(1, {}, tuple(folder.relative(p) for p in shards)))
+    assert [folder.relative(p) for p in state.shards("data")] == ["data/sts/part-00000-00000-aa.parquet"]
+    assert state.remove_uncommitted(state.load().shards) == ["data/sts/part-00000-00001-bb.parquet"]
+    assert folder.remove_orphans(2) == ["data/sts/part-00001-00000-aa.parquet"]
+    assert sorted(folder.relative(p) for p in folder.data_shards() + folder.rejected_shards()) == sorted(
+        folder.relative(p) for p in shards
+    )
 
 
 def test_a_changed_corpus_is_refused_by_name_and_accepted_on_request(tmp_path, minilm_path):

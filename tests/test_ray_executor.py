@@ -21,6 +21,7 @@ from pipeline.executors.ray import RayOptions
 from pipeline.readers.documents import CorpusError
 
 from .conftest import OPEN_GATE, FakeEngine, child_env, deadline, default_answer, generate_args
+from .test_golden import attempt_free
 
 pytest.importorskip("ray")
 
@@ -57,7 +58,7 @@ def outcome(out):
         "ids": sorted(data.column(S.ID).to_pylist()),
         "rejected": sorted((r[S.ID], r[S.STAGE], r[S.REASON]) for r in rejected),
         "stats": {k: v for k, v in stats.items() if k not in {"timings_seconds", "engine", "tokens"}},
-        "shards": manifest["shards"],
+        "shards": [{**s, "path": attempt_free(s["path"])} for s in manifest["shards"]],
         "completions": sorted(p.name for p in (out / "completions").iterdir()),
     }
 

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from pipeline import schema as S
 from pipeline.cli import app
+from pipeline.faults import CRASH_EXIT, ENV
 
 from .conftest import OPEN_GATE, child_env, generate_args
 
@@ -41,10 +42,17 @@ def queries(out):
     return {r[S.ID]: r[S.QUERY] for r in pq.read_table(out / "data", columns=[S.ID, S.QUERY]).to_pylist()}
 
 
-def test_sigkill_then_resume_loses_and_duplicates_nothing(vllm_engine, tiny_qwen3, minilm_path, tmp_path):
-    reference = tmp_path / "reference"
-    result = CliRunner().invoke(app, args_for(tiny_qwen3, minilm_path, reference))  # shared engine
+@pytest.fixture(scope="module")
+def reference_run(vllm_engine, tiny_qwen3, minilm_path, tmp_path_factory):
+    """An uninterrupted run of the packaged English sample, 8 passages, sampled at temperature 0.7."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    result = CliRunner().invoke(app, args_for(tiny_qwen3, minilm_path, out))  # the shared engine
     assert result.exit_code == 0, result.output
+    return out
+
+
+def test_sigkill_then_resume_loses_and_duplicates_nothing(reference_run, tiny_qwen3, minilm_path, tmp_path):
+    reference = reference_run
 
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "pipeline.cli", *args_for(tiny_qwen3, minilm_path, out)]
@@ -79,6 +87,56 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(vllm_engine, tiny_qwen
     # replies, since every request carries its own seed
     assert queries(out) == queries(reference)
     assert json.loads((out / "stats.json").read_text())["rows_out"] == 8
+
+
+def test_a_real_engine_run_dies_inside_its_checkpoint_and_the_rerun_writes_its_rows(
+    reference_run, tiny_qwen3, minilm_path, tmp_path
+):
+    out = tmp_path / "crashed"
+    command = [sys.executable, "-m", "pipeline.cli", *args_for(tiny_qwen3, minilm_path, out)]
+    env = {**child_env(), ENV: "mid_checkpoint@2"}  # the second chunk's checkpoint, half written
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == CRASH_EXIT, first.stderr[-3000:]
+    assert json.loads((out / "progress" / "task-00000.json").read_text())["chunks_done"] == 1
+    again = CliRunner().invoke(app, args_for(tiny_qwen3, minilm_path, out))  # the shared engine
+    assert again.exit_code == 0, again.output
+    assert queries(out) == queries(reference_run)  # the same sampled replies, none twice, none lost
+    assert json.loads((out / "stats.json").read_text())["rows_out"] == 8
+
+
+def test_a_real_engine_run_between_buckets_dies_after_a_shard_and_the_rerun_writes_its_rows(
+    reference_run, s3_server, tiny_qwen3, minilm_path, tmp_path
+):
+    """``synth generate --corpus s3://... --out s3://...`` as a user runs it, killed at a named point."""
+    from pipeline.readers.documents import sample_corpus_path
+    from pipeline.run.folder import RunFolder
+
+    from .conftest import S3_SECRET
+
+    fs = s3_server.filesystem()
+    corpus = s3_server.bucket("real-corpus") + "/en.jsonl"
+    fs.put_file(str(sample_corpus_path("en")), corpus)
+    out = s3_server.bucket("real-runs") + "/out"
+    args = [*args_for(tiny_qwen3, minilm_path, out), "--corpus", corpus]
+    command = [sys.executable, "-m", "pipeline.cli", *args]
+    first = subprocess.run(
+        command, env={**child_env(), ENV: "after_shard@3"}, capture_output=True, text=True, timeout=600
+    )
+    assert first.returncode == CRASH_EXIT, first.stderr[-3000:]
+    second = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming after" in second.stderr and "Traceback" not in second.stderr
+    copied = tmp_path / "copied"
+    fs.get(out.removeprefix("s3://") + "/", str(copied), recursive=True)
+    assert queries(copied) == queries(reference_run)
+    stats = json.loads((copied / "stats.json").read_text())
+    assert stats["rows_out"] == 8 and not (copied / "logs").exists()
+    logs = RunFolder(out).logs_folder  # on this machine, named in the summary
+    assert f"logs: {logs}" in second.stderr and len(list(logs.glob("generate-*.log"))) == 2
+    seen = first.stdout + first.stderr + second.stdout + second.stderr
+    seen += "".join(p.read_text(errors="ignore") for p in logs.glob("*.log"))
+    seen += "".join(fs.cat_file(n).decode("utf-8", "ignore") for n in fs.find(out.removeprefix("s3://")))
+    assert S3_SECRET not in seen
 
 
 def free_port():

@@ -160,6 +160,9 @@ class Executor(ABC):
         stats.write(plan.folder.stats_file)
         if done == len(states):
             crash_point("in_finalize")
+            orphans = plan.folder.remove_orphans(len(states))
+            if orphans:
+                log.info("removed %d shard(s) no checkpoint commits: %s", len(orphans), orphans)
             write_manifest(plan, stats)  # refused if the shards' row counts differ from the stats
             crash_point("before_card")
             write_card(plan.folder, plan.config.output.license)

@@ -16,13 +16,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from .. import schema as S
+from .. import storage
 from ..console import say
 from ..faults import crash_point
 from ..generate.rows import new_rows
 from ..readers import Corpus
 from ..readers.documents import ReadStats
 from ..readers.passages import Passage, task_passages
-from ..run.folder import DATA, REJECTED, TaskState
+from ..run.folder import DATA, REJECTED, Checkpoint, TaskState
 from ..run.plan import RunPlan
 from ..run.shards import records_by_task_type, rejected_records, write_table
 from ..run.stats import RunStats
@@ -39,18 +40,17 @@ def resume_stateful_steps(steps: list[Step], state: TaskState) -> None:
     back from the task's shards: kept rows passed every step, a rejected row
     reached every step up to the one that dropped it.
     """
-    import pyarrow.parquet as pq
-
     kept = []
     columns = [S.ID, S.TASK_TYPE, S.QUERY, S.POSITIVE_SCORE, S.LANGUAGE, S.PASSAGE_LANGUAGE]
     columns.append(S.TARGET_LANGUAGE)
     for shard in state.shards(DATA):
-        for row in pq.read_table(shard, columns=columns).to_pylist():
+        for row in storage.read_table(shard, columns=columns).to_pylist():
             scores = {"cosine": row.pop(S.POSITIVE_SCORE)}
             kept.append({**row, S.WORK_SCORES: scores})
     rejected = []
     for shard in state.shards(REJECTED):
-        for row in pq.read_table(shard, columns=[S.ID, S.TASK_TYPE, S.QUERY, S.STAGE, S.SCORES]).to_pylist():
+        columns = [S.ID, S.TASK_TYPE, S.QUERY, S.STAGE, S.SCORES]
+        for row in storage.read_table(shard, columns=columns).to_pylist():
             scores = json.loads(row.pop(S.SCORES)) if row[S.SCORES] else {}
             rejected.append({**row, S.WORK_SCORES: scores})
     order = [step.name for step in steps]
@@ -97,8 +97,11 @@ def run_task(
 ) -> RunStats:
     """Process one task chunk by chunk, checkpointing after each chunk's shards have landed.
 
-    Chunks a killed run already finished are read again (to keep the stream's
-    order) but not processed; stateful steps are rebuilt from their shards.
+    The checkpoint is the commit: it lists every shard the task has committed, and is
+    written only once the chunk's shards exist. Shards carry this writer's attempt id, so a
+    crashed or overtaken writer's shards never take a committed name. Chunks a killed run
+    already finished are read again (to keep the stream's order) but not processed;
+    stateful steps are rebuilt from their committed shards.
     ``on_chunk(passages, rows kept)`` is called after each finished chunk.
     """
     with state.lease(lease_wait) as lease:  # one writer per task: a second one waits, then stops
@@ -107,13 +110,14 @@ def run_task(
 
 def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested, lease) -> RunStats:
     config, folder = plan.config, plan.folder
-    chunks_done, saved = state.load()
-    stats = RunStats.from_json(saved) if saved else RunStats()
+    checkpoint = state.load()
+    chunks_done, committed = checkpoint.chunks_done, list(checkpoint.shards)
+    stats = RunStats.from_json(checkpoint.stats) if checkpoint.stats else RunStats()
     for step in steps:
         if isinstance(step, StatefulStep):
             step.reset()
-    # the checkpoint is the only truth: shards of chunks it does not list are a crashed attempt's
-    removed = state.remove_uncommitted(chunks_done)
+    # the checkpoint is the only truth: shards it does not list are a crashed attempt's
+    removed = state.remove_uncommitted(committed)
     if removed:
         log.info(
             "%s: removed %d shard(s) of chunks after the checkpoint: %s", state.name, len(removed), removed
@@ -129,25 +133,30 @@ def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested
         if stop_requested():
             raise Interrupted(state.name)
         rows, rejected = process_chunk(steps, [row for p in batch for row in new_rows(p, config)], stats)
+        attempt = lease.attempt
         shards = [
-            (records, S.ROW_SCHEMA, folder.data_shard(task_type, state.task, chunk))
+            (records, S.ROW_SCHEMA, folder.data_shard(task_type, state.task, chunk, attempt))
             for task_type, records in records_by_task_type(rows).items()
         ]
         if rejected:
-            shards.append((rejected, S.REJECTED_SCHEMA, folder.rejected_shard(state.task, chunk)))
+            shards.append((rejected, S.REJECTED_SCHEMA, folder.rejected_shard(state.task, chunk, attempt)))
         for records, schema, path in shards:
             crash_point("before_shard")
+            lease.confirm()  # a writer that was overtaken stops before it writes more
             write_table(records, schema, path)
+            committed.append(folder.relative(path))
             crash_point("after_shard")
         stats.reading = Counter(read_stats.counts)
         chunks_done = chunk + 1
         crash_point("before_checkpoint")
         lease.confirm()
-        state.save(chunks_done, stats.to_json())  # the commit: only after every shard of the chunk exists
+        # the commit: only after every shard of the chunk exists
+        state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)))
         crash_point("after_checkpoint")
         on_chunk(len(batch), len(rows))
     stats.reading = Counter(read_stats.counts)  # the task's whole input was read in this pass
-    state.save(chunks_done, stats.to_json())
+    lease.confirm()
+    state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)))
     crash_point("before_complete")
     state.complete()
     return stats

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import schema as S
+from .. import storage
 from ..embed.embedder import Embedder
 from ..jsonl import iter_jsonl
 from ..step import Row, Step, StepResult
@@ -43,9 +44,9 @@ def load_personas(path: str | Path | None = None) -> list[str]:
 
     Duplicates are removed, order is kept, so retrieval is deterministic.
     """
-    root = Path(path) if path else default_persona_dir()
+    root = storage.location(path) if path else default_persona_dir()
     if root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.suffix in {".txt", ".jsonl"})
+        files = sorted((p for p in root.iterdir() if p.suffix in {".txt", ".jsonl"}), key=str)
     elif root.is_file():
         files = [root]
     else:

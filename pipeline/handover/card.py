@@ -90,7 +90,7 @@ def card_text(folder: RunFolder, license: str) -> str:
         "---",
         "",
     ]
-    title = folder.root.resolve().name
+    title = folder.name
     parts.append(f"# {title}\n")
     if demo:
         parts.append(

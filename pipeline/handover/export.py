@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import atomic
+from .. import atomic, storage
 from .. import schema as S
 from ..generate.instructions import format_query
 from ..run.folder import RunFolder
@@ -49,7 +49,7 @@ class ExportResult:
 
 def iter_rows(out: Path, task_type: str | None = None) -> Iterator[dict]:
     for shard in RunFolder(out).data_shards():
-        for batch in pq.ParquetFile(shard).iter_batches(batch_size=1024, columns=COLUMNS):
+        for batch in storage.parquet_file(shard).iter_batches(batch_size=1024, columns=COLUMNS):
             for row in batch.to_pylist():
                 if task_type is None or row[S.TASK_TYPE] == task_type:
                     yield row
@@ -58,7 +58,7 @@ def iter_rows(out: Path, task_type: str | None = None) -> Iterator[dict]:
 def task_types(out: Path) -> list[str]:
     found: set[str] = set()
     for shard in RunFolder(out).data_shards():
-        column = pq.read_table(shard, columns=[S.TASK_TYPE]).column(S.TASK_TYPE)
+        column = storage.read_table(shard, columns=[S.TASK_TYPE]).column(S.TASK_TYPE)
         found.update(column.unique().to_pylist())
     return sorted(found)
 
@@ -76,8 +76,9 @@ def export(out: Path, fmt: str, dest: Path | None = None, instruction: bool = Tr
     """Write the rows of the run in ``out`` in format ``fmt`` under ``dest`` (default ``out/export/fmt``)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    dest = Path(dest) if dest else RunFolder(out).export_folder(fmt)
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = storage.location(dest) if dest else RunFolder(out).export_folder(fmt)
+    if not storage.is_remote(dest):
+        dest.mkdir(parents=True, exist_ok=True)
     result = ExportResult(dest)
     for task in task_types(out):
         if fmt == "sentence-transformers":

@@ -9,8 +9,11 @@ prints, logs or writes it. ``HF_ENDPOINT`` points the upload at another server.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +55,6 @@ def publish(
     revision: str | None = None,
     include_rejected: bool = False,
 ) -> Published:
-    out = Path(out)
     folder = RunFolder(out)
     files = files_to_publish(out, include_rejected)
     from huggingface_hub import CommitOperationAdd, HfApi
@@ -60,19 +62,20 @@ def publish(
 
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
     try:
-        repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        if revision and revision != "main":
-            api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
-        operations = [
-            CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder.resolve(path))) for path in files
-        ]
-        commit = api.create_commit(
-            repo_id,
-            operations,
-            commit_message=f"Add {out.resolve().name}: {len(files)} files from synth",
-            repo_type="dataset",
-            revision=revision,
-        )
+        with _local_copies(folder, files) as local:
+            repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+            if revision and revision != "main":
+                api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
+            operations = [
+                CommitOperationAdd(path_in_repo=path, path_or_fileobj=local[path]) for path in files
+            ]
+            commit = api.create_commit(
+                repo_id,
+                operations,
+                commit_message=f"Add {folder.name}: {len(files)} files from synth",
+                repo_type="dataset",
+                revision=revision,
+            )
     except OfflineModeIsEnabled:
         raise PublishError(
             "HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: unset it in this shell to publish"
@@ -84,6 +87,27 @@ def publish(
     except OSError as exc:  # no route, refused connection, DNS: httpx's errors are not all OSErrors
         raise PublishError(f"cannot reach the Hub at {api.endpoint}: {_first_line(exc)}") from None
     return Published(repo_url=str(repo_url), commit_url=commit.commit_url, files=files)
+
+
+@contextlib.contextmanager
+def _local_copies(folder: RunFolder, files: list[str]) -> Iterator[dict[str, str]]:
+    """Relative path -> a local file to upload: the file itself, or a copy of a remote one.
+
+    A run on an object store is copied to a temporary folder one file at a time (disk, not
+    memory, holds it) and the copies go when the commit is made.
+    """
+    if not folder.remote:
+        yield {path: str(folder.resolve(path)) for path in files}
+        return
+    with tempfile.TemporaryDirectory(prefix="synth-publish-") as scratch:
+        local = {}
+        for path in files:
+            target = Path(scratch) / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            remote = folder.resolve(path)
+            remote.fs.get_file(remote.path, str(target))
+            local[path] = str(target)
+        yield local
 
 
 def _first_line(exc: Exception) -> str:

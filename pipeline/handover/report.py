@@ -17,9 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from .. import atomic
+from .. import atomic, storage
 from .. import schema as S
 from ..run.folder import RunFolder
 from ..text import tokens
@@ -72,7 +70,7 @@ def summarise_rows(out: Path, seed: int) -> tuple[RowSummary, Sample, Sample]:
     columns += [S.POSITIVE_SCORE, S.NEGATIVE_SCORES]
     folder = RunFolder(out)
     for shard in folder.data_shards():
-        for batch in pq.ParquetFile(shard).iter_batches(batch_size=1024, columns=columns):
+        for batch in storage.parquet_file(shard).iter_batches(batch_size=1024, columns=columns):
             for row in batch.to_pylist():
                 summary.rows += 1
                 summary.query_lengths[_bin(len(tokens(row[S.QUERY])), LENGTH_BINS)] += 1
@@ -86,7 +84,7 @@ def summarise_rows(out: Path, seed: int) -> tuple[RowSummary, Sample, Sample]:
                 kept.add(row)
     dropped = Sample(SAMPLE_ROWS, random.Random(seed + 1))
     for shard in folder.rejected_shards():
-        for batch in pq.ParquetFile(shard).iter_batches(
+        for batch in storage.parquet_file(shard).iter_batches(
             batch_size=1024, columns=[S.ID, S.TASK_TYPE, S.STAGE, S.REASON, S.QUERY, S.POSITIVE]
         ):
             for row in batch.to_pylist():
@@ -290,8 +288,8 @@ def build_report(out: Path, seed: int = 0) -> str:
     )
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>synth report: {html.escape(out.resolve().name)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>synth report: {html.escape(out.resolve().name)}</h1>",
+        f"<title>synth report: {html.escape(folder.name)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>synth report: {html.escape(folder.name)}</h1>",
         f"<p id='summary'>{stats.get('rows_out', 0)} rows kept of {stats.get('rows_in', 0)} "
         f"generated. Models: {models}. Dropped: {drops or 'none'}.</p>",
         "<h2>Funnel</h2>",
@@ -309,6 +307,6 @@ def build_report(out: Path, seed: int = 0) -> str:
 
 
 def write_report(out: Path, path: Path | None = None, seed: int = 0) -> Path:
-    path = Path(path) if path else RunFolder(out).report_file
+    path = storage.location(path) if path else RunFolder(out).report_file
     atomic.write_text(path, build_report(out, seed))
     return path

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import storage
+
 RawRow = tuple[Any, dict[str, Any]]  # (where: formats as "file:line" / "file:row N", the row)
 
 
@@ -51,11 +53,13 @@ class Reader(ABC):
         """The rows of one block, counting the bytes read in ``counts["bytes_read"]``."""
 
     def identity(self) -> dict[str, Any]:
-        """What pins this input: its path, size and modification time (a hub dataset: its name).
+        """What pins this input: its path, size and modification time or ETag (a hub dataset: its name).
 
         A rerun compares it with the one recorded when the run started, so an edited corpus
         is never silently split into other blocks than the finished chunks were read from.
         """
+        if storage.is_url(self.source):
+            return {"source": self.source, **storage.identity(storage.location(self.source))}
         path = Path(self.source)
         if path.is_file():
             stat = path.stat()
@@ -78,10 +82,13 @@ class Reader(ABC):
 
 
 class CountingFile(io.RawIOBase):
-    """A binary file that adds every byte it hands out to ``counts["bytes_read"]``."""
+    """A binary file (local or remote) that adds every byte it hands out to ``counts["bytes_read"]``.
+
+    Remote files are opened without read-ahead, so what is counted is what was fetched.
+    """
 
     def __init__(self, path: str, counts: Counter):
-        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._file = storage.open_read(path)
         self._counts = counts
 
     def readable(self) -> bool:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 
+from .. import storage
 from ..config import CorpusConfig
 from .base import Block, CorpusError, RawRow, Reader
 from .hf import HFReader
@@ -80,6 +81,8 @@ def corpus_readers(source: str, config: CorpusConfig) -> list[Reader]:
 
 
 def _readers_of(source: str, config: CorpusConfig) -> list[Reader]:
+    if storage.is_url(source):
+        return _remote_readers(source, config)
     path = Path(source)
     if path.is_file():
         return [_file_reader(path, path.parent, config, strict=True)]  # a binary file given alone: an error
@@ -98,15 +101,39 @@ def _readers_of(source: str, config: CorpusConfig) -> list[Reader]:
     return [HFReader(source, config.hf_split, config.block_bytes)]
 
 
-def _file_reader(path: Path, root: Path, config: CorpusConfig, strict: bool) -> Reader | None:
-    if path.suffix in JSONL_SUFFIXES:
-        return JsonlReader(str(path), config.block_bytes)
-    if path.suffix == ".parquet":
+def _remote_readers(source: str, config: CorpusConfig) -> list[Reader]:
+    """A file or a folder of files at a URL (``s3://``, ``hf://datasets/...``): one listing, no download.
+
+    The folder is listed once (names and sizes); each file is then read block by block
+    with range requests, like a local one.
+    """
+    try:
+        files = storage.list_files(source)
+    except FileNotFoundError:
+        raise CorpusError(f"{storage.redact(source)}: no such file or folder") from None
+    if len(files) == 1 and files[0][0] == source.rstrip("/"):
+        path, size = files[0]
+        return [_file_reader(path, source, config, strict=True, size=size)]
+    readers = [_file_reader(path, source, config, strict=False, size=size) for path, size in files]
+    readers = [reader for reader in readers if reader is not None]
+    if not readers:
+        raise CorpusError(f"{storage.redact(source)}: no .jsonl, .parquet or .txt files in this folder")
+    return readers
+
+
+def _file_reader(
+    path: Path | str, root: Path | str, config: CorpusConfig, strict: bool, size: int | None = None
+) -> Reader | None:
+    name = str(path).rsplit("/", 1)[-1]
+    suffix = "." + name.rsplit(".", 1)[1] if "." in name.lstrip(".") else ""
+    if suffix in JSONL_SUFFIXES:
+        return JsonlReader(str(path), config.block_bytes, size=size)
+    if suffix == ".parquet":
         return ParquetReader(str(path))
-    if path.suffix == ".txt":
-        return TextReader(str(path), str(root), skip_binary=not strict)
+    if suffix == ".txt":
+        return TextReader(str(path), str(root), skip_binary=not strict, size=size)
     if strict:
-        raise CorpusError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .parquet or a folder)")
+        raise CorpusError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .parquet or a folder)")
     return None  # a README or a checksum file beside the data
 
 

@@ -7,11 +7,11 @@ for error messages are counted only when a message needs one.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .. import storage
 from ..jsonl import parse_line
 from .base import Block, CorpusError, CountingFile, RawRow, Reader
 
@@ -25,7 +25,7 @@ class LineAt:
 
     def __str__(self) -> str:
         line = 1
-        with open(self.path, "rb") as handle:
+        with storage.open_read(self.path) as handle:
             remaining = self.offset
             while remaining > 0:
                 chunk = handle.read(min(remaining, 1 << 20))
@@ -40,12 +40,15 @@ class LineAt:
 
 
 class JsonlReader(Reader):
-    def __init__(self, path: str, block_bytes: int):
+    def __init__(self, path: str, block_bytes: int, size: int | None = None):
         self.source = str(path)
         self.block_bytes = block_bytes
+        self._size = size  # known from a folder listing: no request per file
 
     def size(self) -> int:
-        return os.path.getsize(self.source)
+        if self._size is None:
+            self._size = storage.identity(storage.location(self.source))["size"]
+        return self._size
 
     def blocks(self) -> list[Block]:
         size = self.size()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
+from .. import storage
 from .base import Block, CountingFile, RawRow, Reader
 
 
@@ -12,15 +13,11 @@ class ParquetReader(Reader):
     def __init__(self, path: str):
         self.source = str(path)
 
-    def _metadata(self):
-        import pyarrow.parquet as pq
-
-        return pq.read_metadata(self.source)
-
     def size(self) -> int:
-        import os
+        return storage.identity(storage.location(self.source))["size"]
 
-        return os.path.getsize(self.source)
+    def _metadata(self):
+        return storage.parquet_file(storage.location(self.source)).metadata
 
     def blocks(self) -> list[Block]:
         metadata = self._metadata()

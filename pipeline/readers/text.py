@@ -11,24 +11,33 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+from .. import storage
 from .base import Block, CorpusError, RawRow, Reader
 
 
 class TextReader(Reader):
-    def __init__(self, path: str, root: str, skip_binary: bool = False):
+    def __init__(self, path: str, root: str, skip_binary: bool = False, size: int | None = None):
         self.source = str(path)
-        self.root = root  # document ids are paths relative to the corpus folder
+        self.root = str(root)  # document ids are paths relative to the corpus folder
         self.skip_binary = skip_binary
+        self._size = size
 
     def size(self) -> int:
-        return Path(self.source).stat().st_size
+        if self._size is None:
+            self._size = storage.identity(storage.location(self.source))["size"]
+        return self._size
 
     def blocks(self) -> list[Block]:
         return [Block(self.source, size=self.size())]
 
+    def _document_id(self) -> str:
+        if storage.is_url(self.source):
+            return self.source[len(self.root.rstrip("/")) + 1 :]
+        return str(Path(self.source).relative_to(self.root))
+
     def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
-        path = Path(self.source)
-        data = path.read_bytes()
+        path = self.source
+        data = storage.read_bytes(path)
         counts["bytes_read"] += len(data)
         if b"\x00" in data[:8192]:
             if self.skip_binary:
@@ -39,4 +48,5 @@ class TextReader(Reader):
             text = data.decode("utf-8-sig")  # a byte-order mark is not part of the text
         except UnicodeDecodeError as exc:
             raise CorpusError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
-        yield str(path), {"id": str(path.relative_to(self.root)), "text": text, "title": path.stem}
+        title = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        yield path, {"id": self._document_id(), "text": text, "title": title}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from .. import storage
 from .folder import RunFolder
 
 
@@ -14,7 +13,7 @@ class RunNotFinished(Exception):
     """The folder is not a complete run: the message says what is missing and what to do."""
 
 
-def finished_run(out: Path) -> dict:
+def finished_run(out: str | Path) -> dict:
     """The run's manifest, after checking every task completed and the shards are the manifest's."""
     folder = RunFolder(out)
     if not folder.run_file.exists():
@@ -34,7 +33,7 @@ def finished_run(out: Path) -> dict:
     for path, rows in listed.items():
         if path not in on_disk:
             raise RunNotFinished(f"{folder.resolve(path)} is in the manifest but not on disk")
-        found = pq.ParquetFile(on_disk[path]).metadata.num_rows
+        found = storage.parquet_file(on_disk[path]).metadata.num_rows
         if found != rows:
             raise RunNotFinished(f"{folder.resolve(path)} has {found} rows, the manifest says {rows}")
     extra = sorted(set(on_disk) - set(listed))

@@ -1,16 +1,19 @@
 """The run folder: every path of a run, what ``--overwrite`` removes, and each task's checkpoint.
 
-No other module builds a run path from strings: they ask a ``RunFolder``. A run is
-split into ``output.num_tasks`` tasks (units of work; the kinds of rows are *task
-types*); per task, on disk:
+No other module builds a run path from strings: they ask a ``RunFolder``. The folder is a
+local path or a URL (``s3://bucket/run``, any fsspec filesystem; ``pipeline/storage.py``).
+A run is split into ``output.num_tasks`` tasks (units of work; the kinds of rows are *task
+types*); per task:
 
-- ``progress/task-TTTTT.json``: chunks done so far and the task's cumulative stats,
-  rewritten atomically after each chunk's shards have landed;
-- ``completions/task-TTTTT``: written when the task has finished;
-- ``data/<task_type>/part-TTTTT-CCCCC.parquet`` and ``rejected/part-TTTTT-CCCCC.parquet``:
-  the kept and dropped rows of task T's chunk C, written under a hidden temporary
-  name and renamed (``pipeline/atomic.py``), so a killed run leaves no partial file
-  visible and a rerun redoes at most the chunk that was in flight.
+- ``data/<task_type>/part-TTTTT-CCCCC-AAAAAAAA.parquet`` and ``rejected/part-...``: the kept
+  and dropped rows of task T's chunk C, written by attempt A (the writer's lease id), each
+  written whole (temporary + rename locally, one PUT on an object store);
+- ``progress/task-TTTTT.json``: the checkpoint, rewritten whole after each chunk's shards
+  have landed: chunks done, the task's cumulative stats and the shards it commits. It is
+  the only truth: a shard it does not list (a crashed or overtaken attempt's) is never
+  read and is removed on the next start and when the run finishes;
+- ``progress/task-TTTTT.lease``: the one writer's lease while the task runs;
+- ``completions/task-TTTTT``: written when the task has finished.
 
 Which blocks of the input a task reads is decided by ``pipeline/readers/blocks.py``.
 """
@@ -21,7 +24,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import socket
 import threading
 import time
@@ -30,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import atomic
-from ..config import RunConfig, dump_config
+from .. import atomic, storage
+from ..config import RunConfig, config_text
 from ..faults import crash_point
 
 # every name a run folder holds, once
@@ -63,13 +65,13 @@ def config_fingerprint(config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def shard_name(task: int, chunk: int) -> str:
-    return f"part-{task:05d}-{chunk:05d}.parquet"
+def shard_name(task: int, chunk: int, attempt: str) -> str:
+    return f"part-{task:05d}-{chunk:05d}-{attempt}.parquet"
 
 
-def chunk_of(path: Path) -> int:
-    """The chunk number in a shard's name (``part-TTTTT-CCCCC.parquet``)."""
-    return int(Path(path).name.split(".")[0].split("-")[2])
+def chunk_of(path: Path | str) -> int:
+    """The chunk number in a shard's name (``part-TTTTT-CCCCC-AAAAAAAA.parquet``)."""
+    return int(str(path).rsplit("/", 1)[-1].split(".")[0].split("-")[2])
 
 
 class RunFolder:
@@ -80,7 +82,12 @@ class RunFolder:
     OWNED += (LABELS_FILE, CARD_FILE, REPORT_FILE, EXPORT)
 
     def __init__(self, root: str | Path):
-        self._root = Path(root)
+        self._root = storage.location(root)
+
+    @property
+    def remote(self) -> bool:
+        """True when the folder is on an object store or another remote filesystem."""
+        return storage.is_remote(self._root)
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self._root)!r})"
@@ -92,6 +99,13 @@ class RunFolder:
     @property
     def root(self) -> Path:
         return self._root
+
+    @property
+    def name(self) -> str:
+        """The folder's own name (its last path part; a local ``.`` is named as it resolves)."""
+        if not self.remote:
+            return self._root.resolve().name
+        return str(self._root).rstrip("/").rsplit("/", 1)[-1]
 
     @property
     def run_file(self) -> Path:
@@ -133,18 +147,23 @@ class RunFolder:
 
     @property
     def logs_folder(self) -> Path:
+        """``logs/`` in the folder; for a remote folder, a local one (a log is appended line by line)."""
+        if self.remote:
+            from ..models import cache_root
+
+            return storage.local_home(self._root, cache_root() / LOGS)
         return self._root / LOGS
 
     def export_folder(self, format: str) -> Path:
         return self._root / EXPORT / format
 
     # -- shards ----------------------------------------------------------------------
-    def data_shard(self, task_type: str, task: int, chunk: int) -> Path:
+    def data_shard(self, task_type: str, task: int, chunk: int, attempt: str) -> Path:
         """One folder per task type, so each loads on its own (the dataset card's configs)."""
-        return self._root / DATA / task_type / shard_name(task, chunk)
+        return self._root / DATA / task_type / shard_name(task, chunk, attempt)
 
-    def rejected_shard(self, task: int, chunk: int) -> Path:
-        return self._root / REJECTED / shard_name(task, chunk)
+    def rejected_shard(self, task: int, chunk: int, attempt: str) -> Path:
+        return self._root / REJECTED / shard_name(task, chunk, attempt)
 
     def data_shards(self) -> list[Path]:
         """Every finished data shard, in name order (temporaries never match)."""
@@ -154,12 +173,28 @@ class RunFolder:
         return self._shards(REJECTED, "part-*.parquet")
 
     def task_shards(self, kind: str, task: int) -> list[Path]:
-        """The data (``kind="data"``) or rejected shards of one task."""
+        """Every data (``kind="data"``) or rejected shard of one task on disk, committed or not."""
         return self._shards(kind, f"part-{task:05d}-*.parquet")
+
+    def committed(self, num_tasks: int) -> list[str]:
+        """The shards the tasks' checkpoints commit (relative paths): the run's rows, and no others."""
+        return sorted(name for state in self.tasks(num_tasks) for name in state.load().shards)
+
+    def remove_orphans(self, num_tasks: int) -> list[str]:
+        """Delete every shard no checkpoint commits (an attempt that crashed or was overtaken)."""
+        keep = set(self.committed(num_tasks))
+        orphans = [p for p in self._shards(DATA, "*.parquet") + self._shards(REJECTED, "*.parquet")]
+        orphans = [p for p in orphans if self.relative(p) not in keep]
+        for path in orphans:
+            storage.remove(path)
+        return [self.relative(p) for p in orphans]
 
     def relative(self, path: Path) -> str:
         """A path inside the run as the manifest and the card name it (``data/retrieval/part-...``)."""
-        return Path(path).relative_to(self._root).as_posix()
+        root, text = str(self._root).rstrip("/"), str(path)
+        if not text.startswith(root + "/"):
+            raise ValueError(f"{text} is not inside {root}")
+        return text[len(root) + 1 :]
 
     def resolve(self, relative: str) -> Path:
         """The file a manifest entry names."""
@@ -167,7 +202,11 @@ class RunFolder:
 
     def _shards(self, kind: str, pattern: str) -> list[Path]:
         folder = self._root / kind
-        return sorted(p for p in folder.rglob(pattern) if not any(x.startswith(".") for x in p.parts))
+        if not folder.exists():
+            return []
+        found = (p for p in folder.rglob(pattern) if storage.is_remote(p) or p.is_file())
+        shown = [p for p in found if not any(x.startswith(".") for x in self.relative(p).split("/"))]
+        return sorted(shown, key=str)
 
     # -- a run's life ----------------------------------------------------------------
     def exists(self) -> bool:
@@ -176,11 +215,7 @@ class RunFolder:
     def clear(self) -> None:
         """Remove what a run writes (``--overwrite``); other files in the folder are left alone."""
         for name in self.OWNED:
-            target = self._root / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+            storage.remove(self._root / name)
 
     def open(
         self,
@@ -196,14 +231,16 @@ class RunFolder:
         """
         if overwrite:
             self.clear()
-        self._root.mkdir(parents=True, exist_ok=True)
+        if not self.remote:  # an object store has no folders to make
+            self._root.mkdir(parents=True, exist_ok=True)
         self.claim(config)
         if corpus is not None:
             self.pin_corpus(corpus, config.output.num_tasks, accept_corpus_change)
-        self.remove_stale_temporaries()
-        (self._root / DATA).mkdir(exist_ok=True)
-        (self._root / REJECTED).mkdir(exist_ok=True)
-        dump_config(config, self.config_file)
+        if not self.remote:
+            self.remove_stale_temporaries()
+            (self._root / DATA).mkdir(exist_ok=True)
+            (self._root / REJECTED).mkdir(exist_ok=True)
+        atomic.write_text(self.config_file, config_text(config))
 
     def claim(self, config: RunConfig) -> None:
         """Record the run's identity, or check that an existing run is the same one."""
@@ -246,8 +283,8 @@ class RunFolder:
                 raise RunStateError(_corpus_change(self._root, previous, corpus))
             for state in self.tasks(num_tasks):
                 if not state.is_complete():
-                    state.remove_uncommitted(0)
-                    state.progress_file.unlink(missing_ok=True)
+                    state.remove_uncommitted(keep=())
+                    storage.remove(state.progress_file)
         if previous != corpus:
             atomic.write_json(self.run_file, {**record, "corpus": corpus})
 
@@ -289,6 +326,18 @@ def _corpus_change(out: Path, previous: dict, now: dict) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a task has committed: chunks done, its cumulative stats, and the shards they wrote."""
+
+    chunks_done: int = 0
+    stats: dict[str, Any] | None = None
+    shards: tuple[str, ...] = ()  # relative paths, data and rejected
+
+    def of(self, kind: str) -> list[str]:
+        return [name for name in self.shards if name.startswith(kind + "/")]
+
+
 @dataclass
 class TaskState:
     """One task's checkpoint and completion marker."""
@@ -311,39 +360,41 @@ class TaskState:
     def is_complete(self) -> bool:
         return self.completion_file.exists()
 
-    def load(self) -> tuple[int, dict[str, Any] | None]:
-        """(chunks already done, cumulative stats) of an unfinished task."""
-        if not self.progress_file.exists():
-            return 0, None
-        data = json.loads(self.progress_file.read_text())
-        return int(data["chunks_done"]), data["stats"]
+    def load(self) -> Checkpoint:
+        """The task's checkpoint; an empty one if it has none yet."""
+        try:
+            data = json.loads(self.progress_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return Checkpoint()
+        return Checkpoint(int(data["chunks_done"]), data["stats"], tuple(data.get("shards", ())))
 
-    def save(self, chunks_done: int, stats: dict[str, Any]) -> None:
-        """The commit of a chunk: written, atomically, only after every shard of the chunk exists."""
+    def save(self, checkpoint: Checkpoint) -> None:
+        """The commit of a chunk: written whole, only after every shard it lists exists."""
+        record = {"chunks_done": checkpoint.chunks_done, "stats": checkpoint.stats}
+        record["shards"] = list(checkpoint.shards)
         with atomic.atomic_path(self.progress_file) as tmp:
-            tmp.write_text(
-                json.dumps({"chunks_done": chunks_done, "stats": stats}, indent=2, ensure_ascii=False)
-            )
+            tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
             crash_point("mid_checkpoint")
 
     def complete(self) -> None:
         atomic.write_text(self.completion_file, "done\n")
 
     def shards(self, kind: str) -> list[Path]:
-        return self.folder.task_shards(kind, self.task)
+        """The committed shards of one kind (``data`` or ``rejected``), as the checkpoint lists them."""
+        return [self.folder.resolve(name) for name in self.load().of(kind)]
 
-    def remove_uncommitted(self, chunks_done: int) -> list[str]:
-        """Delete this task's shards of chunks at or after ``chunks_done`` (not in the checkpoint).
+    def remove_uncommitted(self, keep: tuple[str, ...] | list[str]) -> list[str]:
+        """Delete this task's shards that the checkpoint does not list (``keep``).
 
-        A process that died between a chunk's shards and its checkpoint leaves shards no
-        checkpoint lists; the chunk is redone, so they must go before anything reads the
-        task's shards back (the stateful steps resume from them).
+        A process that died between a chunk's shards and its checkpoint, or a writer whose
+        lease was taken over, leaves shards no checkpoint lists; they must go before anything
+        reads the task's shards back (the stateful steps resume from them).
         """
-        removed = []
+        kept, removed = set(keep), []
         for kind in (DATA, REJECTED):
-            for path in self.shards(kind):
-                if chunk_of(path) >= chunks_done:
-                    path.unlink()
+            for path in self.folder.task_shards(kind, self.task):
+                if self.folder.relative(path) not in kept:
+                    storage.remove(path)
                     removed.append(self.folder.relative(path))
         return removed
 
@@ -381,10 +432,11 @@ class Lease:
     """
 
     def __init__(self, path: Path, name: str, wait: float | None = None):
-        self.path = Path(path)
+        self.path = path
         self.name = name
         self.wait = float(os.environ.get("SYNTH_LEASE_WAIT", LEASE_WAIT)) if wait is None else wait
         self.owner = uuid.uuid4().hex
+        self.attempt = self.owner[:8]  # in the names of the shards this writer writes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -398,13 +450,7 @@ class Lease:
         )
 
     def _create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as handle:
-            handle.write(self._record())
-        return True
+        return storage.create_exclusive(self.path, self._record().encode())
 
     def _held(self) -> dict | None:
         """The lease on disk: {} when it is gone, None while it cannot be read (being written)."""
@@ -418,7 +464,7 @@ class Lease:
     def _stale(self, held: dict | None) -> bool:
         if held is None:  # a writer that died between creating the file and writing it leaves it empty
             with contextlib.suppress(FileNotFoundError):
-                return time.time() - self.path.stat().st_mtime > UNREADABLE_LEASE_SECONDS
+                return time.time() - storage.modified(self.path) > UNREADABLE_LEASE_SECONDS
             return True
         if time.time() - float(held.get("heartbeat", 0)) > self.seconds():
             return True
@@ -427,16 +473,11 @@ class Lease:
     def acquire(self) -> None:
         """Take the lease; a live one held by another writer is waited for up to ``SYNTH_LEASE_WAIT``
         seconds (default 30: a stopped run's workers may take a moment to go), then refused."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         give_up = time.time() + self.wait
         while not self._create():
             held = self._held()
             if self._stale(held):
-                # move it aside under a unique name (one taker wins the rename), then create ours
-                aside = self.path.with_name(f".{self.path.name}.{self.owner}.stale")
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(self.path, aside)
-                    os.unlink(aside)
+                self._take_over()
                 continue
             if time.time() >= give_up:
                 held = held or {}
@@ -450,6 +491,19 @@ class Lease:
             time.sleep(min(1.0, max(0.0, give_up - time.time())))
         self._thread = threading.Thread(target=self._beat, name=f"lease-{self.name}", daemon=True)
         self._thread.start()
+
+    def _take_over(self) -> None:
+        """Remove a stale lease so that the create-if-absent write can be tried again."""
+        if storage.is_remote(self.path):
+            # no rename on an object store: two takers may both delete; the later one's
+            # confirm() before every write finds the lease is not its own and stops
+            storage.remove(self.path)
+            return
+        # move it aside under a unique name (one taker wins the rename), then create ours
+        aside = self.path.with_name(f".{self.path.name}.{self.owner}.stale")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.path, aside)
+            os.unlink(aside)
 
     def _mine(self) -> bool:
         return (self._held() or {}).get("owner") == self.owner
@@ -473,7 +527,7 @@ class Lease:
         if self._thread is not None:
             self._thread.join()
         if self._mine():
-            self.path.unlink(missing_ok=True)
+            storage.remove(self.path)
 
     def __enter__(self) -> Lease:
         self.acquire()

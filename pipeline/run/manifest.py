@@ -5,24 +5,27 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from .. import atomic
+from .. import atomic, storage
 from .. import schema as S
 from ..faults import crash_point
-from .folder import RunFolder, RunStateError
+from .folder import DATA, REJECTED, RunFolder, RunStateError
 from .plan import RunPlan
 from .stats import RunStats
 
 
-def check_counts(folder: RunFolder, stats: RunStats, kept: int) -> None:
+def shard_rows(folder: RunFolder, names: list[str]) -> dict[str, int]:
+    """Rows per shard (relative path), from the shards' footers."""
+    return {name: storage.parquet_file(folder.resolve(name)).metadata.num_rows for name in names}
+
+
+def check_counts(folder: RunFolder, stats: RunStats, kept: int, rejected: list[str]) -> None:
     """Refuse to finish a run whose shards hold other row counts than its stats (a row written twice).
 
-    Every row that entered the steps is counted once, kept or dropped; the data shards must
-    hold exactly the kept rows (``kept``, read from their footers) and the rejected shards
-    exactly the dropped ones.
+    Every row that entered the steps is counted once, kept or dropped; the committed data
+    shards must hold exactly the kept rows (``kept``, read from their footers) and the
+    committed rejected shards (``rejected``) exactly the dropped ones.
     """
-    import pyarrow.parquet as pq
-
-    dropped = sum(pq.ParquetFile(p).metadata.num_rows for p in folder.rejected_shards())
+    dropped = sum(shard_rows(folder, rejected).values())
     counted_dropped = sum(counts for stage in stats.stages.values() for counts in stage.dropped.values())
     if kept != stats.rows_out or dropped != counted_dropped:
         raise RunStateError(
@@ -34,13 +37,12 @@ def check_counts(folder: RunFolder, stats: RunStats, kept: int) -> None:
 
 def write_manifest(plan: RunPlan, stats: RunStats) -> None:
     """Write the manifest of a complete run, after checking its shards against its stats."""
-    import pyarrow.parquet as pq
-
     folder, models = plan.folder, plan.models
     generator, embedder = models.generator, models.embedder
-    rows = {folder.relative(p): pq.ParquetFile(p).metadata.num_rows for p in folder.data_shards()}
+    committed = folder.committed(plan.split.num_tasks)
+    rows = shard_rows(folder, [name for name in committed if name.startswith(DATA + "/")])
     shards = [{"path": path, "rows": count} for path, count in rows.items()]
-    check_counts(folder, stats, sum(rows.values()))
+    check_counts(folder, stats, sum(rows.values()), [n for n in committed if n.startswith(REJECTED + "/")])
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": plan.command,

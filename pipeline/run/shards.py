@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import atomic
 from .. import schema as S
+from .. import storage
 from ..step import Dropped, Row
 
 
@@ -21,10 +21,14 @@ def data_shards(folder: Path) -> list[Path]:
 
 
 def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> Path:
-    """Write to a temporary name, then rename: a reader never sees half a shard."""
+    """Write a shard whole (temporary + rename, or one PUT): a reader never sees half of one.
+
+    A shard is one chunk's rows, so it is built in memory and written in one piece.
+    """
     table = pa.Table.from_pylist(rows, schema=schema)
-    with atomic.atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd")
+    storage.write_bytes(path, buffer.getvalue().to_pybytes())
     return path
 
 

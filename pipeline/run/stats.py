@@ -239,7 +239,7 @@ class RunStats:
         stats = cls()
         reading: Counter = Counter()
         for state in tasks:
-            saved = state.load()[1]
+            saved = state.load().stats
             if saved:
                 task_stats = cls.from_json(saved)
                 reading += task_stats.reading  # each task reads only its own blocks: counts add up

@@ -1,0 +1,239 @@
+"""Where files live: local paths and fsspec URLs (``s3://``, ``gs://``, ``hf://``, ...) behind one API.
+
+A local path is a ``pathlib.Path``, so everything local behaves as it always did. A URL is a
+``upath.UPath`` over its fsspec filesystem, with the pathlib methods the run folder uses
+(``/``, ``exists``, ``rglob``, ``read_text``, ``unlink``). What pathlib cannot say for an
+object store lives here: a whole-object write (one PUT, atomic on S3 and GCS), a
+create-if-absent write (S3's ``If-None-Match``), a file opened for reading with no
+read-ahead (so the bytes a reader counts are the bytes fetched), and a file's identity.
+
+Credentials and endpoints come from where the filesystems read them (``AWS_*`` variables and
+profiles, ``AWS_ENDPOINT_URL`` for S3-compatible stores, ``HF_TOKEN`` and ``HF_ENDPOINT`` for
+``hf://``); a URL that carries a secret is refused (``check_url``), so none reaches a log, the
+manifest or the card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+LOCAL_PROTOCOLS = ("", "file", "local")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# user:secret@ after the scheme; the secret may hold "/" (AWS keys do), so not urllib's parse
+_CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*:[^@]*@")
+
+
+class StorageError(ValueError):
+    """A location that cannot be used as given; the message names it and says what to do."""
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    return bool(_URL.match(str(path))) and not str(path).startswith("file://")
+
+
+def check_url(path: str) -> None:
+    """Refuse a URL with a password or key in it: credentials come from the environment."""
+    if is_url(path) and _CREDENTIALS.match(str(path)):
+        raise StorageError(
+            f"{redact(path)}: credentials in a URL would be written to the run's config and logs; "
+            "give them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a profile), HF_TOKEN, ..."
+        )
+
+
+def redact(path: str | os.PathLike) -> str:
+    """The location with any user and password removed, for messages."""
+    return _CREDENTIALS.sub(r"\1***@", str(path))
+
+
+def location(path: str | os.PathLike) -> Path:
+    """A ``Path`` for a local path (``file://`` included), a ``UPath`` for any other URL."""
+    if is_remote(path):  # already a UPath
+        return path
+    text = os.fspath(path) if not isinstance(path, str) else path
+    if text.startswith("file://"):
+        return Path(urlsplit(text).path)
+    if not is_url(text):
+        return Path(text)
+    check_url(text)
+    from upath import UPath
+
+    # no listing cache: other processes (the tasks on other nodes) write into the same folders
+    options: dict[str, Any] = {"use_listings_cache": False}
+    if text.startswith("hf://") and os.environ.get("HF_ENDPOINT"):
+        # read at call time: huggingface_hub reads HF_ENDPOINT once, when it is imported
+        options["endpoint"] = os.environ["HF_ENDPOINT"]
+    return UPath(text, **options)
+
+
+def is_remote(path: Any) -> bool:
+    """True for a path on a filesystem other than the local one."""
+    return getattr(path, "protocol", "") not in LOCAL_PROTOCOLS
+
+
+def fs_path(path: Path) -> tuple[Any, str]:
+    """(fsspec filesystem, the path as that filesystem names it)."""
+    if is_remote(path):
+        return path.fs, path.path
+    import fsspec
+
+    return fsspec.filesystem("file"), str(path)
+
+
+def open_read(path: str | os.PathLike) -> BinaryIO:
+    """A seekable binary file; remote reads fetch exactly the ranges asked for (no read-ahead)."""
+    target = location(path)
+    if not is_remote(target):
+        return open(target, "rb")  # noqa: SIM115 - the caller closes it
+    fs, name = fs_path(target)
+    return fs.open(name, "rb", cache_type="none")
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    with open_read(path) as handle:
+        return handle.read()
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a whole file so that no reader sees half of it: one PUT remotely, temp + rename locally."""
+    if is_remote(path):
+        fs, name = fs_path(path)
+        fs.pipe_file(name, data)
+        return
+    from . import atomic
+
+    with atomic.atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def create_exclusive(path: Path, data: bytes) -> bool:
+    """Write ``path`` only if it does not exist; False if it does (one creator wins).
+
+    Local files use ``O_EXCL``; S3 (and S3-compatible stores that honour it) a PUT with
+    ``If-None-Match: *``. Other stores have no such write: there an existence check comes
+    first, which two writers starting in the same instant can both pass (docs/running.md).
+    """
+    if not is_remote(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return True
+    fs, name = fs_path(path)
+    if path.protocol in ("s3", "s3a"):
+        try:
+            fs.pipe_file(name, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+    if fs.exists(name):
+        return False
+    fs.pipe_file(name, data)
+    return True
+
+
+def list_files(url: str) -> list[tuple[str, int]]:
+    """(URL, size) of the file at ``url``, or of every file under it in name order, hidden ones left out.
+
+    One listing request per folder level; raises ``FileNotFoundError`` when nothing is there.
+    """
+    target = location(url)
+    fs, name = fs_path(target)
+    info = fs.info(name)
+    if info["type"] != "directory":
+        return [(url.rstrip("/"), int(info.get("size") or 0))]
+    base = name.rstrip("/")
+    found = []
+    for path, detail in sorted(fs.find(name, detail=True).items()):
+        relative = path[len(base) + 1 :] if path.startswith(base + "/") else path
+        if detail.get("type") == "directory" or any(p.startswith(".") for p in relative.split("/")):
+            continue
+        found.append((f"{url.rstrip('/')}/{relative}", int(detail.get("size") or 0)))
+    return found
+
+
+def remove(path: Path) -> None:
+    """Delete a file or a whole folder; nothing if it is not there."""
+    if is_remote(path):
+        fs, name = fs_path(path)
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(name, recursive=True)
+        return
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def modified(path: Path) -> float:
+    """Seconds since the epoch of the file's last write."""
+    if not is_remote(path):
+        return path.stat().st_mtime
+    fs, name = fs_path(path)
+    stamp = fs.modified(name)
+    return stamp.timestamp()
+
+
+def identity(path: Path) -> dict[str, Any]:
+    """What pins a file's content without reading it: size and modification time, or an ETag."""
+    if not is_remote(path):
+        stat = path.stat()
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    fs, name = fs_path(path)
+    info = fs.info(name)
+    found = {"size": int(info.get("size") or 0)}
+    tag = info.get("ETag") or info.get("etag") or info.get("lfs", {}) or info.get("blob_id")
+    if isinstance(tag, dict):
+        tag = tag.get("sha256") or tag.get("oid")
+    if tag:
+        found["etag"] = str(tag).strip('"')
+    else:
+        with contextlib.suppress(Exception):
+            found["mtime"] = fs.modified(name).isoformat()
+    return found
+
+
+def parquet_file(path: Path):
+    """A ``pyarrow.parquet.ParquetFile`` over a local path or a remote object."""
+    import pyarrow.parquet as pq
+
+    if not is_remote(path):
+        return pq.ParquetFile(path)
+    return pq.ParquetFile(open_read(path))
+
+
+def read_table(path: Path, columns: list[str] | None = None):
+    """A whole Parquet file (a shard: one chunk's rows) as a table."""
+    import pyarrow.parquet as pq
+
+    if not is_remote(path):
+        return pq.read_table(path, columns=columns)
+    with open_read(path) as handle:
+        return pq.read_table(handle, columns=columns)
+
+
+def reason(exc: BaseException) -> str:
+    """A store's error in a few words (class and message), with no credential in it."""
+    text = str(exc).strip() or type(exc).__name__
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN", "AWS_ACCESS_KEY_ID"):
+        secret = os.environ.get(name)
+        if secret:
+            text = text.replace(secret, "***")
+    return f"{type(exc).__name__}: {text.splitlines()[0]}"
+
+
+def local_home(url: str | os.PathLike, base: str | os.PathLike) -> Path:
+    """A local folder under ``base`` standing for a remote one (its logs): named by the URL's hash."""
+    text = redact(url)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", text.split("://", 1)[-1]).strip("-")[-40:]
+    return Path(base) / f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
