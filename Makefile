@@ -68,6 +68,8 @@ bench:
 	$(RUN) $(BIN)/python bench/memory.py --quick
 	$(RUN) $(BIN)/python bench/executors.py --quick
 	$(RUN) $(BIN)/python bench/index_recall.py --quick
+	$(RUN) $(BIN)/python bench/storage.py --quick
+	$(RUN) $(BIN)/python bench/resume_cost.py --quick
 
 lint:
 	$(BIN)/ruff check .

@@ -1,7 +1,8 @@
 """Writing a file so that no reader ever sees half of it: write a hidden temporary, then rename.
 
 Every file the tool writes whole (shards, checkpoints, stats, manifest, card, labels,
-exports, embedding-store shards, converted models) goes through ``atomic_path``. The
+exports, embedding-store shards, converted models) goes through ``atomic_path`` or, when its
+bytes are already in memory, ``storage.write_bytes`` (the same temporary and rename). The
 temporary is ``.NAME.tmp`` beside the target, hidden from globs over ``*.parquet``
 and removed by the next run if a crash left it (``is_temporary``).
 
@@ -20,23 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-TEMPORARY_GLOB = ".*.tmp"
+from .storage import TEMPORARY_GLOB, is_remote, is_temporary, temporary_of, write_bytes
 
-
-def temporary_of(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
-def is_temporary(path: Path) -> bool:
-    return path.name.startswith(".") and path.name.endswith(".tmp")
+__all__ = ["TEMPORARY_GLOB", "atomic_path", "is_temporary", "temporary_of", "write_json", "write_text"]
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write (a file or a folder); on success it replaces ``path``."""
-    from . import storage
-
-    if storage.is_remote(path):
+    if is_remote(path):
         with _uploaded(path) as tmp:
             yield tmp
         return
@@ -70,9 +63,7 @@ def _uploaded(path) -> Iterator[Path]:
 
 
 def write_text(path: Path, text: str) -> None:
-    from . import storage
-
-    storage.write_bytes(path, text.encode("utf-8"))
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -90,7 +90,7 @@ def generate(
     ] = None,
     embedder: Annotated[str | None, typer.Option(help="Embedder: hub id or local folder.")] = None,
     out: Annotated[str | None, typer.Option(help="Output folder.")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config file.")] = None,
+    config: Annotated[str | None, typer.Option(help="YAML config file (a path or a URL).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: a.b=value.")] = None,
     num_tasks: Annotated[
         int | None, typer.Option(help="Split the run into this many tasks (fixed per OUT).")
@@ -190,7 +190,7 @@ def generate(
         typer.echo(line, err=True)
 
 
-def _checked_config(config: Path | None, sets: list[str] | None, flags: dict):
+def _checked_config(config: str | None, sets: list[str] | None, flags: dict):
     """The run's configuration from file, --set items and flags, then every check that needs no model.
 
     ``preflight`` runs before ``pipeline.executors`` (and so torch, vLLM,
@@ -348,7 +348,9 @@ def train_reranker_command(
 @app.command("eval")
 def evaluate_command(
     model: Annotated[str, typer.Option(help="Model folder or hub id.")],
-    benchmark: Annotated[Path, typer.Option(help="BEIR-layout folder: corpus.jsonl, queries.jsonl, qrels/.")],
+    benchmark: Annotated[
+        str, typer.Option(help="BEIR-layout folder or URL: corpus.jsonl, queries.jsonl, qrels/.")
+    ],
     split: Annotated[str | None, typer.Option(help="qrels split (default: the only one).")] = None,
     dim: Annotated[int | None, typer.Option(help="Matryoshka dimension to evaluate.")] = None,
     instruction: Annotated[str | None, typer.Option(help="Query instruction (Qwen3-style models).")] = None,

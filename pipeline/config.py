@@ -519,7 +519,9 @@ def load_config(
     (the dedicated CLI flags, keyed by dotted path); validated once at the end."""
     data: dict[str, Any] = {}
     if path is not None:
-        text = Path(path).read_text(encoding="utf-8")
+        from .storage import read_bytes
+
+        text = read_bytes(path).decode("utf-8")  # a local file or a URL (a run folder's config.yaml)
         loaded = yaml.safe_load(text) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: the config file must hold a mapping at the top level")

@@ -29,6 +29,17 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*:[^@]*@")
 
 
+TEMPORARY_GLOB = ".*.tmp"  # a local file being written: hidden, never a shard, removed on the next start
+
+
+def temporary_of(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
 class StorageError(ValueError):
     """A location that cannot be used as given; the message names it and says what to do."""
 
@@ -105,10 +116,14 @@ def write_bytes(path: Path, data: bytes) -> None:
         fs, name = fs_path(path)
         fs.pipe_file(name, data)
         return
-    from . import atomic
-
-    with atomic.atomic_path(path) as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_of(path)
+    try:
         tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def create_exclusive(path: Path, data: bytes) -> bool:

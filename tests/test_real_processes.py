@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 
 import pyarrow.parquet as pq
 import pytest
@@ -116,7 +117,7 @@ def test_a_real_engine_run_between_buckets_dies_after_a_shard_and_the_rerun_writ
     fs = s3_server.filesystem()
     corpus = s3_server.bucket("real-corpus") + "/en.jsonl"
     fs.put_file(str(sample_corpus_path("en")), corpus)
-    out = s3_server.bucket("real-runs") + "/out"
+    out = s3_server.bucket(f"real-runs-{uuid.uuid4().hex[:8]}") + "/out"  # its own local log folder
     args = [*args_for(tiny_qwen3, minilm_path, out), "--corpus", corpus]
     command = [sys.executable, "-m", "pipeline.cli", *args]
     first = subprocess.run(

@@ -1,4 +1,4 @@
-"""Reading benchmarks in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv."""
+"""Reading benchmarks in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv (a folder or a URL)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
+from .. import storage
 from ..jsonl import iter_jsonl
 
 
@@ -30,12 +31,13 @@ def read_qrels(path: Path) -> dict[str, set[str]]:
 
 
 def load_beir(
-    folder: Path, split: str | None = None, with_title: bool = False
+    folder: str | Path, split: str | None = None, with_title: bool = False
 ) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
     """Corpus, queries and qrels of a BEIR folder; ``split`` None takes the only qrels file."""
+    folder = storage.location(folder)
     qrels_dir = folder / "qrels"
     if split is None:
-        files = sorted(qrels_dir.glob("*.tsv"))
+        files = sorted(qrels_dir.glob("*.tsv"), key=str)
         if len(files) != 1:
             raise ValueError(f"{qrels_dir}: name a split, found {[f.stem for f in files]}")
         qrels_file = files[0]
