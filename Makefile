@@ -70,6 +70,7 @@ bench:
 	$(RUN) $(BIN)/python bench/index_recall.py --quick
 	$(RUN) $(BIN)/python bench/storage.py --quick
 	$(RUN) $(BIN)/python bench/resume_cost.py --quick
+	$(RUN) $(BIN)/python bench/code_reader.py --quick
 
 lint:
 	$(BIN)/ruff check .

@@ -61,9 +61,10 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(reference_run, tiny_qw
     # own session: the kill takes vLLM's engine process with it, as a node failure would
     first = subprocess.Popen(command, env=child_env(), stdout=log, stderr=log, start_new_session=True)
     deadline = time.time() + 400
-    while not list((out / "data").rglob("part-*.parquet")):
+    # killed once a chunk is committed (its checkpoint written), not merely once a shard landed
+    while not (out / "progress" / "task-00000.json").exists():
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        assert time.time() < deadline, "no shard landed in time"
+        assert time.time() < deadline, "no chunk was committed in time"
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
