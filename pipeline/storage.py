@@ -88,12 +88,8 @@ def is_remote(path: Any) -> bool:
 
 
 def fs_path(path: Path) -> tuple[Any, str]:
-    """(fsspec filesystem, the path as that filesystem names it)."""
-    if is_remote(path):
-        return path.fs, path.path
-    import fsspec
-
-    return fsspec.filesystem("file"), str(path)
+    """(fsspec filesystem, the path as that filesystem names it) of a remote path."""
+    return path.fs, path.path
 
 
 def open_read(path: str | os.PathLike) -> BinaryIO:
@@ -199,6 +195,15 @@ def modified(path: Path) -> float:
     return stamp.timestamp()
 
 
+def size(path: str | os.PathLike) -> int:
+    """A file's size in bytes, from its metadata."""
+    target = location(path)
+    if not is_remote(target):
+        return target.stat().st_size
+    fs, name = fs_path(target)
+    return int(fs.size(name) or 0)
+
+
 def identity(path: Path) -> dict[str, Any]:
     """What pins a file's content without reading it: size and modification time, or an ETag."""
     if not is_remote(path):
@@ -207,9 +212,8 @@ def identity(path: Path) -> dict[str, Any]:
     fs, name = fs_path(path)
     info = fs.info(name)
     found = {"size": int(info.get("size") or 0)}
-    tag = info.get("ETag") or info.get("etag") or info.get("lfs", {}) or info.get("blob_id")
-    if isinstance(tag, dict):
-        tag = tag.get("sha256") or tag.get("oid")
+    # S3 and GCS name it ETag / etag; the Hub gives an LFS file's sha256, else its git blob id
+    tag = info.get("ETag") or info.get("etag") or (info.get("lfs") or {}).get("sha256") or info.get("blob_id")
     if tag:
         found["etag"] = str(tag).strip('"')
     else:

@@ -139,7 +139,7 @@ def test_run_paths_come_from_the_folder(tmp_path):
     state.save(Checkpoint(1, {}, tuple(folder.relative(p) for p in shards)))
     assert [folder.relative(p) for p in state.shards("data")] == ["data/sts/part-00000-00000-aa.parquet"]
     assert state.remove_uncommitted(state.load().shards) == ["data/sts/part-00000-00001-bb.parquet"]
-    assert folder.remove_orphans(2) == ["data/sts/part-00001-00000-aa.parquet"]
+    assert folder.remove_orphans(folder.committed(2)) == ["data/sts/part-00001-00000-aa.parquet"]
     assert sorted(folder.relative(p) for p in folder.data_shards() + folder.rejected_shards()) == sorted(
         folder.relative(p) for p in shards
     )

@@ -53,9 +53,7 @@ def source_files(root: str | Path, counts: Counter) -> Iterator[Path]:
 
 
 def skip_reason(path: Path, data: bytes) -> str | None:
-    """Why a file is not source a person wrote, or None."""
-    if path.name in LOCK_FILES:
-        return "skipped_lock_file"
+    """Why a file in a known language is not source a person wrote, or None."""
     if b"\x00" in data[:8192]:
         return "skipped_binary_file"
     if len(data) > MAX_FILE_BYTES:

@@ -119,9 +119,10 @@ def _unit(path: str, data: bytes, grammar: Grammar, node, kind: str, functions: 
     end = body.start_byte if body is not None else node.end_byte
     signature = " ".join(_text(data, node.start_byte, end).split()).rstrip(" :{=>")
     code = _text(data, node.start_byte, node.end_byte)
-    docstring, without = _python_docstring(data, node, body) if grammar.name == "python" else ("", code)
-    if grammar.name != "python":
-        docstring = _comment_above(data, node, grammar)
+    if grammar.name == "python":
+        docstring, without = _python_docstring(data, node, body)
+    else:
+        docstring, without = _comment_above(data, node, grammar), code
     return CodeUnit(
         path=path,
         language=grammar.name,

@@ -160,10 +160,11 @@ class Executor(ABC):
         stats.write(plan.folder.stats_file)
         if done == len(states):
             crash_point("in_finalize")
-            orphans = plan.folder.remove_orphans(len(states))
+            committed = plan.folder.committed(len(states))
+            orphans = plan.folder.remove_orphans(committed)
             if orphans:
                 log.info("removed %d shard(s) no checkpoint commits: %s", len(orphans), orphans)
-            write_manifest(plan, stats)  # refused if the shards' row counts differ from the stats
+            write_manifest(plan, stats, committed)  # refused if the shards' row counts differ from the stats
             crash_point("before_card")
             write_card(plan.folder, plan.config.output.license)
         return stats

@@ -33,7 +33,7 @@ from .base import Interrupted
 log = logging.getLogger(__name__)
 
 
-def resume_stateful_steps(steps: list[Step], state: TaskState) -> None:
+def resume_stateful_steps(steps: list[Step], state: TaskState, checkpoint: Checkpoint) -> None:
     """Give steps that remember earlier rows what a killed run of this task already wrote.
 
     Each such step gets the rows that reached it and the rows that passed it, read
@@ -43,12 +43,12 @@ def resume_stateful_steps(steps: list[Step], state: TaskState) -> None:
     kept = []
     columns = [S.ID, S.TASK_TYPE, S.QUERY, S.POSITIVE_SCORE, S.LANGUAGE, S.PASSAGE_LANGUAGE]
     columns.append(S.TARGET_LANGUAGE)
-    for shard in state.shards(DATA):
+    for shard in state.shards(DATA, checkpoint):
         for row in storage.read_table(shard, columns=columns).to_pylist():
             scores = {"cosine": row.pop(S.POSITIVE_SCORE)}
             kept.append({**row, S.WORK_SCORES: scores})
     rejected = []
-    for shard in state.shards(REJECTED):
+    for shard in state.shards(REJECTED, checkpoint):
         columns = [S.ID, S.TASK_TYPE, S.QUERY, S.STAGE, S.SCORES]
         for row in storage.read_table(shard, columns=columns).to_pylist():
             scores = json.loads(row.pop(S.SCORES)) if row[S.SCORES] else {}
@@ -124,7 +124,7 @@ def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested
         )
     if chunks_done:
         say(f"{state.name}: resuming after {chunks_done} finished chunk(s)")
-        resume_stateful_steps(steps, state)
+        resume_stateful_steps(steps, state, checkpoint)
     read_stats = ReadStats()
     passages = task_passages(config, corpus, state.task, count_tokens, read_stats)
     for chunk, batch in enumerate(_chunks(passages, config.output.shard_rows)):

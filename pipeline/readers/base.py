@@ -14,7 +14,6 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .. import storage
@@ -58,12 +57,9 @@ class Reader(ABC):
         A rerun compares it with the one recorded when the run started, so an edited corpus
         is never silently split into other blocks than the finished chunks were read from.
         """
-        if storage.is_url(self.source):
-            return {"source": self.source, **storage.identity(storage.location(self.source))}
-        path = Path(self.source)
-        if path.is_file():
-            stat = path.stat()
-            return {"source": self.source, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        path = storage.location(self.source)
+        if storage.is_remote(path) or path.is_file():
+            return {"source": self.source, **storage.identity(path)}
         if path.is_dir():  # a saved dataset: its files
             files = sorted(p for p in path.rglob("*") if p.is_file())
             stats = [p.stat() for p in files]

@@ -47,7 +47,7 @@ class JsonlReader(Reader):
 
     def size(self) -> int:
         if self._size is None:
-            self._size = storage.identity(storage.location(self.source))["size"]
+            self._size = storage.size(self.source)
         return self._size
 
     def blocks(self) -> list[Block]:

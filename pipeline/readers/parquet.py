@@ -14,7 +14,7 @@ class ParquetReader(Reader):
         self.source = str(path)
 
     def size(self) -> int:
-        return storage.identity(storage.location(self.source))["size"]
+        return storage.size(self.source)
 
     def _metadata(self):
         return storage.parquet_file(storage.location(self.source)).metadata

@@ -24,7 +24,7 @@ class TextReader(Reader):
 
     def size(self) -> int:
         if self._size is None:
-            self._size = storage.identity(storage.location(self.source))["size"]
+            self._size = storage.size(self.source)
         return self._size
 
     def blocks(self) -> list[Block]:

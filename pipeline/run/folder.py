@@ -180,9 +180,9 @@ class RunFolder:
         """The shards the tasks' checkpoints commit (relative paths): the run's rows, and no others."""
         return sorted(name for state in self.tasks(num_tasks) for name in state.load().shards)
 
-    def remove_orphans(self, num_tasks: int) -> list[str]:
-        """Delete every shard no checkpoint commits (an attempt that crashed or was overtaken)."""
-        keep = set(self.committed(num_tasks))
+    def remove_orphans(self, committed: list[str]) -> list[str]:
+        """Delete every shard not in ``committed`` (an attempt that crashed or was overtaken)."""
+        keep = set(committed)
         orphans = [p for p in self._shards(DATA, "*.parquet") + self._shards(REJECTED, "*.parquet")]
         orphans = [p for p in orphans if self.relative(p) not in keep]
         for path in orphans:
@@ -379,9 +379,9 @@ class TaskState:
     def complete(self) -> None:
         atomic.write_text(self.completion_file, "done\n")
 
-    def shards(self, kind: str) -> list[Path]:
+    def shards(self, kind: str, checkpoint: Checkpoint | None = None) -> list[Path]:
         """The committed shards of one kind (``data`` or ``rejected``), as the checkpoint lists them."""
-        return [self.folder.resolve(name) for name in self.load().of(kind)]
+        return [self.folder.resolve(name) for name in (checkpoint or self.load()).of(kind)]
 
     def remove_uncommitted(self, keep: tuple[str, ...] | list[str]) -> list[str]:
         """Delete this task's shards that the checkpoint does not list (``keep``).

@@ -35,11 +35,10 @@ def check_counts(folder: RunFolder, stats: RunStats, kept: int, rejected: list[s
         )
 
 
-def write_manifest(plan: RunPlan, stats: RunStats) -> None:
-    """Write the manifest of a complete run, after checking its shards against its stats."""
+def write_manifest(plan: RunPlan, stats: RunStats, committed: list[str]) -> None:
+    """Write the manifest of a complete run (its ``committed`` shards), checked against its stats."""
     folder, models = plan.folder, plan.models
     generator, embedder = models.generator, models.embedder
-    committed = folder.committed(plan.split.num_tasks)
     rows = shard_rows(folder, [name for name in committed if name.startswith(DATA + "/")])
     shards = [{"path": path, "rows": count} for path, count in rows.items()]
     check_counts(folder, stats, sum(rows.values()), [n for n in committed if n.startswith(REJECTED + "/")])
