@@ -71,7 +71,11 @@ def generate(
         str | None, typer.Option(help="Query language(s), comma-separated ISO codes: zh or zh,en.")
     ] = None,
     tasks: Annotated[
-        str | None, typer.Option(help="Task types, comma-separated: retrieval,bitext,classification,sts.")
+        str | None,
+        typer.Option(
+            help="Task types, comma-separated: retrieval, bitext, classification, sts, code_search, "
+            "code_docs, code_translation (code types read --corpus as a source tree)."
+        ),
     ] = None,
     query_langs: Annotated[
         str | None,
@@ -85,6 +89,11 @@ def generate(
         str | None, typer.Option(help="JSONL/Parquet file, folder of .txt, or HF dataset.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Stop after this many passages.")] = None,
+    domains: Annotated[
+        str | None,
+        typer.Option(help="No corpus: write documents for these domains, e.g. legal,medical,academic."),
+    ] = None,
+    count: Annotated[int | None, typer.Option(help="With --domains: rows to write in all.")] = None,
     model: Annotated[
         str | None, typer.Option(help="Generator: hub id or local folder (wins over defaults).")
     ] = None,
@@ -137,7 +146,9 @@ def generate(
     flags = {
         "generation.languages": query_weights or (_names(lang) if lang else None),
         "generation.passage_languages": passage_weights,
-        "generation.tasks": _names(tasks) if tasks else None,
+        "generation.tasks": _names(tasks) if tasks else (["domain"] if domains else None),
+        "domains.names": _names(domains) if domains else None,
+        "domains.count": count,
         "corpus.path": corpus,
         "limit": limit,
         "models.generator": model,
@@ -151,6 +162,8 @@ def generate(
         "models.api_key_env": api_key_env,
         "models.engine_progress": True if verbose else None,
     }
+    if count is not None and not domains:
+        _fail("--count goes with --domains (a corpus run is bounded by --limit)")
     cfg = _checked_config(config, set_, flags)
     if not 0 <= rank < world_size:
         _fail(f"--rank must be in [0, {world_size}) for --world-size {world_size}, got {rank}")
@@ -444,7 +457,11 @@ def _finished(out: str) -> dict:
 def export(
     out: Annotated[str, typer.Argument(help="Output folder of a finished run (a path or a URL).")],
     format: Annotated[
-        str, typer.Option("--format", help="sentence-transformers, flagembedding or swift.")
+        str,
+        typer.Option(
+            "--format",
+            help="sentence-transformers, flagembedding, swift, or corpus (a domain run's documents).",
+        ),
     ] = "sentence-transformers",
     dest: Annotated[
         str | None, typer.Option("--out", help="Folder for the files (default: OUT/export/FORMAT).")

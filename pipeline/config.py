@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 QUESTION_TYPES = ["keywords", "acquire_knowledge", "summary", "yes_or_no", "background"]
 DIFFICULTIES = ["high_school", "university", "phd"]
+# what developers type into a code search box (code_search, code_docs)
+CODE_QUESTION_TYPES = ["how_to", "error_message", "api_usage", "concept"]
+# languages a code_translation row may be written in, by default (pipeline/code/grammars.py knows more)
+CODE_TARGETS = ["python", "javascript", "typescript", "go", "java", "rust", "cpp"]
 
 
 class _Strict(BaseModel):
@@ -40,6 +44,19 @@ class CorpusConfig(_Strict):
         None, description="Language code of every document. None: per-row field, else detected."
     )
     hf_split: str = Field("train", description="Split to read when `path` is a Hugging Face dataset.")
+    format: Literal["auto", "text", "code"] = Field(
+        "auto",
+        description="`code`: a folder (or file) is a source tree: source files are cut into functions, "
+        "methods and classes with tree-sitter, Markdown/reST files into sections, everything else is "
+        "skipped and counted (pipeline/readers/code.py). `text`: .jsonl/.parquet/.txt files as documents. "
+        "`auto`: `code` when a code task type is asked for.",
+    )
+    max_code_tokens: int = Field(
+        512,
+        ge=16,
+        description="A code unit longer than this (generator tokens) is skipped and counted "
+        "(`skipped_long_code_unit`): code is never cut mid-function.",
+    )
     block_bytes: int = Field(
         64 << 20,
         ge=1024,
@@ -70,6 +87,11 @@ class PersonaConfig(_Strict):
         "(Persona Hub format). None: the team's collection in `personas/`.",
     )
     top_k: int = Field(5, ge=1, le=20, description="Candidate personas retrieved per passage (paper: 5).")
+    code_path: str | None = Field(
+        None,
+        description="Personas for the code task types, in the same formats. None: the developers in "
+        "`personas/developers/`.",
+    )
 
 
 class ModelConfig(_Strict):
@@ -149,8 +171,23 @@ class ModelConfig(_Strict):
     )
 
 
-TASK_TYPES = ("retrieval", "bitext", "classification", "sts")
-TaskType = Literal["retrieval", "bitext", "classification", "sts"]
+TASK_TYPES = (
+    "retrieval",
+    "bitext",
+    "classification",
+    "sts",
+    "code_search",
+    "code_docs",
+    "code_translation",
+    "domain",
+)
+TaskType = Literal[
+    "retrieval", "bitext", "classification", "sts", "code_search", "code_docs", "code_translation", "domain"
+]
+CODE_TASK_TYPES = frozenset({"code_search", "code_docs", "code_translation"})
+# task types whose query is a question a person asks about a document (not a sentence, a code
+# snippet or a text to label): the query-side checks (copy, judge, margin, mining) apply to them
+QUESTION_TASK_TYPES = frozenset({"retrieval", "code_search", "code_docs", "domain"})
 
 
 def _weights(value: Any) -> Any:
@@ -171,8 +208,9 @@ def _check_weights(name: str, weights: dict) -> dict:
 class GenerationConfig(_Strict):
     tasks: list[TaskType] = Field(
         default_factory=lambda: ["retrieval"],
-        description="Task types to synthesize: retrieval, bitext, classification, sts. Every passage "
-        "yields one row per task type.",
+        description="Task types to synthesize: retrieval, bitext, classification, sts, code_search, "
+        "code_docs, code_translation, domain. Every passage yields one row per task type that applies "
+        "to it (code types need code units or doc sections; `domain` needs `domains.names` and no corpus).",
     )
     languages: dict[str, float] = Field(
         default_factory=lambda: {"en": 1.0},
@@ -238,6 +276,27 @@ class GenerationConfig(_Strict):
     bitext_negatives: int = Field(
         1, ge=1, le=4, description="Bitext: near-miss translations (wrong number, name, negation) per row."
     )
+    code_question_types: dict[str, float] = Field(
+        default_factory=lambda: {name: 1.0 for name in CODE_QUESTION_TYPES},
+        description="code_search / code_docs: kinds of developer question with sampling weights: how_to, "
+        "error_message, api_usage, concept.",
+    )
+    code_targets: dict[str, float] = Field(
+        default_factory=lambda: {name: 1.0 for name in CODE_TARGETS},
+        description="code_translation: programming languages a snippet is translated into, with weights "
+        "(the snippet's own language is never drawn).",
+    )
+    code_negatives: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="code_translation: near-miss translations per row (a subtle bug, a wrong edge case).",
+    )
+    max_tokens_code: int = Field(
+        1024,
+        ge=64,
+        description="Upper bound of a code translation call's budget (the translation and near misses).",
+    )
     max_tokens_configure: int = Field(64, ge=8, description="Token budget of the configuration call's reply.")
     reply_slack: float = Field(
         2.0,
@@ -271,9 +330,31 @@ class GenerationConfig(_Strict):
     def _tasks_non_empty(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("at least one task type is required")
+        if "domain" in v and len(set(v)) > 1:
+            raise ValueError(
+                "the domain task type makes its own documents: run it apart from corpus task types"
+            )
         return list(dict.fromkeys(v))  # order kept, repeats removed
 
-    @field_validator("languages", "passage_languages", "question_types", "difficulties", mode="before")
+    @field_validator("code_targets")
+    @classmethod
+    def _known_targets(cls, v: dict[str, float]) -> dict[str, float]:
+        from .code.grammars import BY_NAME
+
+        unknown = sorted(set(v) - set(BY_NAME))
+        if unknown:
+            raise ValueError(f"code_targets: no grammar for {unknown}; known: {sorted(BY_NAME)}")
+        return _check_weights("code_targets", v)
+
+    @field_validator(
+        "languages",
+        "passage_languages",
+        "question_types",
+        "difficulties",
+        "code_question_types",
+        "code_targets",
+        mode="before",
+    )
     @classmethod
     def _list_means_equal_weights(cls, v: Any) -> Any:
         return _weights(v)
@@ -288,7 +369,9 @@ class GenerationConfig(_Strict):
             raise ValueError("at least one language is required")
         return _check_weights(info.field_name, v)
 
-    @field_validator("question_types", "difficulties", "query_length_words", "sts_scores")
+    @field_validator(
+        "question_types", "difficulties", "query_length_words", "sts_scores", "code_question_types"
+    )
     @classmethod
     def _positive_weights(cls, v: dict, info) -> dict:
         return _check_weights(info.field_name, v)
@@ -381,6 +464,13 @@ class CosineConfig(_Strict):
         description="Cosine a pair must exceed in absolute mode. None: the embedder's calibrated default "
         "(the paper's 0.7 for sentence-transformers models, measured ones for packaged embedders).",
     )
+    code_threshold: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="The same for code rows (code_search, code_docs, code_translation). None: the embedder's "
+        "measured one for code (all-MiniLM-L6-v2 0.35, e5 0.86: docs/quality.md, Code), else its text one.",
+    )
     unscored: Literal["drop", "keep"] = Field(
         "drop",
         description="A pair in a language the embedder does not cover cannot be scored: `drop` it as "
@@ -447,6 +537,44 @@ class FiltersConfig(_Strict):
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="LLM judge.")
 
 
+class DomainConfig(_Strict):
+    names: list[str] = Field(
+        default_factory=list,
+        description="Domains to write data for without a corpus (`synth generate --domains legal,medical`): "
+        "the `domain` task type brainstorms search tasks per domain, then writes a query, the document "
+        "that answers it and look-alike documents that do not, all in one call per row.",
+    )
+    count: int = Field(64, ge=1, description="Rows asked for in all, dealt to the domains in turn.")
+    tasks_per_domain: int = Field(
+        8,
+        ge=1,
+        le=32,
+        description="Search tasks brainstormed per domain and language (saved in OUT/domain_tasks.json).",
+    )
+    negatives: int = Field(
+        3, ge=3, le=5, description="Hard-negative documents written with each row (the recipe asks 3-5)."
+    )
+    document_words: dict[int, float] = Field(
+        default_factory=lambda: {50: 0.3, 100: 0.4, 200: 0.3},
+        description="Length of the written documents in words: length -> weight.",
+    )
+    max_tokens: int = Field(
+        2048, ge=128, description="Upper bound of a domain row's budget (query, document and negatives)."
+    )
+
+    @field_validator("names", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.split(",")
+        return list(dict.fromkeys(name.strip().lower() for name in v if name.strip()))
+
+    @field_validator("document_words")
+    @classmethod
+    def _length_weights(cls, v: dict, info) -> dict:
+        return _check_weights(info.field_name, v)
+
+
 class OutputConfig(_Strict):
     out_dir: str = Field(
         "outputs/run", description="Folder that receives data/, rejected/, stats and config."
@@ -479,6 +607,7 @@ class RunConfig(_Strict):
     negatives: NegativesConfig = Field(default_factory=NegativesConfig, description="Hard negatives.")
     filters: FiltersConfig = Field(default_factory=FiltersConfig, description="The quality gate.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+    domains: DomainConfig = Field(default_factory=DomainConfig, description="Corpus-free domain data.")
     limit: int | None = Field(
         None,
         ge=1,
@@ -490,6 +619,29 @@ class RunConfig(_Strict):
         description="Seed for every sampled choice (language, question type, difficulty, length, STS score, "
         "passage mix) and for the engine's sampling.",
     )
+
+    @property
+    def makes_documents(self) -> bool:
+        """A domain run: the LLM writes the documents, no corpus is read."""
+        return "domain" in self.generation.tasks
+
+    @property
+    def reads_code(self) -> bool:
+        """Read the corpus as a source tree: `corpus.format`, or on `auto` a code task type asked for."""
+        if self.corpus.format == "auto":
+            return bool(CODE_TASK_TYPES & set(self.generation.tasks))
+        return self.corpus.format == "code"
+
+    @model_validator(mode="after")
+    def _domains_need_names(self) -> RunConfig:
+        if "domain" in self.generation.tasks:
+            if not self.domains.names:
+                raise ValueError(
+                    "the domain task type needs domains.names (synth generate --domains legal,...)"
+                )
+            if self.corpus.path:
+                raise ValueError("the domain task type writes its own documents: give no corpus")
+        return self
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

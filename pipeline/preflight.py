@@ -153,16 +153,19 @@ def _check_remote_output(url: str) -> None:
 
 
 def check_personas(config: RunConfig) -> None:
-    from .generate.personas import PersonaError, load_personas
+    from .config import CODE_TASK_TYPES
+    from .generate.personas import PersonaError, developer_personas, load_personas
 
-    try:
-        load_personas(config.personas.path)
-    except PersonaError as exc:
-        raise InputError(f"personas.path: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"personas.path: {config.personas.path}: not valid UTF-8 (byte {exc.start})"
-        ) from None
+    checks = [("personas.path", config.personas.path, load_personas)]
+    if CODE_TASK_TYPES & set(config.generation.tasks):
+        checks.append(("personas.code_path", config.personas.code_path, developer_personas))
+    for key, path, load in checks:
+        try:
+            load(path)
+        except PersonaError as exc:
+            raise InputError(f"{key}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{key}: {path}: not valid UTF-8 (byte {exc.start})") from None
 
 
 def check_templates(config: RunConfig) -> None:
@@ -201,15 +204,24 @@ def check_corpus(config: RunConfig) -> None:
     from collections import Counter
 
     from . import storage
+    from .config import CODE_TASK_TYPES
     from .readers.blocks import corpus_readers
     from .readers.documents import CorpusError, ReadStats, documents, sample_corpus_path
 
+    if config.makes_documents:
+        return  # a domain run reads no corpus
+    code_types = sorted(CODE_TASK_TYPES & set(config.generation.tasks))
+    if code_types and not config.corpus.path:
+        raise InputError(
+            f"{', '.join(code_types)}: these task types read code; name a source tree or a JSONL/Parquet "
+            "file of code rows with --corpus"
+        )
     source = config.corpus.path or str(sample_corpus_path(config.generation.query_languages[0]))
     remote = storage.is_url(source)
     if config.corpus.path and not remote and not source.startswith((".", "/")) and not Path(source).exists():
         return  # a Hub dataset name: nothing local to look at, and loading it is the expensive part
     try:
-        readers = corpus_readers(source, config.corpus)
+        readers = corpus_readers(source, config.corpus, code=config.reads_code)
     except CorpusError as exc:
         raise InputError(str(exc)) from None
     except PermissionError as exc:

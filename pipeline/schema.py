@@ -17,6 +17,14 @@ import pyarrow as pa
 #   classification  query: a text about the passage; positive: its label's description;
 #                   negatives: a wrong label's description
 #   sts             query: sentence 1; positive: sentence 2; no negatives; SCORE holds 1-5
+#   code_search     query: a developer's question; positive: the code that answers it (a Python
+#                   function without its docstring); negatives: plausible code doing something else
+#   code_docs       query: a developer's question; positive: the doc section or docstring that
+#                   answers it; negatives: look-alike documentation
+#   code_translation query: a code unit; positive: the same logic in TARGET_PROGRAMMING_LANGUAGE;
+#                   negatives: near-miss translations (a subtle bug, a wrong edge case)
+#   domain          query: a query in DOMAIN; positive: the document the LLM wrote to answer it;
+#                   negatives: look-alike documents it wrote beside it (no corpus involved)
 ID = "id"
 QUERY = "query"
 POSITIVE = "positive"
@@ -34,7 +42,13 @@ QUERY_LENGTH_WORDS = "query_length_words"  # the length that was asked for, not 
 INSTRUCTION = "instruction"  # English task instruction for the embedding model's query side
 SOURCE_ID = "source_id"  # id of the corpus document
 PASSAGE_ID = "passage_id"  # id of the passage cut from that document
-TITLE = "title"
+TITLE = "title"  # the document's title; for domain rows, the brainstormed search task
+PROGRAMMING_LANGUAGE = "programming_language"  # code rows: language of the corpus code unit
+TARGET_PROGRAMMING_LANGUAGE = "target_programming_language"  # code_translation: the positive's language
+SYMBOL = "symbol"  # code rows: qualified name of the function, method or class
+CODE_PATH = "path"  # code rows: the file inside the source tree (with the line: SOURCE_ID)
+SIGNATURE = "signature"  # code rows: the unit's signature line
+DOMAIN = "domain"  # domain rows: the domain asked for (legal, medical, ...)
 NEGATIVE_SOURCES = "negative_sources"  # "llm" or "mined", one per negative
 POSITIVE_SCORE = "positive_score"  # cos(query, positive) from the embedder
 NEGATIVE_SCORES = "negative_scores"  # cos(query, negative), one per negative
@@ -63,6 +77,12 @@ ROW_SCHEMA = pa.schema(
         pa.field(SOURCE_ID, pa.string(), nullable=False),
         pa.field(PASSAGE_ID, pa.string(), nullable=False),
         pa.field(TITLE, pa.string()),
+        pa.field(PROGRAMMING_LANGUAGE, pa.string()),
+        pa.field(TARGET_PROGRAMMING_LANGUAGE, pa.string()),
+        pa.field(SYMBOL, pa.string()),
+        pa.field(CODE_PATH, pa.string()),
+        pa.field(SIGNATURE, pa.string()),
+        pa.field(DOMAIN, pa.string()),
         pa.field(POSITIVE_SCORE, pa.float32()),
         pa.field(NEGATIVE_SCORES, pa.list_(pa.float32())),
         pa.field(JUDGE_SCORE, pa.int8()),
@@ -102,6 +122,8 @@ WORK_MINED_NEGATIVES = "_mined_negatives"  # candidates mined from the corpus, n
 WORK_REQUESTED_SCORE = "_requested_score"  # sts: the similarity the pair was asked to have
 WORK_SCORES = "_scores"  # score name -> value: for histograms, output columns and rejected rows
 WORK_TOKENS = "_tokens"  # LLM tokens (prompt + output) spent on the row so far
+WORK_CODE = "_code"  # code rows: the unit as written, docstring included (what the LLM reads)
+WORK_DOCSTRING = "_docstring"  # code rows: the unit's docstring, which a query must not just paste
 
 
 def positive_language(row: dict) -> str:

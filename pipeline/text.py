@@ -72,3 +72,13 @@ def passage_overlap(query: str, passage: str) -> float:
         if tuple(query_tokens[i : i + n]) in found:
             covered[i : i + n] = [True] * n
     return sum(covered) / len(query_tokens)
+
+
+def repeated_share(text: str) -> float:
+    """Share of the text's n-grams (word 3-grams; CJK: character 4-grams) that occur earlier in it."""
+    items = tokens(text)
+    n = 4 if mostly_cjk(items) else 3
+    grams = [tuple(items[i : i + n]) for i in range(len(items) - n + 1)]
+    if len(grams) < 4:
+        return 0.0  # too short to loop
+    return 1.0 - len(set(grams)) / len(grams)

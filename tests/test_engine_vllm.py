@@ -146,3 +146,69 @@ def test_every_task_type_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path
             assert r[S.SCORE] in {1.0, 2.0, 3.0, 4.0, 5.0}
     shown = CliRunner().invoke(app, ["stats", str(out)]).output
     assert "task_type (kept/total):" in shown
+
+
+REAL_OPEN = [
+    "output.shard_rows=4",
+    "generation.max_tokens_query=400",
+    "generation.max_tokens_code=600",
+    "generation.reply_slack=50",
+    "negatives.max_tokens=600",
+    "negatives.mined_count=0",
+    "negatives.min_negatives=0",
+    "filters.language.enabled=false",
+    "filters.repetition.enabled=false",
+    "filters.passage_copy.enabled=false",
+    "filters.language.check_negatives=false",
+    "filters.cosine.enabled=false",
+]
+
+
+def test_code_types_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path, tmp_path):
+    """code_search, code_docs and code_translation through vLLM; random weights write code that does
+    not parse, and the gate must say so rather than keep it."""
+    from pipeline.code.check import parse_error
+
+    from .test_code_tasks import GO, PY, README
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "stats.py").write_text(PY)
+    (tree / "clamp.go").write_text(GO)
+    (tree / "README.md").write_text(README)
+    out = tmp_path / "run"
+    args = generate_args(out, minilm_path, limit=20, model=tiny_qwen3, sets=REAL_OPEN)
+    args += ["--corpus", str(tree), "--tasks", "code_search,code_docs,code_translation"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_in"] == stats["rows_out"] + sum(stats["dropped"].values())
+    assert {"code_query", "code_translation", "code_parses"} <= set(stats["stages"])
+    rows = pq.read_table(out / "data").to_pylist() if (out / "data").exists() else []
+    rejected = pq.read_table(out / "rejected").to_pylist()
+    for r in rows:
+        assert r[S.MODEL] == "tiny-random-qwen3" and r[S.PROGRAMMING_LANGUAGE] in {"python", "go", None}
+        if r[S.TASK_TYPE] == "code_translation":  # a kept translation parses in its language
+            assert parse_error(r[S.POSITIVE], r[S.TARGET_PROGRAMMING_LANGUAGE]) is None
+    translations = [r for r in rejected if r[S.TASK_TYPE] == "code_translation"]
+    assert translations and {r[S.REASON] for r in translations} <= {
+        "code_does_not_parse",
+        "invalid_json",
+        "cut_at_token_limit",
+        "copied_example",
+        "untranslated",
+    }
+
+
+def test_domain_mode_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path, tmp_path):
+    out = tmp_path / "run"
+    sets = [*REAL_OPEN, "domains.max_tokens=1200", "domains.tasks_per_domain=2"]
+    args = generate_args(out, minilm_path, limit=4, model=tiny_qwen3, sets=sets)
+    args = [a for a in args if a not in ("--limit", "4")] + ["--domains", "legal", "--count", "4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_in"] == 4 == stats["rows_out"] + sum(stats["dropped"].values())
+    tasks = json.loads((out / "domain_tasks.json").read_text())
+    assert list(tasks) == ["legal/en"] and tasks["legal/en"]  # brainstormed, or the fallback task
+    assert "domain_example" in stats["stages"]

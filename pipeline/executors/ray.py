@@ -42,7 +42,14 @@ from ..run.folder import Lease, TaskState
 from ..run.plan import RayOptions, RunPlan
 from .base import Executor, OnChunk, StopFlag
 from .task import run_task
-from .workbench import Workbench, needs_labels_from_engine, resolve_labels, token_counter
+from .workbench import (
+    Workbench,
+    needs_domain_tasks,
+    needs_labels_from_engine,
+    resolve_domain_tasks,
+    resolve_labels,
+    token_counter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +155,14 @@ def replica_resources(options: RayOptions, tensor_parallel: int) -> dict[str, fl
 
 
 def _propose_labels(plan: RunPlan) -> None:
-    """Classification labels asked of the generator once, before the replicas start (they read the file)."""
+    """What the generator is asked once per run, before the replicas start (they read the files):
+    the classification labels, a domain run's search tasks."""
     from ..engine.factory import get_engine
 
     engine = get_engine(plan.models.generator, plan.config.models, plan.config.seed)
     count_tokens = token_counter(plan.models.generator, local_only=plan.models.remote)
     resolve_labels(plan, engine, open_input(plan.config), count_tokens)
+    resolve_domain_tasks(plan, engine)
 
 
 class RayExecutor(Executor):
@@ -189,7 +198,7 @@ class RayExecutor(Executor):
             resources,
             _session_dir(),
         )
-        if needs_labels_from_engine(plan) and self.engine is None:
+        if (needs_labels_from_engine(plan) or needs_domain_tasks(plan)) and self.engine is None:
             t = time.perf_counter()
             ray.get(ray.remote(**resources)(_propose_labels).remote(plan))
             self.timings["labels"] = time.perf_counter() - t

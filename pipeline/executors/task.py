@@ -132,7 +132,8 @@ def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested
             continue  # written by an earlier run
         if stop_requested():
             raise Interrupted(state.name)
-        rows, rejected = process_chunk(steps, [row for p in batch for row in new_rows(p, config)], stats)
+        rows = [row for passage in batch for row in new_rows(passage, config, read_stats.counts)]
+        rows, rejected = process_chunk(steps, rows, stats)
         attempt = lease.attempt
         shards = [
             (records, S.ROW_SCHEMA, folder.data_shard(task_type, state.task, chunk, attempt))

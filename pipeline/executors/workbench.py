@@ -20,6 +20,7 @@ from ..embed.embedder import Embedder
 from ..embed.pool import PassagePool
 from ..engine import ChatEngine
 from ..engine.factory import get_engine
+from ..filters.code import CodeParses
 from ..filters.copycheck import CopyCheck
 from ..filters.cosine import CosineFilter
 from ..filters.dedup import Dedup
@@ -29,11 +30,13 @@ from ..filters.margin import NegativeMargin, RequireNegatives
 from ..filters.repetition import RepetitionCheck
 from ..generate.bitext import WriteBitext
 from ..generate.classification import WriteClassification
+from ..generate.code import WriteCodeNegatives, WriteCodeQuery, WriteCodeTranslation
 from ..generate.configure import Configure
+from ..generate.domain import DomainTask, WriteDomainExample, load_or_brainstorm
 from ..generate.labels import load_or_propose
 from ..generate.llm_call import LLM
 from ..generate.negatives import MineNegatives, WriteNegatives
-from ..generate.personas import PersonaCandidates, load_personas
+from ..generate.personas import PersonaCandidates, developer_personas, load_personas
 from ..generate.query import WriteQuery
 from ..generate.sts import WriteSTS
 from ..models import SMOLLM2_NAME, ResolvedModel, cache_root
@@ -79,6 +82,7 @@ class Parts:
     pool: PassagePool | None = None
     judge_engine: ChatEngine | None = None
     labels: dict[str, str] | None = None
+    domain_tasks: dict[str, list[str]] | None = None  # "domain/language" -> brainstormed search tasks
 
     @property
     def llm(self) -> LLM:
@@ -98,6 +102,22 @@ def _personas(p: Parts) -> Step:
     return PersonaCandidates(p.embedder, personas, config.personas.top_k)
 
 
+def _code_personas(p: Parts) -> Step:
+    config = p.plan.config
+    personas = developer_personas(config.personas.code_path)
+    log.info("%d developer personas loaded", len(personas))
+    types = frozenset({"code_search", "code_docs"})
+    return PersonaCandidates(
+        p.embedder, personas, config.personas.top_k, name="code_personas", task_types=types
+    )
+
+
+def _domain_task(p: Parts) -> Step:
+    if not p.domain_tasks:
+        raise ValueError("domain rows need the brainstormed task lists")
+    return DomainTask(p.domain_tasks, p.plan.config.seed)
+
+
 # recipe name -> how to build its step from the parts (the order comes from plan.step_recipe)
 BUILDERS: dict[str, Callable[[Parts], Step]] = {
     "personas": _personas,
@@ -111,6 +131,19 @@ BUILDERS: dict[str, Callable[[Parts], Step]] = {
     ),
     "classification": _classification,
     "sts": lambda p: WriteSTS(p.llm, p.plan.config.generation),
+    "code_personas": _code_personas,
+    "code_query": lambda p: WriteCodeQuery(p.llm, p.plan.config.generation),
+    "code_translation": lambda p: WriteCodeTranslation(p.llm, p.plan.config.generation),
+    "domain_task": _domain_task,
+    "domain_example": lambda p: WriteDomainExample(
+        p.llm,
+        p.plan.config.generation,
+        p.plan.config.domains,
+        p.plan.config.filters.language.check_negatives,
+        p.plan.config.filters.repetition.max_repeated if p.plan.config.filters.repetition.enabled else 1.0,
+    ),
+    "code_negatives_llm": lambda p: WriteCodeNegatives(p.llm, p.plan.config.negatives),
+    "code_parses": lambda p: CodeParses(),
     "language": lambda p: LanguageCheck(),
     "repetition": lambda p: RepetitionCheck(p.plan.config.filters.repetition.max_repeated),
     "copy_check": lambda p: CopyCheck(p.plan.config.filters.passage_copy),
@@ -120,10 +153,32 @@ BUILDERS: dict[str, Callable[[Parts], Step]] = {
         p.llm, p.plan.config.negatives, p.plan.config.filters.language.check_negatives
     ),
     "negatives_mined": lambda p: MineNegatives(p.embedder, p.pool, p.plan.config.negatives),
-    "margin": lambda p: NegativeMargin(p.embedder, p.plan.config.negatives),
+    "margin": lambda p: NegativeMargin(p.embedder, p.plan.config.negatives, p.plan.config.domains.negatives),
     "judge": lambda p: Judge(p.judge_engine or p.engine, p.plan.prompts, p.plan.config.filters.judge),
     "require_negatives": lambda p: RequireNegatives(p.plan.config.negatives.min_negatives),
 }
+
+
+def needs_domain_tasks(plan: RunPlan) -> bool:
+    """A domain run whose search tasks are not in the run folder yet."""
+    return "domain_task" in plan.recipe and not plan.folder.domain_tasks_file.exists()
+
+
+def resolve_domain_tasks(plan: RunPlan, engine: ChatEngine) -> dict[str, list[str]] | None:
+    """A domain run's search tasks: saved in the run folder, or brainstormed once and saved."""
+    if "domain_task" not in plan.recipe:
+        return None
+    config = plan.config
+    tasks = load_or_brainstorm(
+        plan.folder.domain_tasks_file,
+        engine,
+        plan.prompts,
+        config.domains,
+        list(config.generation.languages),
+        config.seed,
+    )
+    log.info("domain tasks: %d in all", sum(len(t) for t in tasks.values()))
+    return tasks
 
 
 def build_steps(parts: Parts) -> list[Step]:
@@ -199,6 +254,7 @@ class Workbench:
                 config.models.embed_batch_size,
                 languages=trusted_languages(plan),
                 cosine_threshold=models.embedder.cosine_threshold,
+                code_cosine_threshold=models.embedder.code_cosine_threshold,
                 store_root=cache_root() / "vectors" if config.models.embedding_store else None,
             )
             count_tokens = token_counter(models.generator, local_only=models.remote)
@@ -217,5 +273,6 @@ class Workbench:
                 judge_engine = get_engine(models.judge, config.models, config.seed)
         timings["engine_start"] = time.perf_counter() - t
         labels = resolve_labels(plan, engine, corpus, count_tokens)
-        steps = build_steps(Parts(plan, engine, embedder, pool, judge_engine, labels))
+        domain_tasks = resolve_domain_tasks(plan, engine)
+        steps = build_steps(Parts(plan, engine, embedder, pool, judge_engine, labels, domain_tasks))
         return cls(engine, embedder, count_tokens, steps, dict(getattr(engine, "settings", {})), timings)

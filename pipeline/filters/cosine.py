@@ -7,6 +7,8 @@ share of the run instead. With all-MiniLM-L6-v2 on SciFact, 0.7 was measured at
 0.91 precision (docs/quality.md). A pair in a language the embedder does not
 handle has no meaningful score: it is dropped as ``unscored_language`` unless
 ``filters.cosine.unscored=keep`` passes it through (counted as an event).
+Code pairs (a question and a function, two functions) sit lower on every embedder's scale:
+code rows get their own threshold, measured per embedder (``filters.cosine.code_threshold``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import schema as S
-from ..config import CosineConfig
+from ..config import CODE_TASK_TYPES, TASK_TYPES, CosineConfig
 from ..embed.embedder import Embedder
 from ..step import Dropped, Row, StatefulStep, StepResult, set_score
 
@@ -24,7 +26,7 @@ DEFAULT_THRESHOLD = 0.7  # the paper's, for embedders that give no calibrated on
 class CosineFilter(StatefulStep):
     name = "cosine"
     # classification pairs a text with a label description, STS pairs are dissimilar by design
-    task_types = frozenset({"retrieval", "bitext"})
+    task_types = frozenset(TASK_TYPES) - {"classification", "sts"}
 
     def __init__(self, embedder: Embedder, config: CosineConfig):
         self.embedder = embedder
@@ -49,13 +51,22 @@ class CosineFilter(StatefulStep):
             and (S.STAGE in r or self.embedder.supports(r[S.LANGUAGE], S.positive_language(r)))
         ]
 
-    def threshold(self, batch_scores: np.ndarray) -> float:
+    def threshold(self, batch_scores: np.ndarray) -> float | None:
+        """The percentile mode's cut over the run so far; None in absolute mode (see ``absolute``)."""
         if self.config.mode == "absolute":
-            if self.config.threshold is not None:
-                return self.config.threshold
-            return getattr(self.embedder, "cosine_threshold", DEFAULT_THRESHOLD)
+            return None
         self._seen.extend(batch_scores.tolist())
         return float(np.percentile(self._seen, self.config.percentile))
+
+    def absolute(self, row: Row) -> float:
+        """The fixed cut of a row: code pairs sit lower on every embedder's scale than text pairs."""
+        if row[S.TASK_TYPE] in CODE_TASK_TYPES:
+            if self.config.code_threshold is not None:
+                return self.config.code_threshold
+            return getattr(self.embedder, "code_cosine_threshold", DEFAULT_THRESHOLD)
+        if self.config.threshold is not None:
+            return self.config.threshold
+        return getattr(self.embedder, "cosine_threshold", DEFAULT_THRESHOLD)
 
     def __call__(self, rows: list[Row]) -> StepResult:
         result = StepResult()
@@ -81,8 +92,9 @@ class CosineFilter(StatefulStep):
         queries = self.embedder.encode([r[S.QUERY] for r in scored], role="query")
         positives = self.embedder.encode([r[S.POSITIVE] for r in scored])
         scores = np.einsum("nd,nd->n", queries, positives)  # (N,) row-wise cosines
-        cut = self.threshold(scores)
+        percentile_cut = self.threshold(scores)
         for row, score in zip(scored, scores, strict=True):
+            cut = self.absolute(row) if percentile_cut is None else percentile_cut
             row[S.POSITIVE_SCORE] = float(score)
             set_score(row, "cosine", float(score))
             if score > cut:

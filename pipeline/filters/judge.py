@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from .. import schema as S
-from ..config import JudgeConfig
+from ..config import QUESTION_TASK_TYPES, JudgeConfig
 from ..engine import ChatEngine
 from ..generate.prompts import PromptLibrary
 from ..generate.replies import JudgeOutput
@@ -27,7 +27,7 @@ def judgement_chat(prompts: PromptLibrary, query: str, passage: str) -> list[dic
 
 class Judge(Step):
     name = "judge"
-    task_types = frozenset({"retrieval"})  # the rubric grades whether a passage answers a query
+    task_types = QUESTION_TASK_TYPES  # the rubric grades whether a passage answers a query
 
     def __init__(self, engine: ChatEngine, prompts: PromptLibrary, config: JudgeConfig):
         self.engine = engine

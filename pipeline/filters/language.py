@@ -13,8 +13,11 @@ def written_texts(row: Row) -> list[tuple[str, str, str]]:
     task = row[S.TASK_TYPE]
     if task == "bitext":  # the query is the passage's own sentence; the translation is written
         return [(S.POSITIVE, row[S.POSITIVE], row[S.TARGET_LANGUAGE])]
-    if task == "sts":
+    if task in ("sts", "domain"):  # a domain row's document is written too, in the query's language
         return [(S.QUERY, row[S.QUERY], row[S.LANGUAGE]), (S.POSITIVE, row[S.POSITIVE], row[S.LANGUAGE])]
+    if task == "code_translation":  # code on both sides: no natural language to check
+        return []
+    # code_search, code_docs: only the question is natural language; the code never is judged as one
     return [(S.QUERY, row[S.QUERY], row[S.LANGUAGE])]
 
 

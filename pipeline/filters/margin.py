@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import schema as S
-from ..config import NegativesConfig
+from ..config import QUESTION_TASK_TYPES, TASK_TYPES, NegativesConfig
 from ..embed.embedder import Embedder
 from ..step import Dropped, Row, Step, StepResult, set_score
 from .base import Filter
@@ -24,11 +24,13 @@ def passes_margin(negative_score: float, positive_score: float, margin: float) -
 
 class NegativeMargin(Step):
     name = "margin"
-    task_types = frozenset({"retrieval"})  # near misses and wrong labels are negatives by construction
+    # near misses and wrong labels are negatives by construction
+    task_types = QUESTION_TASK_TYPES
 
-    def __init__(self, embedder: Embedder, config: NegativesConfig):
+    def __init__(self, embedder: Embedder, config: NegativesConfig, domain_negatives: int = 0):
         self.embedder = embedder
         self.config = config
+        self.domain_negatives = domain_negatives  # a domain row keeps up to this many written ones
 
     def __call__(self, rows: list[Row]) -> StepResult:
         result = StepResult(kept=rows)
@@ -54,7 +56,11 @@ class NegativeMargin(Step):
                 result.events["margin_skipped_unsupported_language"] += 1
             chosen: list[tuple[str, float, str]] = []
             for source, candidates, limit in (
-                ("llm", llm_scores.get(i, []), self.config.llm_count),
+                (
+                    "llm",
+                    llm_scores.get(i, []),
+                    self.domain_negatives if row[S.TASK_TYPE] == "domain" else self.config.llm_count,
+                ),
                 (
                     "mined",
                     [(c["text"], c["score"]) for c in row.get(S.WORK_MINED_NEGATIVES) or []],
@@ -84,7 +90,7 @@ class RequireNegatives(Filter):
     """Rows left with too few negatives after every check are not worth training on."""
 
     name = "require_negatives"
-    task_types = frozenset({"retrieval", "bitext", "classification"})  # STS rows carry a score instead
+    task_types = frozenset(TASK_TYPES) - {"sts"}  # STS rows carry a score instead
 
     def __init__(self, minimum: int):
         self.minimum = minimum

@@ -7,19 +7,9 @@ from __future__ import annotations
 
 from .. import schema as S
 from ..step import Dropped, Row, set_score
-from ..text import mostly_cjk, tokens
+from ..text import repeated_share
 from .base import Filter
 from .language import written_texts
-
-
-def repeated_share(text: str) -> float:
-    """Share of the text's n-grams (word 3-grams; CJK: character 4-grams) that occur earlier in it."""
-    items = tokens(text)
-    n = 4 if mostly_cjk(items) else 3
-    grams = [tuple(items[i : i + n]) for i in range(len(items) - n + 1)]
-    if len(grams) < 4:
-        return 0.0  # too short to loop
-    return 1.0 - len(set(grams)) / len(grams)
 
 
 class RepetitionCheck(Filter):
@@ -29,7 +19,9 @@ class RepetitionCheck(Filter):
         self.max_repeated = max_repeated
 
     def check(self, row: Row) -> Dropped | None:
-        worst = max(repeated_share(text) for _, text, _ in written_texts(row))
+        worst = max((repeated_share(text) for _, text, _ in written_texts(row)), default=0.0)
+        if not written_texts(row):
+            return None  # code (code_translation): loops in code are not a phrase repeated
         set_score(row, "repeated_ngrams", worst)
         if worst <= self.max_repeated:
             return None

@@ -17,7 +17,7 @@ from ..step import Dropped, Row, StepResult
 from ..text import normalise, tokens
 from . import sampling
 from .budgets import JSON_OVERHEAD, approx_words, capped, words_budget
-from .llm_call import LLM, LLMStep, copies_example
+from .llm_call import LLM, LLMStep, copies_example, unusable_translation
 from .replies import SENTENCE_MAX_CHARS, bitext_output
 
 TEMPLATE = "bitext/translate"
@@ -97,17 +97,9 @@ class WriteBitext(LLMStep):
         result.usage.merge(asked.usage)
         for row, answer, prompt in answered:
             translation = " ".join(answer.translation.split())
-            if normalise(translation) == normalise(row[S.QUERY]):
-                result.dropped.append(
-                    Dropped(
-                        row, "untranslated", detail="translation equals the source", raw_output=translation
-                    )
-                )
-                continue
-            if copies_example(translation, prompt):
-                result.dropped.append(
-                    Dropped(row, "copied_example", detail="translation taken from a worked example")
-                )
+            unusable = unusable_translation(row, translation, prompt, normalise)
+            if unusable:
+                result.dropped.append(unusable)
                 continue
             negatives = []
             for text in answer.near_misses:

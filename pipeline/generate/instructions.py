@@ -30,7 +30,30 @@ def instruction(row: dict) -> str:
         return "Given a text, retrieve the description of the category it belongs to"
     if task == "sts":
         return "Retrieve sentences that are semantically similar to the given sentence"
+    if task == "code_search":
+        language = row.get(S.PROGRAMMING_LANGUAGE)
+        snippets = f"{_display(language)} code snippets" if language else "code snippets"
+        return f"Given a developer's question, retrieve {snippets} that answer it"
+    if task == "code_docs":
+        return "Given a developer's question, retrieve the documentation section that answers it"
+    if task == "code_translation":
+        return (
+            f"Given a code snippet in {_display(row.get(S.PROGRAMMING_LANGUAGE))}, retrieve the code that "
+            f"does the same in {_display(row.get(S.TARGET_PROGRAMMING_LANGUAGE))}"
+        )
+    if task == "domain":
+        return f"Given a {row.get(S.DOMAIN)} search query, retrieve documents that answer it"
     raise ValueError(f"no instruction for task type {task!r}")
+
+
+DISPLAY = {"cpp": "C++", "c": "C", "javascript": "JavaScript", "typescript": "TypeScript", "tsx": "TSX"}
+
+
+def _display(language: str | None) -> str:
+    """A programming language as people write it (``cpp`` -> C++)."""
+    if not language:
+        return "the source language"
+    return DISPLAY.get(language, language.capitalize())
 
 
 def format_query(query: str, instruction: str | None) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -15,6 +17,7 @@ from .instructions import instruction
 from .prompts import PromptLibrary
 
 TASK_MARKER = "### Your task"  # every template puts its worked examples before this line
+EXAMPLE_MARKER = "### Example"  # ... and after this one
 CUT_AT_LIMIT = "cut_at_token_limit"  # drop reason of a reply that ran out of its token budget
 
 
@@ -37,6 +40,40 @@ def copies_example(answer: str, prompt: str) -> bool:
     if len(needle) >= 4 and needle in " ".join(examples.lower().split()):
         return True
     return passage_overlap(answer, examples) >= COPY_OVERLAP
+
+
+_CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")
+PARAPHRASE_SHARE = 0.5  # measured: a paraphrased example 0.63, texts on other subjects 0.15-0.18
+
+
+def example_word_share(answer: str, prompt: str, min_words: int = 3) -> float:
+    """Share of the answer's distinct content words (4+ letters) found in the prompt's worked examples.
+
+    Catches what ``copies_example`` misses: the worked example retold in other words (a small
+    model asked for a legal document writes the agriculture example again with "fertilizer" for
+    "nitrogen"). Only for texts written from scratch, whose subject differs from the example's;
+    0 for answers of fewer than ``min_words`` content words.
+    """
+    words = {w.lower() for w in _CONTENT_WORD.findall(answer)}
+    if len(words) < min_words:
+        return 0.0
+    examples = prompt.split(TASK_MARKER)[0].split(EXAMPLE_MARKER, 1)[-1]  # the examples, not the rules
+    head = {w.lower() for w in _CONTENT_WORD.findall(examples)}
+    return len(words & head) / len(words)
+
+
+def unusable_translation(
+    row: Row, translation: str, prompt: str, same: Callable[[str], str]
+) -> Dropped | None:
+    """Why a translation cannot be kept (it equals its source, or it is the worked example), or None.
+
+    ``same`` maps a text to what makes two texts the same (spacing and case for prose, spacing
+    for code)."""
+    if same(translation) == same(row[S.QUERY]):
+        return Dropped(row, "untranslated", detail="translation equals the source", raw_output=translation)
+    if copies_example(translation, prompt):
+        return Dropped(row, "copied_example", detail="translation taken from a worked example")
+    return None
 
 
 def ask(

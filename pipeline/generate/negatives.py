@@ -28,7 +28,8 @@ class WriteNegatives(LLMStep):
     """The LLM writes look-alike passages that do not answer the query, in the passage's language."""
 
     name = "negatives_llm"
-    task_types = frozenset({"retrieval"})
+    # documentation sections are prose: the same look-alike passages serve code_docs rows
+    task_types = frozenset({"retrieval", "code_docs"})
 
     template = "retrieval/negatives"
 
@@ -37,30 +38,43 @@ class WriteNegatives(LLMStep):
         self.check_language = check_language
         self.output = negatives_output(config.llm_count)
 
+    @staticmethod
+    def clean(text: str) -> str:
+        return " ".join(text.split())
+
+    @staticmethod
+    def key(text: str) -> str:
+        """What two texts must share to count as the same one."""
+        return normalise(text)
+
+    def variables(self, row: Row) -> dict:
+        return {
+            "query": row[S.QUERY],
+            "passage": row[S.POSITIVE],
+            "passage_language": language_name(row[S.PASSAGE_LANGUAGE]),
+            "count": self.config.llm_count,
+        }
+
+    def budget(self, row: Row) -> int:
+        """About as long as the positive, for each negative asked for."""
+        chars = min(NEGATIVE_MAX_CHARS, int(NEGATIVE_LENGTH_SLACK * len(row[S.POSITIVE])))
+        return capped(
+            JSON_OVERHEAD + self.config.llm_count * chars_budget(chars, row[S.PASSAGE_LANGUAGE]),
+            self.config.max_tokens,
+        )
+
+    def keeps(self, text: str, row: Row, result: StepResult) -> bool:
+        """Whether a written candidate may go on to the margin (the language check, here)."""
+        if self.check_language and not check_language(text, row[S.PASSAGE_LANGUAGE])[0]:
+            result.events["negatives_removed_wrong_language"] += 1
+            return False
+        return True
+
     def __call__(self, rows: list[Row]) -> StepResult:
         if self.config.llm_count == 0 or not rows:
             return StepResult(kept=rows)
-        variables = [
-            {
-                "query": row[S.QUERY],
-                "passage": row[S.POSITIVE],
-                "passage_language": language_name(row[S.PASSAGE_LANGUAGE]),
-                "count": self.config.llm_count,
-            }
-            for row in rows
-        ]
-        limits = [
-            capped(
-                JSON_OVERHEAD
-                + self.config.llm_count
-                * chars_budget(
-                    min(NEGATIVE_MAX_CHARS, int(NEGATIVE_LENGTH_SLACK * len(row[S.POSITIVE]))),
-                    row[S.PASSAGE_LANGUAGE],
-                ),
-                self.config.max_tokens,
-            )
-            for row in rows
-        ]
+        variables = [self.variables(row) for row in rows]
+        limits = [self.budget(row) for row in rows]
         answered, result = self.ask(self.template, rows, variables, self.output, limits)
         # A failed call costs the row its LLM negatives, not the row: mined ones may still serve.
         for failed in result.dropped:
@@ -71,17 +85,15 @@ class WriteNegatives(LLMStep):
             result.events[f"negatives_llm_{why}"] += 1
         result.dropped = []
         for row, answer, prompt in answered:
-            positive = normalise(row[S.POSITIVE])
+            positive = self.key(row[S.POSITIVE])
             kept = []
             for text in answer.negatives:
-                text = " ".join(text.split())
-                if normalise(text) == positive:
+                text = self.clean(text)
+                if self.key(text) == positive:
                     result.events["negatives_removed_copy_of_positive"] += 1
                 elif copies_example(text, prompt):
                     result.events["negatives_removed_copied_example"] += 1
-                elif self.check_language and not check_language(text, row[S.PASSAGE_LANGUAGE])[0]:
-                    result.events["negatives_removed_wrong_language"] += 1
-                else:
+                elif self.keeps(text, row, result):
                     kept.append(text)
             row[S.WORK_LLM_NEGATIVES] = kept
             result.kept.append(row)
@@ -100,7 +112,7 @@ class MineNegatives(Step):
     """
 
     name = "negatives_mined"
-    task_types = frozenset({"retrieval"})
+    task_types = frozenset({"retrieval", "code_search", "code_docs"})
 
     def __init__(self, embedder: Embedder, pool: PassagePool, config: NegativesConfig):
         self.embedder = embedder

@@ -39,6 +39,11 @@ def _read_file(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
+def developer_personas(path: str | Path | None = None) -> list[str]:
+    """The personas of the code task types: ``personas.code_path``, or ``personas/developers/``."""
+    return load_personas(path or default_persona_dir() / "developers")
+
+
 def load_personas(path: str | Path | None = None) -> list[str]:
     """Personas from a .txt (one a line) or .jsonl (Persona Hub ``persona`` field), or a folder of them.
 
@@ -74,9 +79,20 @@ class PersonaCandidates(Step):
     """Attach the top-k candidate personas of each passage (the paper: top 5 by embedding similarity)."""
 
     name = "personas"
-    task_types = frozenset({"retrieval", "classification"})
+    task_types = frozenset({"retrieval", "classification", "domain"})
 
-    def __init__(self, embedder: Embedder, personas: list[str], k: int = 5):
+    def __init__(
+        self,
+        embedder: Embedder,
+        personas: list[str],
+        k: int = 5,
+        name: str | None = None,
+        task_types: frozenset[str] | None = None,
+    ):
+        # a second collection for other task types (the developers of the code types) is a
+        # second instance under its own name
+        self.name = name or self.name
+        self.task_types = task_types or self.task_types
         self.embedder = embedder
         self.personas = personas
         self.k = k

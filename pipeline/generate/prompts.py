@@ -93,12 +93,16 @@ TEMPLATES = {
     "bitext": ("bitext/translate",),
     "classification": ("classification/classify", "classification/labels"),
     "sts": ("sts/pair",),
+    "code_search": ("code_search/query", "code_search/negatives", "judge/relevance"),
+    "code_docs": ("code_docs/query", "retrieval/negatives", "judge/relevance"),
+    "code_translation": ("code_translation/translate",),
+    "domain": ("domain/brainstorm", "domain/example", "judge/relevance"),
 }
 
 
 def templates_of(config) -> list[str]:
     """The templates a run with this RunConfig renders."""
-    names = [name for task in config.generation.tasks for name in TEMPLATES[task]]
+    names = list(dict.fromkeys(name for task in config.generation.tasks for name in TEMPLATES[task]))
     if config.generation.calls == "one" and "retrieval/configure" in names:
         names[names.index("retrieval/configure") : names.index("retrieval/query") + 1] = [
             "retrieval/persona_query"

@@ -137,3 +137,69 @@ def label_set_output(count: int) -> type[BaseModel]:
         __base__=_Output,
         labels=(list[LabelItem], Field(min_length=count, max_length=count, description="The labels.")),
     )
+
+
+CODE_MAX_CHARS = 4000  # a translated unit: max_code_tokens of code is about this many characters
+
+
+def code_translation_output(count: int) -> type[BaseModel]:
+    """Answer of the code translation call: the translation and ``count`` near-miss translations."""
+    code = Annotated[str, StringConstraints(min_length=8, max_length=CODE_MAX_CHARS)]
+    return create_model(
+        "CodeTranslationOutput",
+        __base__=_Output,
+        translation=(code, Field(description="The same logic in the target language.")),
+        near_misses=(
+            list[code],
+            Field(
+                min_length=count,
+                max_length=count,
+                description="Translations with one subtle bug each (an off-by-one, a wrong edge case).",
+            ),
+        ),
+    )
+
+
+def code_negatives_output(count: int) -> type[BaseModel]:
+    """Answer of the code hard-negatives call: ``count`` snippets that do something else."""
+    return create_model(
+        "CodeNegativesOutput",
+        __base__=_Output,
+        negatives=(
+            list[Annotated[str, StringConstraints(min_length=8, max_length=CODE_MAX_CHARS)]],
+            Field(min_length=count, max_length=count, description="Code that does not answer the query."),
+        ),
+    )
+
+
+TASK_MAX_CHARS = 200
+DOCUMENT_MAX_CHARS = 2000
+
+
+def domain_tasks_output(count: int) -> type[BaseModel]:
+    """Answer of the brainstorm call: ``count`` search tasks of one domain."""
+    task = Annotated[str, StringConstraints(min_length=10, max_length=TASK_MAX_CHARS)]
+    return create_model(
+        "DomainTasksOutput",
+        __base__=_Output,
+        tasks=(list[task], Field(min_length=count, max_length=count, description="One search task each.")),
+    )
+
+
+def domain_example_output(count: int) -> type[BaseModel]:
+    """Answer of a domain row's call: the query, the document answering it, ``count`` look-alikes."""
+    document = Annotated[str, StringConstraints(min_length=40, max_length=DOCUMENT_MAX_CHARS)]
+    return create_model(
+        "DomainExampleOutput",
+        __base__=_Output,
+        query=(str, Field(min_length=2, max_length=QUERY_MAX_CHARS, description="The search query.")),
+        positive=(document, Field(description="A document that answers the query.")),
+        negatives=(
+            list[document],
+            Field(
+                min_length=count,
+                max_length=count,
+                description="Documents on the same subject that do not answer the query.",
+            ),
+        ),
+    )

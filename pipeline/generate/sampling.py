@@ -55,3 +55,15 @@ def draw_question(row: dict, config: GenerationConfig, seed: int) -> None:
     """Set the row's question type and difficulty by seeded draw (instead of the LLM choosing them)."""
     row[S.QUESTION_TYPE] = question_type(config, seed, row[S.ID])
     row[S.DIFFICULTY] = difficulty(config, seed, row[S.ID])
+
+
+def code_question_type(config: GenerationConfig, seed: int, row_id: str) -> str:
+    return weighted_choice(config.code_question_types, seed, row_id, "code_question_type")
+
+
+def code_target(config: GenerationConfig, seed: int, passage_id: str, source: str) -> str | None:
+    """The programming language a code_translation row is written in: a target other than ``source``."""
+    others = {k: w for k, w in config.code_targets.items() if k != source and w > 0}
+    if not others:
+        return None
+    return weighted_choice(others, seed, passage_id, "code_target")

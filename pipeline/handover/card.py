@@ -22,6 +22,10 @@ HUB_TASK_CATEGORIES = {
     "bitext": "translation",
     "classification": "text-classification",
     "sts": "sentence-similarity",
+    "code_search": "text-retrieval",
+    "code_docs": "text-retrieval",
+    "code_translation": "text-retrieval",
+    "domain": "text-retrieval",
 }
 SIZE_CATEGORIES = [
     (1_000, "n<1K"),

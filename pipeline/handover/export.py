@@ -13,6 +13,9 @@
   ``{"query", "response", "rejected_response": [...], "task_type"}``, the instruction in the query
   as Qwen3-Embedding reads it. STS rows carry ``label`` (the score mapped to 0-1), the field
   ms-swift's cosine-similarity loss reads.
+- ``corpus``: the documents a domain run wrote (each row's positive and negatives, each text
+  once) as ``corpus.jsonl`` with ``id, text, title, language, domain``: a corpus that
+  ``synth generate --corpus`` reads, so written documents can seed the corpus-based mode.
 
 Rows are streamed shard by shard; every export writes one row per row of the run.
 """
@@ -32,9 +35,9 @@ from .. import schema as S
 from ..generate.instructions import format_query
 from ..run.folder import RunFolder
 
-FORMATS = ("sentence-transformers", "flagembedding", "swift")
+FORMATS = ("sentence-transformers", "flagembedding", "swift", "corpus")
 COLUMNS = [S.ID, S.QUERY, S.POSITIVE, S.NEGATIVES, S.TASK_TYPE, S.INSTRUCTION, S.SCORE]
-COLUMNS += [S.POSITIVE_SCORE, S.NEGATIVE_SCORES]
+COLUMNS += [S.POSITIVE_SCORE, S.NEGATIVE_SCORES, S.LANGUAGE, S.TITLE, S.DOMAIN]
 
 
 @dataclass
@@ -80,6 +83,10 @@ def export(out: Path, fmt: str, dest: Path | None = None, instruction: bool = Tr
     if not storage.is_remote(dest):
         dest.mkdir(parents=True, exist_ok=True)
     result = ExportResult(dest)
+    if fmt == "corpus":
+        name, count = _corpus(out, dest)
+        result.files[name] = count
+        return result
     for task in task_types(out):
         if fmt == "sentence-transformers":
             name, count = _sentence_transformers(out, task, dest, instruction)
@@ -116,6 +123,32 @@ def _sentence_transformers(out: Path, task: str, dest: Path, instruction: bool) 
         if batch or count == 0:
             writer.write_table(pa.Table.from_pylist(batch, schema=schema))
             count += len(batch)
+    return path.name, count
+
+
+def _corpus(out: Path, dest: Path) -> tuple[str, int]:
+    """The documents domain rows hold, each distinct text once, in row order."""
+    import hashlib
+
+    path = dest / "corpus.jsonl"
+    seen: set[bytes] = set()  # 8-byte digests: the texts themselves are not held
+    count = 0
+    with atomic.atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as sink:
+        for row in iter_rows(out, "domain"):
+            for number, text in enumerate([row[S.POSITIVE], *row[S.NEGATIVES]]):
+                digest = hashlib.blake2b(" ".join(text.split()).encode(), digest_size=8).digest()
+                if digest in seen:
+                    continue
+                seen.add(digest)
+                record = {
+                    "id": f"{row[S.ID]}-{'positive' if number == 0 else f'negative{number}'}",
+                    "text": text,
+                    "title": row[S.TITLE],
+                    "language": row[S.LANGUAGE],
+                    "domain": row[S.DOMAIN],
+                }
+                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
     return path.name, count
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from .. import storage
 from ..config import CorpusConfig
 from .base import Block, CorpusError, RawRow, Reader
+from .code import file_reader as code_file_reader
+from .code import tree_readers
 from .hf import HFReader
 from .jsonl import JsonlReader
 from .parquet import ParquetReader
@@ -75,15 +77,25 @@ class Corpus:
             yield from self._by_source[block.source].rows(block, counts)
 
 
-def corpus_readers(source: str, config: CorpusConfig) -> list[Reader]:
-    """The readers of one corpus path (file, folder or saved dataset) or Hub dataset name."""
-    return _readers_of(source, config)
+def corpus_readers(source: str, config: CorpusConfig, code: bool = False) -> list[Reader]:
+    """The readers of one corpus path (file, folder or saved dataset) or Hub dataset name.
+
+    ``code``: read a folder as a source tree (``pipeline/readers/code.py``).
+    """
+    return _readers_of(source, config, code)
 
 
-def _readers_of(source: str, config: CorpusConfig) -> list[Reader]:
+def _readers_of(source: str, config: CorpusConfig, code: bool = False) -> list[Reader]:
     if storage.is_url(source):
-        return _remote_readers(source, config)
+        return _remote_readers(source, config, code)
     path = Path(source)
+    if code and path.is_dir():
+        readers = tree_readers(source)
+        if len(readers) == 1:  # the skip counts alone
+            raise CorpusError(f"{path}: no source or documentation files in this folder")
+        return readers
+    if code and path.is_file() and (reader := code_file_reader(source)) is not None:
+        return [reader]
     if path.is_file():
         return [_file_reader(path, path.parent, config, strict=True)]  # a binary file given alone: an error
     if path.is_dir():
@@ -101,7 +113,7 @@ def _readers_of(source: str, config: CorpusConfig) -> list[Reader]:
     return [HFReader(source, config.hf_split, config.block_bytes)]
 
 
-def _remote_readers(source: str, config: CorpusConfig) -> list[Reader]:
+def _remote_readers(source: str, config: CorpusConfig, code: bool = False) -> list[Reader]:
     """A file or a folder of files at a URL (``s3://``, ``hf://datasets/...``): one listing, no download.
 
     The folder is listed once (names and sizes); each file is then read block by block
@@ -113,7 +125,14 @@ def _remote_readers(source: str, config: CorpusConfig) -> list[Reader]:
         raise CorpusError(f"{storage.redact(source)}: no such file or folder") from None
     if len(files) == 1 and files[0][0] == source.rstrip("/"):
         path, size = files[0]
+        if code and (reader := code_file_reader(path, size)) is not None:
+            return [reader]
         return [_file_reader(path, source, config, strict=True, size=size)]
+    if code:
+        readers = tree_readers(source, files)
+        if len(readers) == 1:
+            raise CorpusError(f"{storage.redact(source)}: no source or documentation files in this folder")
+        return readers
     readers = [_file_reader(path, source, config, strict=False, size=size) for path, size in files]
     readers = [reader for reader in readers if reader is not None]
     if not readers:
@@ -137,15 +156,15 @@ def _file_reader(
     return None  # a README or a checksum file beside the data
 
 
-def open_corpus(sources: list[str], config: CorpusConfig, num_tasks: int = 1) -> Corpus:
+def open_corpus(sources: list[str], config: CorpusConfig, num_tasks: int = 1, code: bool = False) -> Corpus:
     """Readers for ``sources`` with blocks small enough that ``num_tasks`` tasks all get work.
 
     Files that split by bytes (JSONL, saved datasets) are cut into blocks of at most
     ``corpus.block_bytes``, and of at most 1/(4 num_tasks) of their total size, so
     a small corpus still spreads over every task; Parquet splits at its row groups,
-    a text file is one block.
+    a text file (and a source file, with ``code``) is one block.
     """
-    readers = [reader for source in sources for reader in _readers_of(source, config)]
+    readers = [reader for source in sources for reader in _readers_of(source, config, code)]
     splittable = [r for r in readers if isinstance(r, JsonlReader | HFReader)]
     if splittable:
         total = sum(r.size() for r in splittable)

@@ -21,8 +21,11 @@ __all__ = ["CorpusError", "Document", "ReadStats", "documents", "iter_documents"
 
 ID_FIELDS = ("id", "_id", "doc_id", "docid")
 TEXT_FIELDS = ("text", "content", "contents", "passage", "body")
+CODE_FIELDS = ("code", "func_code_string", "original_string")  # a row holding code instead of text
 TITLE_FIELDS = ("title",)
 LANGUAGE_FIELDS = ("language", "lang")
+# what a code row may carry beside its code (the source-tree reader sets them all), and a domain seed
+META_FIELDS = ("programming_language", "symbol", "path", "signature", "docstring", "body", "domain")
 
 
 @dataclass
@@ -32,6 +35,8 @@ class Document:
     title: str | None
     language: str | None
     where: Any  # formats as "file:line" / "file:row N" for error messages
+    kind: str = "text"  # "text", "code" (a code unit), "doc" (a documentation section), "seed" (domain)
+    meta: dict[str, str] = field(default_factory=dict)  # META_FIELDS the row had
 
 
 @dataclass
@@ -85,9 +90,9 @@ def documents(
     seen: dict[str, object] | set[str] = seen_ids if strict else set()
     for where, row in rows:
         stats.counts["documents_read"] += 1
-        text_key = _pick(row, config.text_field, TEXT_FIELDS)
+        text_key = _pick(row, config.text_field, TEXT_FIELDS) or _pick(row, None, CODE_FIELDS)
         if text_key is None or text_key not in row:
-            wanted = config.text_field or " or ".join(TEXT_FIELDS)
+            wanted = config.text_field or " or ".join(TEXT_FIELDS + CODE_FIELDS)
             raise CorpusError(f"{where}: missing text field ({wanted}); name it with corpus.text_field")
         text = row[text_key]
         if text is None:
@@ -123,10 +128,42 @@ def documents(
             text = text[: config.max_document_chars]
         title = row.get(title_key) if title_key else None
         language = config.language or (row.get(language_key) if language_key else None)
+        kind = str(row.get("kind") or ("code" if text_key in CODE_FIELDS else "text"))
+        # only code, doc sections and seeds carry them: a prose corpus's own columns stay its own
+        meta = {}
+        if kind != "text":
+            meta = {name: str(row[name]) for name in META_FIELDS if row.get(name) not in (None, "")}
+        if kind == "code":
+            language = _code_row_languages(row, meta, where, config)
         yield Document(
             id=str(row[id_key]),
             text=text,
-            title=str(title) if title else None,
+            title=str(title) if title else (meta.get("symbol")),
             language=str(language) if language else None,
             where=where,
+            kind=kind,
+            meta=meta,
         )
+
+
+def _code_row_languages(row: dict, meta: dict[str, str], where, config: CorpusConfig) -> str | None:
+    """A code row's programming language (into ``meta``) and natural language (returned).
+
+    Code datasets (CodeSearchNet and the like) name the programming language ``language``:
+    a value the code reader has a grammar for is taken as that, never as a natural language.
+    """
+    from ..code.grammars import BY_NAME
+
+    declared = row.get("language") if isinstance(row.get("language"), str) else None
+    if "programming_language" not in meta and declared and declared.lower() in BY_NAME:
+        meta["programming_language"] = declared.lower()
+        declared = None
+    if meta.get("programming_language", "").lower() not in BY_NAME:
+        known = ", ".join(sorted(BY_NAME))
+        raise CorpusError(
+            f"{where}: field 'programming_language': a code row needs one of {known}, "
+            f"got {meta.get('programming_language')!r}"
+        )
+    meta["programming_language"] = meta["programming_language"].lower()
+    natural = row.get("natural_language")
+    return config.language or (str(natural) if natural else declared)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import CorpusConfig, RunConfig
@@ -29,7 +29,12 @@ class Passage:
     source_id: str
     title: str | None
     text: str
-    language: str
+    language: str  # natural language ("" for a domain seed: each row draws its own)
+    kind: str = "text"  # "text", "code", "doc" or "seed", as the document's (readers/documents.py)
+    meta: dict[str, str] = field(default_factory=dict)  # the document's code or domain fields
+
+
+MIN_DOCSTRING_CHARS = 20  # shorter docstrings say too little to tell their language
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])\s+|(?<=[。！？；])|\n+")
@@ -88,8 +93,19 @@ def iter_passages(
     config: CorpusConfig,
     stats: ReadStats,
 ) -> Iterator[Passage]:
-    """Passages under the token budget, each with a language (given, per-row, or detected)."""
+    """Passages under the token budget, each with a language (given, per-row, or detected).
+
+    A code unit is never cut: one longer than ``max_code_tokens`` is skipped and counted. Its
+    natural language (the language its queries are checked against when none is drawn) comes
+    from its docstring, the only prose it holds, and is English when that is too short to tell:
+    language detection never runs on code.
+    """
     for doc in documents:
+        if doc.kind in ("code", "seed"):
+            passage = _whole(doc, count_tokens, config, stats)
+            if passage is not None:
+                yield passage
+            continue
         chunks = split_passages(doc.text, count_tokens, config.max_passage_tokens)
         if len(chunks) > 1:
             stats.counts["documents_split"] += 1
@@ -105,7 +121,29 @@ def iter_passages(
                 title=doc.title,
                 text=chunk,
                 language=language,
+                kind=doc.kind,
+                meta=doc.meta,
             )
+
+
+def _whole(doc: Document, count_tokens, config: CorpusConfig, stats: ReadStats) -> Passage | None:
+    """A code unit or a domain seed as one passage."""
+    if doc.kind == "seed":
+        stats.counts["domain_seeds"] += 1
+        return Passage(f"{doc.id}#0", doc.id, doc.title, doc.text, "", kind="seed", meta=doc.meta)
+    if count_tokens(doc.text) > config.max_code_tokens:
+        stats.counts["skipped_long_code_unit"] += 1
+        return None
+    if len(doc.text.strip()) < config.min_passage_chars:
+        stats.counts["skipped_short_passage"] += 1
+        return None
+    docstring = doc.meta.get("docstring", "")
+    language = doc.language
+    if not language:
+        language = detect_language(docstring)[0] if len(docstring) >= MIN_DOCSTRING_CHARS else "en"
+    stats.counts["passages"] += 1
+    stats.counts["code_passages"] += 1
+    return Passage(f"{doc.id}#0", doc.id, doc.title, doc.text, language, kind="code", meta=doc.meta)
 
 
 def mix_languages(
@@ -175,14 +213,23 @@ def default_corpus(config: RunConfig) -> list[Path]:
 
 
 def open_input(config: RunConfig) -> Corpus:
-    """The run's corpus, cut into blocks for ``output.num_tasks`` tasks (reads metadata only)."""
+    """The run's corpus, cut into blocks for ``output.num_tasks`` tasks (reads metadata only).
+
+    A domain run's corpus is its seeds (``domains.count`` of them, no file behind them).
+    """
+    if config.makes_documents:
+        from .domains import DomainSeeds
+
+        return Corpus([DomainSeeds(config.domains.names, config.domains.count)])
     sources = [config.corpus.path] if config.corpus.path else [str(p) for p in default_corpus(config)]
-    return open_corpus(sources, config.corpus, config.output.num_tasks)
+    return open_corpus(sources, config.corpus, config.output.num_tasks, code=config.reads_code)
 
 
 def passage_mix(config: RunConfig) -> dict[str, float] | None:
     """Passage-language weights: as configured; for the packaged samples, the query languages' weights."""
     generation = config.generation
+    if config.makes_documents:
+        return None  # seeds have no language: each row draws its own
     if generation.passage_languages:
         return generation.passage_languages
     if config.corpus.path is None and len(default_corpus(config)) > 1:

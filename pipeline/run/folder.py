@@ -47,6 +47,7 @@ DATA, REJECTED, PROGRESS, COMPLETIONS, EXPORT, LOGS = (
 )
 RUN_FILE, CONFIG_FILE, STATS_FILE, MANIFEST_FILE = "run.json", "config.yaml", "stats.json", "manifest.json"
 CARD_FILE, LABELS_FILE, REPORT_FILE = "README.md", "labels.json", "report.html"
+DOMAIN_TASKS_FILE = "domain_tasks.json"
 LEASE_SECONDS = 300  # a writer that sent no heartbeat for this long is taken for dead
 LEASE_WAIT = 30  # how long a second writer waits for a live lease before it stops
 UNREADABLE_LEASE_SECONDS = 5  # an empty lease file older than this was left by a writer that died
@@ -79,7 +80,7 @@ class RunFolder:
 
     # what a run writes, and so what --overwrite removes; other files in the folder are left alone
     OWNED = (DATA, REJECTED, PROGRESS, COMPLETIONS, RUN_FILE, STATS_FILE, MANIFEST_FILE, CONFIG_FILE)
-    OWNED += (LABELS_FILE, CARD_FILE, REPORT_FILE, EXPORT)
+    OWNED += (LABELS_FILE, DOMAIN_TASKS_FILE, CARD_FILE, REPORT_FILE, EXPORT)
 
     def __init__(self, root: str | Path):
         self._root = storage.location(root)
@@ -131,6 +132,11 @@ class RunFolder:
     @property
     def labels_file(self) -> Path:
         return self._root / LABELS_FILE
+
+    @property
+    def domain_tasks_file(self) -> Path:
+        """A domain run's brainstormed search tasks (pipeline/generate/domain.py)."""
+        return self._root / DOMAIN_TASKS_FILE
 
     @property
     def report_file(self) -> Path:

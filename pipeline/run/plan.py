@@ -148,10 +148,18 @@ def step_recipe(config: RunConfig, judge_on: bool) -> tuple[str, ...]:
     filters, negatives, generation = config.filters, config.negatives, config.generation
     types = set(generation.tasks)
     recipe: list[str] = []
-    if types & {"retrieval", "classification"}:
+    if "domain" in types:
+        recipe.append("domain_task")  # the brainstormed task first: persona retrieval reads it
+    if types & {"retrieval", "classification", "domain"}:
         recipe.append("personas")
+    if types & {"code_search", "code_docs"}:
+        recipe.append("code_personas")
     if "retrieval" in types:
         recipe += ["persona_query"] if generation.calls == "one" else ["configure", "query"]
+    if types & {"code_search", "code_docs"}:
+        recipe.append("code_query")
+    recipe += [name for name in ("code_translation",) if name in types]
+    recipe += ["domain_example"] if "domain" in types else []
     recipe += [name for name in ("bitext", "classification", "sts") if name in types]
     optional = [
         ("language", filters.language.enabled),
@@ -159,8 +167,14 @@ def step_recipe(config: RunConfig, judge_on: bool) -> tuple[str, ...]:
         ("copy_check", filters.passage_copy.enabled),
         ("dedup", True),
         ("cosine", filters.cosine.enabled),
-        ("negatives_llm", bool(negatives.llm_count)),
-        ("negatives_mined", bool(negatives.mined_count) and "retrieval" in types),
+        ("negatives_llm", bool(negatives.llm_count) and bool(types & {"retrieval", "code_docs"})),
+        ("code_negatives_llm", bool(negatives.llm_count) and "code_search" in types),
+        # after every step that writes code, before the margin scores it
+        ("code_parses", bool(types & {"code_search", "code_translation"})),
+        (
+            "negatives_mined",
+            bool(negatives.mined_count) and bool(types & {"retrieval", "code_search", "code_docs"}),
+        ),
         ("margin", True),
         ("judge", judge_on),
         ("require_negatives", bool(negatives.min_negatives)),
