@@ -135,36 +135,24 @@ def generate(
     shard_rows: Annotated[
         int | None, typer.Option(help="Passages per chunk: one engine batch, one shard, one checkpoint.")
     ] = None,
+    cache: Annotated[
+        str | None, typer.Option(help="Reply cache folder (local or a URL); default: the user cache folder.")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ask the engine for every reply.")] = False,
+    budget_tokens: Annotated[
+        int | None,
+        typer.Option(help="Stop cleanly once the run has computed this many tokens (resume with more)."),
+    ] = None,
+    budget_engine_hours: Annotated[
+        float | None, typer.Option(help="Stop cleanly once the run has spent this many engine hours.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Turn a corpus into query / positive training rows. Rerun the same command to resume."""
-    try:
-        query_weights = parse_weights(query_langs) if query_langs else None
-        passage_weights = parse_weights(passage_langs) if passage_langs else None
-    except ValueError as exc:
-        _fail(f"--query-langs / --passage-langs: {exc}")
-    flags = {
-        "generation.languages": query_weights or (_names(lang) if lang else None),
-        "generation.passage_languages": passage_weights,
-        "generation.tasks": _names(tasks) if tasks else (["domain"] if domains else None),
-        "domains.names": _names(domains) if domains else None,
-        "domains.count": count,
-        "corpus.path": corpus,
-        "limit": limit,
-        "models.generator": model,
-        "models.embedder": embedder,
-        "output.out_dir": out,
-        "output.num_tasks": num_tasks,
-        "output.shard_rows": shard_rows,
-        "models.tensor_parallel_size": tensor_parallel,
-        "models.engine": engine,
-        "models.base_url": base_url,
-        "models.api_key_env": api_key_env,
-        "models.engine_progress": True if verbose else None,
-    }
-    if count is not None and not domains:
-        _fail("--count goes with --domains (a corpus run is bounded by --limit)")
-    cfg = _checked_config(config, set_, flags)
+    """Turn a corpus into query / positive training rows. Rerun the same command to resume.
+
+    Exit status 3: the budget stopped the run at a chunk boundary (finished chunks are saved).
+    """
+    cfg = _run_config(locals())
     if not 0 <= rank < world_size:
         _fail(f"--rank must be in [0, {world_size}) for --world-size {world_size}, got {rank}")
     if executor not in ("local", "ray"):
@@ -201,6 +189,183 @@ def generate(
         typer.echo(format_funnel(result.stats.to_json()), err=True)
     for line in console.summary(result, console.log_file()):
         typer.echo(line, err=True)
+    if result.budget_stop:
+        from .run.budget import BUDGET_EXIT
+
+        raise typer.Exit(BUDGET_EXIT)
+
+
+def plan(
+    pilot: Annotated[int, typer.Option(help="Passages the pilot runs through the engine and the gate.")] = 32,
+    price_input: Annotated[
+        float | None, typer.Option(help="Price per million prompt tokens not served from a cache.")
+    ] = None,
+    price_cached: Annotated[
+        float | None, typer.Option(help="Price per million cached prompt tokens.")
+    ] = None,
+    price_output: Annotated[float | None, typer.Option(help="Price per million output tokens.")] = None,
+    prices: Annotated[
+        str | None, typer.Option(help="JSON file of prices per million tokens: {input, cached, output}.")
+    ] = None,
+    gpu: Annotated[
+        str | None, typer.Option(help="With --model-size: project with a published throughput.")
+    ] = None,
+    model_size: Annotated[str | None, typer.Option(help="Generator size for --gpu, e.g. 32B.")] = None,
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="Write the plan as JSON here ('-': stdout).")
+    ] = None,
+    pilot_out: Annotated[
+        str | None, typer.Option(help="Keep the pilot's run folder here (default: a removed scratch folder).")
+    ] = None,
+    **options,
+) -> None:
+    """What a run will cost before it starts: a pilot through the real engine and gate, then the
+    projection (requests, tokens, kept pairs, engine hours, money) with 95% intervals.
+
+    Takes the same arguments as `synth generate`; the pilot runs in a scratch folder (--pilot-out
+    keeps it), never in --out.
+    """
+    from .run.projection import PUBLISHED_THROUGHPUT, format_projection, plan_json
+
+    if pilot < 2:
+        _fail("--pilot must be at least 2 passages")
+    cost = {"input": price_input, "cached": price_cached, "output": price_output}
+    if prices:
+        try:
+            cost = {
+                **json.loads(Path(prices).read_text(encoding="utf-8")),
+                **{k: v for k, v in cost.items() if v},
+            }
+        except (OSError, ValueError) as exc:
+            _fail(f"{prices}: not a JSON file of prices ({exc})")
+    cost = {k: float(v) for k, v in cost.items() if v is not None}
+    throughput = None
+    if gpu or model_size:
+        key = ((gpu or "").lower(), (model_size or "").lower())
+        if key not in PUBLISHED_THROUGHPUT:
+            known = ", ".join(f"--gpu {g.upper()} --model-size {m.upper()}" for g, m in PUBLISHED_THROUGHPUT)
+            _fail(f"no published throughput for {gpu} / {model_size}; known: {known}")
+        throughput = PUBLISHED_THROUGHPUT[key]
+    import shutil
+    import tempfile
+
+    scratch = pilot_out or tempfile.mkdtemp(prefix="synth-plan-")
+    options["out"] = scratch  # the pilot's folder: the run's own --out is not touched
+    cfg = _run_config(options)
+    from . import console
+
+    console.start_logging(scratch, options["verbose"])
+    with _one_line_errors(scratch):  # a failed pilot keeps its folder: its log says why
+        from .executors.pilot import plan_run
+
+        projection, count = plan_run(cfg, pilot, scratch=scratch, prices=cost or None, throughput=throughput)
+    console.stop_logging()
+    if not pilot_out:
+        shutil.rmtree(scratch, ignore_errors=True)
+    typer.echo(format_projection(projection, count))
+    if json_out == "-":
+        typer.echo(plan_json(projection))
+    elif json_out:
+        Path(json_out).write_text(plan_json(projection) + "\n", encoding="utf-8")
+        typer.echo(f"plan: {json_out}", err=True)
+
+
+def _with_generate_options(command):
+    """``command``'s own options followed by every option of ``generate`` (one definition of them)."""
+    import inspect
+    import typing
+
+    hints = {
+        **typing.get_type_hints(generate, include_extras=True),
+        **typing.get_type_hints(command, include_extras=True),
+    }
+    own = [p for p in inspect.signature(command).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    names = {p.name for p in own}
+    shared = [p for name, p in inspect.signature(generate).parameters.items() if name not in names]
+    parameters = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in [*own, *shared]]
+    command.__signature__ = inspect.Signature(parameters, return_annotation=None)
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    return command
+
+
+app.command("plan")(_with_generate_options(plan))
+
+
+@app.command()
+def regate(
+    old: Annotated[str, typer.Argument(help="A finished (or stopped) run's output folder.")],
+    out: Annotated[str, typer.Option(help="New output folder for the rerun.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="A setting to change, e.g. filters.cosine.threshold=0.5."),
+    ] = None,
+    cache: Annotated[str | None, typer.Option(help="Reply cache folder, if not the default one.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Rerun a run's gate with new settings through the reply cache, and compare the funnels.
+
+    OLD's own config.yaml with the --set changes, into --out: every prompt the change leaves
+    alone is answered by the reply cache, so only rows that now reach a later LLM stage
+    (negatives, judge) cost tokens.
+    """
+    from . import console
+    from .run.folder import RunFolder
+
+    previous = RunFolder(old)
+    if not previous.config_file.exists():
+        _fail(f"{old}: no config.yaml: not a run folder")
+    if not previous.stats_file.exists():
+        _fail(f"{old}: no stats.json: the run has not written anything yet")
+    flags = {"output.out_dir": out, "cache.path": cache, "cache.enabled": True}
+    cfg = _checked_config(str(previous.config_file), set_, flags)
+    console.start_logging(cfg.output.out_dir, verbose)
+    with _one_line_errors(cfg.output.out_dir):
+        from .executors import execute
+        from .run.plan import resolve_plan
+
+        result = execute(resolve_plan(cfg, verbose=verbose))
+    from .run.stats import format_comparison
+
+    old_stats = json.loads(previous.stats_file.read_text(encoding="utf-8"))
+    typer.echo(format_comparison(old_stats, result.stats.to_json()))
+    for line in console.summary(result, console.log_file()):
+        typer.echo(line, err=True)
+
+
+def _run_config(o: dict):
+    """The run's configuration from `synth generate`'s options (``synth plan`` takes the same)."""
+    try:
+        query_weights = parse_weights(o["query_langs"]) if o["query_langs"] else None
+        passage_weights = parse_weights(o["passage_langs"]) if o["passage_langs"] else None
+    except ValueError as exc:
+        _fail(f"--query-langs / --passage-langs: {exc}")
+    lang, tasks, domains, count = o["lang"], o["tasks"], o["domains"], o["count"]
+    flags = {
+        "generation.languages": query_weights or (_names(lang) if lang else None),
+        "generation.passage_languages": passage_weights,
+        "generation.tasks": _names(tasks) if tasks else (["domain"] if domains else None),
+        "domains.names": _names(domains) if domains else None,
+        "domains.count": count,
+        "corpus.path": o["corpus"],
+        "limit": o["limit"],
+        "models.generator": o["model"],
+        "models.embedder": o["embedder"],
+        "output.out_dir": o["out"],
+        "output.num_tasks": o["num_tasks"],
+        "output.shard_rows": o["shard_rows"],
+        "models.tensor_parallel_size": o["tensor_parallel"],
+        "models.engine": o["engine"],
+        "models.base_url": o["base_url"],
+        "models.api_key_env": o["api_key_env"],
+        "models.engine_progress": True if o["verbose"] else None,
+        "cache.path": o["cache"],
+        "cache.enabled": False if o["no_cache"] else None,
+        "budget.tokens": o["budget_tokens"],
+        "budget.engine_hours": o["budget_engine_hours"],
+    }
+    if count is not None and not domains:
+        _fail("--count goes with --domains (a corpus run is bounded by --limit)")
+    return _checked_config(o["config"], o["set_"], flags)
 
 
 def _checked_config(config: str | None, sets: list[str] | None, flags: dict):

@@ -599,6 +599,43 @@ class OutputConfig(_Strict):
     )
 
 
+class CacheConfig(_Strict):
+    enabled: bool = Field(
+        True,
+        description="Keep every LLM reply in a content-addressed cache and serve a request seen before "
+        "from it (same model files, chat, output schema, sampling settings and seed): a rerun pays "
+        "only for what changed. `--no-cache` turns it off.",
+    )
+    path: str | None = Field(
+        None,
+        description="Cache folder (local or a URL on the run's storage), shared by runs. None: "
+        "$SYNTH_REPLY_CACHE, else replies/ in the tool's cache folder ($SYNTH_CACHE, else the user "
+        "cache directory).",
+    )
+    max_gib: float = Field(
+        20.0,
+        gt=0,
+        description="Size bound. Past it the replies used least recently are removed (a hit refreshes "
+        "a reply's time) down to 80% of the bound; checked when a worker closes and every 2,000 new "
+        "replies.",
+    )
+
+
+class BudgetConfig(_Strict):
+    tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Stop at the first chunk boundary once the run has computed this many tokens "
+        "(prompt tokens not served from the prefix cache, plus output tokens; replies from the "
+        "reply cache are free). Counts what earlier runs into the folder spent; resume with a larger one.",
+    )
+    engine_hours: float | None = Field(
+        None,
+        gt=0,
+        description="The same for engine time (hours spent waiting for the engine, all workers together).",
+    )
+
+
 class RunConfig(_Strict):
     corpus: CorpusConfig = Field(default_factory=CorpusConfig, description="Where documents come from.")
     personas: PersonaConfig = Field(default_factory=PersonaConfig, description="Persona collection.")
@@ -608,6 +645,8 @@ class RunConfig(_Strict):
     filters: FiltersConfig = Field(default_factory=FiltersConfig, description="The quality gate.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
     domains: DomainConfig = Field(default_factory=DomainConfig, description="Corpus-free domain data.")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="The reply cache.")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Spending limits.")
     limit: int | None = Field(
         None,
         ge=1,

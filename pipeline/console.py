@@ -82,6 +82,16 @@ def start_logging(out: Path, verbose: bool) -> Path:
     return path
 
 
+def stop_logging() -> None:
+    """Close the log file (before its folder goes: ``synth plan``'s scratch folder)."""
+    global _log_file, _handlers
+    root = logging.getLogger()
+    for handler in _handlers:
+        root.removeHandler(handler)
+        handler.close()
+    _handlers, _log_file = [], None
+
+
 def log_file() -> Path | None:
     return _log_file
 
@@ -141,6 +151,13 @@ def summary(result, log_path: Path | None) -> list[str]:
         per_pair = tokens.get("tokens_per_kept_pair")
         per = f", {per_pair:,.0f} per kept pair" if per_pair else ""
         lines.append(f"tokens: {tokens['total_tokens']:,} ({tokens.get('cached_share', 0):.0%} cached){per}")
+    if tokens.get("reply_cache_hits"):
+        saved = tokens["reply_cache_prompt_tokens"] + tokens["reply_cache_output_tokens"]
+        lines.append(
+            f"reply cache: {tokens['reply_cache_hits']:,} replies served, {saved:,} tokens not recomputed"
+        )
+    if getattr(result, "budget_stop", None):
+        lines.insert(0, f"stopped by the budget: {result.budget_stop}")
     t = stats.timings
     lines.append(
         f"time: {t.get('total', 0):.1f} s (engine start {t.get('engine_start', 0):.1f} s, "

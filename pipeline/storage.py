@@ -106,14 +106,22 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         return handle.read()
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write a whole file so that no reader sees half of it: one PUT remotely, temp + rename locally."""
+def write_bytes(path: Path, data: bytes, shared: bool = False) -> None:
+    """Write a whole file so that no reader sees half of it: one PUT remotely, temp + rename locally.
+
+    ``shared``: other processes may write the same path at once (the reply cache), so the
+    temporary carries this writer's own name instead of the one ``temporary_of`` gives.
+    """
     if is_remote(path):
         fs, name = fs_path(path)
         fs.pipe_file(name, data)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_of(path)
+    if shared:
+        import uuid
+
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ import pytest
 # Tests never reach a model hub: fail fast instead of waiting on network timeouts.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The reply cache of a test session never lands in the user's cache folder, and each test gets
+# its own (the autouse fixture below): one fake engine's answers must never serve another's.
+os.environ["SYNTH_REPLY_CACHE"] = tempfile.mkdtemp(prefix="synth-test-replies-")
 
 from pipeline.engine import ChatEngine, Generation, parse_output
 
@@ -418,3 +422,9 @@ def s3_server(tmp_path_factory):
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(autouse=True)
+def own_reply_cache(tmp_path, monkeypatch):
+    """Every test starts with an empty reply cache (a test that wants a shared one names it)."""
+    monkeypatch.setenv("SYNTH_REPLY_CACHE", str(tmp_path / "reply-cache"))

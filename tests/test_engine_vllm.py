@@ -212,3 +212,98 @@ def test_domain_mode_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path, tm
     tasks = json.loads((out / "domain_tasks.json").read_text())
     assert list(tasks) == ["legal/en"] and tasks["legal/en"]  # brainstormed, or the fallback task
     assert "domain_example" in stats["stages"]
+
+
+def test_a_rerun_is_served_by_the_reply_cache_without_calling_vllm(
+    vllm_engine, tiny_qwen3, minilm_path, tmp_path, monkeypatch
+):
+    """The same command into a new folder: every reply from the cache, vLLM never called, same rows."""
+    calls = []
+    real_generate = type(vllm_engine).generate
+
+    def counting(self, chats, *args, **kwargs):
+        calls.append(len(chats))
+        return real_generate(self, chats, *args, **kwargs)
+
+    monkeypatch.setattr(type(vllm_engine), "generate", counting)
+    sets = [*REAL_OPEN, "output.shard_rows=4"]
+    outs = [tmp_path / "first", tmp_path / "second"]
+    for out in outs:
+        args = generate_args(out, minilm_path, limit=4, model=tiny_qwen3, sets=sets)
+        result = CliRunner().invoke(app, [*args, "--cache", str(tmp_path / "replies")])
+        assert result.exit_code == 0, result.output
+        if out == outs[0]:
+            first_calls, calls[:] = sum(calls), []
+    assert first_calls > 0 and calls == []
+    first, second = (json.loads((out / "stats.json").read_text())["tokens"] for out in outs)
+    assert second["computed_tokens"] == 0 == second["total_tokens"]
+    assert second["reply_cache_hits"] == first["requests"]
+    assert second["used_tokens"] == first["total_tokens"]
+
+    def rows(out):
+        table = pq.read_table(out / "rejected").to_pylist() if (out / "rejected").exists() else []
+        kept = pq.read_table(out / "data").to_pylist() if (out / "data").exists() else []
+        return sorted((r[S.ID], r[S.QUERY]) for r in [*kept, *table])
+
+    assert rows(outs[0]) == rows(outs[1]) and rows(outs[0])
+
+
+def test_regate_reruns_only_what_a_filter_change_lets_through(
+    vllm_engine, tiny_qwen3, minilm_path, tmp_path, monkeypatch
+):
+    """A strict cosine threshold drops every row before the negatives; `synth regate` with it
+    lifted asks vLLM only for the later stages and prints both funnels."""
+    calls: list[str] = []
+    real_generate = type(vllm_engine).generate
+
+    def counting(self, chats, output, *args, **kwargs):
+        calls.extend([output.__name__] * len(chats))
+        return real_generate(self, chats, output, *args, **kwargs)
+
+    monkeypatch.setattr(type(vllm_engine), "generate", counting)
+    strict = [*REAL_OPEN, "filters.cosine.enabled=true", "filters.cosine.threshold=0.999"]
+    old, new = tmp_path / "old", tmp_path / "new"
+    args = generate_args(old, minilm_path, limit=4, model=tiny_qwen3, sets=strict)
+    result = CliRunner().invoke(app, [*args, "--tasks", "retrieval", "--cache", str(tmp_path / "replies")])
+    assert result.exit_code == 0, result.output
+    old_stats = json.loads((old / "stats.json").read_text())
+    assert old_stats["stages"]["cosine"]["dropped_low_cosine"] == 4
+    calls.clear()
+    result = CliRunner().invoke(
+        app,
+        [
+            "regate",
+            str(old),
+            "--out",
+            str(new),
+            "--set",
+            "filters.cosine.threshold=-1",
+            "--cache",
+            str(tmp_path / "replies"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "dropped at cosine: low_cosine" in result.output and "computed tokens" in result.output
+    stages = json.loads((new / "stats.json").read_text())["stages"]
+    for stage in ("configure", "query"):
+        assert stages[stage]["llm"]["requests"] == 0 and stages[stage]["llm"]["reply_cache_hits"] == 4
+    assert calls and set(calls) <= {"NegativesOutput", "JudgeOutput"}
+    assert stages["negatives_llm"]["llm"]["requests"] == 4
+
+
+def test_plan_runs_a_pilot_on_the_real_engine_and_writes_json(vllm_engine, tiny_qwen3, minilm_path, tmp_path):
+    """`synth plan` end to end: a pilot through vLLM and the gate, the projection on screen and in JSON."""
+    target = tmp_path / "plan.json"
+    args = generate_args(tmp_path / "never", minilm_path, limit=40, model=tiny_qwen3, sets=REAL_OPEN)
+    args[0] = "plan"
+    result = CliRunner().invoke(
+        app, [*args, "--tasks", "retrieval", "--pilot", "8", "--price-input", "0.5", "--json", str(target)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "the whole run (95% interval" in result.output and "money" in result.output
+    plan = json.loads(target.read_text())
+    assert plan["pilot_passages"] == 8 and plan["pilot_tasks"] == 2 and plan["run_passages"] == 40
+    assert plan["stages"]["query"]["requests"]["value"] == 40  # one query per passage
+    assert plan["tokens"]["low"] <= plan["tokens"]["value"] <= plan["tokens"]["high"]
+    assert plan["engine_hours"]["value"] > 0 and "measured here" in plan["engine_hours_basis"]
+    assert not (tmp_path / "never").exists()  # the pilot ran in a scratch folder

@@ -141,10 +141,11 @@ def digest(files: dict[str, object]) -> dict[str, str]:
 def golden_runs(tmp_path_factory, minilm_path):
     """(uninterrupted run, stopped-and-rerun run), each with its own empty cache folder."""
     runs = {}
-    previous = os.environ.get("SYNTH_CACHE")
+    previous = os.environ.get("SYNTH_CACHE"), os.environ.get("SYNTH_REPLY_CACHE")
     try:
         for name in ("uninterrupted", "resumed"):
             os.environ["SYNTH_CACHE"] = str(tmp_path_factory.mktemp(f"cache-{name}"))
+            os.environ["SYNTH_REPLY_CACHE"] = str(tmp_path_factory.mktemp(f"replies-{name}"))
             out = tmp_path_factory.mktemp(name) / "out"
             if name == "resumed":
                 with pytest.raises(Stop):
@@ -153,10 +154,11 @@ def golden_runs(tmp_path_factory, minilm_path):
             run_generate(_config(out, minilm_path), engine=FakeEngine(default_answer))
             runs[name] = snapshot(out, minilm_path)
     finally:
-        if previous is None:
-            os.environ.pop("SYNTH_CACHE", None)
-        else:
-            os.environ["SYNTH_CACHE"] = previous
+        for variable, value in zip(("SYNTH_CACHE", "SYNTH_REPLY_CACHE"), previous, strict=True):
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
     return runs
 
 

@@ -104,6 +104,7 @@ def test_overwrite_removes_everything_a_run_wrote_including_labels(tmp_path, min
     settings += [f"models.embedder={minilm_path}", "filters.judge.enabled=false"]
     config = load_config(None, settings)
     config.models.generator = "fake-engine"
+    config.cache.enabled = False  # two fakes under one name: the cache would give beta alpha's reply
     run_generate(config, engine=FakeEngine(labels_named("alpha")))
     folder = RunFolder(tmp_path)
     assert all(name.startswith("alpha") for name in json.loads(folder.labels_file.read_text()))

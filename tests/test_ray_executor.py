@@ -37,6 +37,7 @@ def fake_config(out, minilm_path):
             f"models.embedder={minilm_path}",
             "filters.cosine.mode=percentile",  # stateful: its history must be per task in both
             "generation.tasks=[retrieval, sts]",
+            "cache.enabled=false",  # the runs compared compute every reply (the cache: test_cost.py)
         ],
     )
     config.models.generator = "fake-engine"
@@ -92,6 +93,25 @@ class SlowEngine(FakeEngine):
     def generate(self, chats, *args, **kwargs):
         time.sleep(0.4 * len(chats))
         return super().generate(chats, *args, **kwargs)
+
+
+def test_a_budget_stops_ray_replicas_and_a_larger_one_resumes(ray_cluster, minilm_path, tmp_path):
+    """The budget is the whole run's, read from every task's checkpoint, so Ray actors obey it too."""
+    whole = run_generate(fake_config(tmp_path / "whole", minilm_path), engine=FakeEngine(default_answer))
+    per_chunk = whole.stats.usage().computed_tokens / 6  # 12 passages, 2 per chunk
+    config = fake_config(tmp_path / "out", minilm_path)
+    config.cache.enabled = False
+    config.budget.tokens = int(per_chunk * 2)
+    with deadline(300):
+        stopped = run_generate(config, engine=FakeEngine(default_answer), executor="ray")
+    assert stopped.budget_stop and "token budget reached" in stopped.budget_stop
+    # one replica here: at most the chunk in flight past the limit
+    assert stopped.stats.usage().computed_tokens <= config.budget.tokens + 1.5 * per_chunk
+    config.budget.tokens = None
+    with deadline(300):
+        resumed = run_generate(config, engine=FakeEngine(default_answer), executor="ray")
+    assert resumed.budget_stop is None
+    assert outcome(tmp_path / "out")["ids"] == outcome(tmp_path / "whole")["ids"]
 
 
 def test_a_replica_killed_mid_run_is_replaced_and_its_task_resumes(ray_cluster, minilm_path, tmp_path):
@@ -152,6 +172,7 @@ def real_config(out, tiny_qwen3, minilm_path, limit):
     sampled = [s for s in OPEN_GATE if not s.startswith("models.temperature")]
     sets = [f"output.out_dir={out}", f"limit={limit}", f"models.embedder={minilm_path}", *sampled]
     sets.append("models.max_model_len=4096")  # the tiny model's window, as the shared engine has it
+    sets.append("cache.enabled=false")  # both executors compute every reply
     config = load_config(None, [*sets, f"models.generator={tiny_qwen3}"])
     return config
 

@@ -30,7 +30,11 @@ SETTINGS = ["limit=10", "output.num_tasks=2", "output.shard_rows=3", "generation
 
 def _run(corpus: str, out: str, minilm_path: str):
     return run_fake(
-        f"corpus.path={corpus}", f"output.out_dir={out}", f"models.embedder={minilm_path}", *SETTINGS
+        f"corpus.path={corpus}",
+        f"output.out_dir={out}",
+        f"models.embedder={minilm_path}",
+        "cache.enabled=false",  # both runs compute every reply, so their stats agree
+        *SETTINGS,
     )
 
 

@@ -123,7 +123,10 @@ def test_mixed_task_types_resume_like_an_uninterrupted_run(tmp_path, minilm_path
     mixed = ["generation.tasks=[retrieval, bitext, sts]", "generation.languages=[zh, en]"]
     mixed.append("filters.cosine.unscored=keep")  # MiniLM scores English only; zh rows must reach dedup
     reference = tmp_path / "ref"
-    run_generate(config_for(reference, minilm_path, *mixed), engine=FakeEngine(default_answer))
+    # the reference computes every reply: from the cache the crashing engine would never be asked
+    run_generate(
+        config_for(reference, minilm_path, *mixed, "cache.enabled=false"), engine=FakeEngine(default_answer)
+    )
     out = tmp_path / "crash"
     with pytest.raises(Crash):
         run_generate(config_for(out, minilm_path, *mixed), engine=FakeEngine(crashing_answer(7)))

@@ -32,6 +32,7 @@ class Generation:
     prompt_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens served from the engine's prefix cache
     output_tokens: int = 0
+    from_cache: bool = False  # served by the reply cache: the counts are what it cost when computed
 
 
 @dataclass
@@ -43,21 +44,59 @@ class Usage:
     cached_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0  # wall time spent waiting for the engine
+    # replies the reply cache served: the engine's counts above leave them out
+    cache_hits: int = 0
+    cache_prompt_tokens: int = 0
+    cache_output_tokens: int = 0
+
+    FIELDS = (
+        "requests",
+        "prompt_tokens",
+        "cached_tokens",
+        "output_tokens",
+        "seconds",
+        "cache_hits",
+        "cache_prompt_tokens",
+        "cache_output_tokens",
+    )
 
     def add(self, generations: list[Generation], seconds: float = 0.0) -> None:
-        self.requests += len(generations)
-        self.prompt_tokens += sum(g.prompt_tokens for g in generations)
-        self.cached_tokens += sum(g.cached_tokens for g in generations)
-        self.output_tokens += sum(g.output_tokens for g in generations)
+        computed = [g for g in generations if not g.from_cache]
+        served = [g for g in generations if g.from_cache]
+        self.requests += len(computed)
+        self.prompt_tokens += sum(g.prompt_tokens for g in computed)
+        self.cached_tokens += sum(g.cached_tokens for g in computed)
+        self.output_tokens += sum(g.output_tokens for g in computed)
+        self.cache_hits += len(served)
+        self.cache_prompt_tokens += sum(g.prompt_tokens for g in served)
+        self.cache_output_tokens += sum(g.output_tokens for g in served)
         self.seconds += seconds
 
     def merge(self, other: Usage) -> None:
-        for name in ("requests", "prompt_tokens", "cached_tokens", "output_tokens", "seconds"):
+        for name in self.FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def minus(self, other: Usage) -> Usage:
+        """What was spent since ``other`` (an earlier copy of this one)."""
+        return Usage(**{name: getattr(self, name) - getattr(other, name) for name in self.FIELDS})
+
+    def copy(self) -> Usage:
+        return Usage(**{name: getattr(self, name) for name in self.FIELDS})
 
     @property
     def tokens(self) -> int:
+        """Tokens the engine processed (prompt + output)."""
         return self.prompt_tokens + self.output_tokens
+
+    @property
+    def computed_tokens(self) -> int:
+        """Tokens the engine computed: prompt tokens not served from its prefix cache, plus output."""
+        return self.prompt_tokens - self.cached_tokens + self.output_tokens
+
+    @property
+    def cache_tokens(self) -> int:
+        """Tokens the reply cache saved (what its replies cost when they were computed)."""
+        return self.cache_prompt_tokens + self.cache_output_tokens
 
     def to_json(self) -> dict[str, float]:
         out: dict[str, float] = {
@@ -72,6 +111,10 @@ class Usage:
         if self.seconds > 0:
             out["prompt_tokens_per_s"] = round(self.prompt_tokens / self.seconds, 1)
             out["output_tokens_per_s"] = round(self.output_tokens / self.seconds, 1)
+        if self.cache_hits:
+            out["reply_cache_hits"] = self.cache_hits
+            out["reply_cache_prompt_tokens"] = self.cache_prompt_tokens
+            out["reply_cache_output_tokens"] = self.cache_output_tokens
         return out
 
     @classmethod
@@ -82,6 +125,9 @@ class Usage:
             cached_tokens=int(data.get("cached_tokens", 0)),
             output_tokens=int(data.get("output_tokens", 0)),
             seconds=float(data.get("engine_seconds", 0.0)),
+            cache_hits=int(data.get("reply_cache_hits", 0)),
+            cache_prompt_tokens=int(data.get("reply_cache_prompt_tokens", 0)),
+            cache_output_tokens=int(data.get("reply_cache_output_tokens", 0)),
         )
 
 

@@ -30,6 +30,7 @@ from ..faults import crash_point
 from ..handover.card import write_card
 from ..readers import Corpus
 from ..readers.passages import open_input
+from ..run.budget import Budget, BudgetReached
 from ..run.folder import TaskState
 from ..run.manifest import write_manifest
 from ..run.plan import RunPlan
@@ -49,6 +50,7 @@ class RunResult:
     out_dir: Path
     stats: RunStats
     shards: list[Path]
+    budget_stop: str | None = None  # why the budget stopped the run, with what was spent and is left
 
 
 class StopFlag:
@@ -136,14 +138,33 @@ class Executor(ABC):
             else:
                 log.info(here)
             progress = Progress(total=self.expected_passages(todo))
+            stopped = None
             try:
                 with StopFlag() as stop:
                     self.run_tasks(todo, progress.on_chunk, stop)
+            except BudgetReached as exc:  # a clean stop at a chunk boundary: finalize, then say so
+                stopped = exc
             finally:  # also on a crash or interrupt: stats.json always reflects what is on disk
                 progress.close()
                 self.timings["total"] = time.perf_counter() - started
                 stats = self.finalize()
-            return self.result(stats)
+            result = self.result(stats)
+            if stopped is not None:
+                result.budget_stop = self.budget_message(stopped)
+            return result
+
+    def budget_message(self, stopped: BudgetReached) -> str:
+        """The budget's stop, what was spent and what is left to do, in one line."""
+        plan = self.plan
+        budget = Budget(plan.config.budget)
+        budget.read(plan.folder, plan.split.num_tasks)
+        states = plan.folder.tasks(plan.split.num_tasks)
+        left = sum(not state.is_complete() for state in states)
+        hours = budget.spent.seconds / 3600
+        return (
+            f"{budget.reached() or stopped}; {hours:.4g} engine hours; {left} of {len(states)} task(s) "
+            "unfinished: rerun with a larger --budget-tokens / --budget-engine-hours to go on"
+        )
 
     def expected_passages(self, todo: list[TaskState]) -> int | None:
         """The progress bar's total: known for a ``--limit`` (an upper bound: a task's blocks may

@@ -15,6 +15,7 @@ import sys
 
 from ..engine.factory import get_engine
 from ..readers.passages import open_input
+from ..run.budget import BUDGET_EXIT
 from ..run.folder import TaskState
 from ..run.plan import RunPlan
 from .base import Executor, OnChunk, StopFlag
@@ -36,18 +37,21 @@ class LocalExecutor(Executor):
     def run_tasks(self, todo: list[TaskState], on_chunk: OnChunk, stop: StopFlag) -> None:
         corpus = self.corpus  # opened by Executor.run
         bench = Workbench.build(self.plan, corpus, self.engine)
-        self.timings.update(bench.timings)
-        self.engine_info = bench.engine_info
-        for state in todo:
-            run_task(
-                state,
-                self.plan,
-                corpus,
-                bench.steps,
-                bench.count_tokens,
-                on_chunk=on_chunk,
-                stop_requested=lambda: stop.requested,
-            )
+        try:
+            for state in todo:
+                run_task(
+                    state,
+                    self.plan,
+                    corpus,
+                    bench.steps,
+                    bench.count_tokens,
+                    on_chunk=on_chunk,
+                    stop_requested=lambda: stop.requested,
+                )
+        finally:  # the engine starts on the first reply the cache lacks: its figures come last
+            self.timings.update(bench.timings)
+            self.engine_info = bench.engine_info
+            bench.close()
 
 
 class WorkersFailed(RuntimeError):
@@ -82,6 +86,7 @@ def launch_workers(plan: RunPlan) -> None:
             command.append("--verbose")
         children.append(subprocess.Popen(command, env=env))
     codes = [child.wait() for child in children]
-    failed = [k for k, code in enumerate(codes) if code != 0]
+    # a worker the budget stopped is not a failure: the pass after this one says so
+    failed = [k for k, code in enumerate(codes) if code not in (0, BUDGET_EXIT)]
     if failed:
         raise WorkersFailed(f"worker(s) {failed} failed; rerun the same command to resume")

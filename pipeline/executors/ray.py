@@ -38,12 +38,14 @@ from typing import Any
 from .. import console
 from ..engine import ChatEngine
 from ..readers.passages import open_input
+from ..run.budget import BudgetReached
 from ..run.folder import Lease, TaskState
 from ..run.plan import RayOptions, RunPlan
 from .base import Executor, OnChunk, StopFlag
 from .task import run_task
 from .workbench import (
     Workbench,
+    cached,
     needs_domain_tasks,
     needs_labels_from_engine,
     resolve_domain_tasks,
@@ -74,12 +76,8 @@ class TaskActor:
             self.failure = exc
             self.info = ""
             return
-        self.info = json.dumps(
-            {
-                "engine": self.bench.engine_info,
-                "timings": {**self.bench.timings, "actor_start": time.perf_counter() - started},
-            }
-        )
+        self.start_seconds = time.perf_counter() - started
+        self.info = "pending"  # sent with the first chunk's record: the engine may start only then
 
     def __call__(self, batch: dict[str, Any]):
         """For each task in the batch, one record per chunk as soon as its shards have landed.
@@ -94,12 +92,26 @@ class TaskActor:
             worker = threading.Thread(target=self._run, args=(int(task), chunks), daemon=True)
             worker.start()
             while (item := chunks.get()) is not _DONE:
-                if isinstance(item, BaseException):
+                budget = ""
+                if isinstance(item, BudgetReached):
+                    # a clean stop, reported as a record: raising would abort the dataset and
+                    # leave the other tasks' leases to time out before a resume may take them
+                    budget, item = str(item), (0, 0)
+                elif isinstance(item, BaseException):
                     worker.join()
                     raise item
                 passages, rows = item
                 info, self.info = self.info, ""  # the actor's start-up, reported once
-                yield {"task": [int(task)], "passages": [passages], "rows": [rows], "info": [info]}
+                if info:
+                    timings = {**self.bench.timings, "actor_start": self.start_seconds}
+                    info = json.dumps({"engine": self.bench.engine_info, "timings": timings})
+                yield {
+                    "task": [int(task)],
+                    "passages": [passages],
+                    "rows": [rows],
+                    "info": [info],
+                    "budget": [budget],
+                }
             worker.join()
 
     def _run(self, task: int, chunks: queue.Queue) -> None:
@@ -159,7 +171,11 @@ def _propose_labels(plan: RunPlan) -> None:
     the classification labels, a domain run's search tasks."""
     from ..engine.factory import get_engine
 
-    engine = get_engine(plan.models.generator, plan.config.models, plan.config.seed)
+    engine = cached(
+        plan,
+        lambda: get_engine(plan.models.generator, plan.config.models, plan.config.seed),
+        plan.models.generator,
+    )
     count_tokens = token_counter(plan.models.generator, local_only=plan.models.remote)
     resolve_labels(plan, engine, open_input(plan.config), count_tokens)
     resolve_domain_tasks(plan, engine)
@@ -221,8 +237,10 @@ class RayExecutor(Executor):
             **resources,
         )
         actor_timings: list[dict] = []
+        budget = ""
         try:
             for record in results.iter_rows():
+                budget = budget or record["budget"]
                 on_chunk(record["passages"], record["rows"])
                 if record["info"]:
                     info = json.loads(record["info"])
@@ -232,6 +250,9 @@ class RayExecutor(Executor):
             # a replica's own error (a bad corpus row, an unreachable server) reaches the user as
             # itself, not wrapped in Ray's task and user-code exceptions
             raise _cause(exc) from None
+        else:
+            if budget:  # every task stopped at its next chunk boundary; all their leases are free
+                raise BudgetReached(budget)
         finally:
             for key in ("load_embedder_and_tokenizer", "mining_pool", "engine_start", "actor_start"):
                 values = [t[key] for t in actor_timings if key in t]

@@ -23,6 +23,7 @@ from ..generate.rows import new_rows
 from ..readers import Corpus
 from ..readers.documents import ReadStats
 from ..readers.passages import Passage, task_passages
+from ..run.budget import Budget
 from ..run.folder import DATA, REJECTED, Checkpoint, TaskState
 from ..run.plan import RunPlan
 from ..run.shards import records_by_task_type, rejected_records, write_table
@@ -126,12 +127,14 @@ def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested
         say(f"{state.name}: resuming after {chunks_done} finished chunk(s)")
         resume_stateful_steps(steps, state, checkpoint)
     read_stats = ReadStats()
+    budget = Budget(config.budget)
     passages = task_passages(config, corpus, state.task, count_tokens, read_stats)
     for chunk, batch in enumerate(_chunks(passages, config.output.shard_rows)):
         if chunk < chunks_done:
             continue  # written by an earlier run
         if stop_requested():
             raise Interrupted(state.name)
+        budget.check(folder, plan.split.num_tasks)  # the whole run's spending, from the checkpoints
         rows = [row for passage in batch for row in new_rows(passage, config, read_stats.counts)]
         rows, rejected = process_chunk(steps, rows, stats)
         attempt = lease.attempt

@@ -20,6 +20,7 @@ from ..embed.embedder import Embedder
 from ..embed.pool import PassagePool
 from ..engine import ChatEngine
 from ..engine.factory import get_engine
+from ..engine.reply_cache import CachingEngine, ReplyCache, Sampling, model_identity
 from ..filters.code import CodeParses
 from ..filters.copycheck import CopyCheck
 from ..filters.cosine import CosineFilter
@@ -225,6 +226,7 @@ def resolve_labels(
         plan.prompts,
         [p.text for p in head],
         plan.config.generation.label_count,
+        seed=plan.config.seed,
     )
     log.info("classification labels: %s", ", ".join(labels))
     return labels
@@ -238,7 +240,6 @@ class Workbench:
     embedder: Embedder
     count_tokens: Callable[[str], int]
     steps: list[Step]
-    engine_info: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -264,15 +265,43 @@ class Workbench:
         pool = build_pool(plan, corpus, embedder, count_tokens) if "negatives_mined" in plan.recipe else None
         timings["mining_pool"] = time.perf_counter() - t
 
-        t = time.perf_counter()
+        given = engine
+
+        def start(model=models.generator) -> ChatEngine:
+            """The real engine, started when first needed (never, when the reply cache answers all)."""
+            t = time.perf_counter()
+            with console.quiet():
+                started = given if given is not None and model is models.generator else None
+                started = started or get_engine(model, config.models, config.seed)
+            timings["engine_start"] = timings.get("engine_start", 0.0) + time.perf_counter() - t
+            return started
+
+        engine = cached(plan, start, models.generator)
         judge_engine = None
-        with console.quiet():
-            if engine is None:
-                engine = get_engine(models.generator, config.models, config.seed)
-            if plan.judge_on and models.judge is not None:
-                judge_engine = get_engine(models.judge, config.models, config.seed)
-        timings["engine_start"] = time.perf_counter() - t
+        if plan.judge_on and models.judge is not None:
+            judge_engine = cached(plan, lambda: start(models.judge), models.judge)
         labels = resolve_labels(plan, engine, corpus, count_tokens)
         domain_tasks = resolve_domain_tasks(plan, engine)
         steps = build_steps(Parts(plan, engine, embedder, pool, judge_engine, labels, domain_tasks))
-        return cls(engine, embedder, count_tokens, steps, dict(getattr(engine, "settings", {})), timings)
+        return cls(engine, embedder, count_tokens, steps, timings)
+
+    @property
+    def engine_info(self) -> dict:
+        """The settings the engine runs with (empty while the reply cache has answered everything)."""
+        return dict(getattr(self.engine, "settings", {}) or {})
+
+    def close(self) -> None:
+        """Check the reply cache's size bound; the engines themselves belong to the factory."""
+        if isinstance(self.engine, CachingEngine):
+            self.engine.close()
+
+
+def cached(plan: RunPlan, start: Callable[[], ChatEngine], model: ResolvedModel) -> ChatEngine:
+    """The engine behind the reply cache (``cache.enabled``), or the engine itself, started now."""
+    config = plan.config
+    if plan.reply_cache is None:
+        return start()
+    cache = ReplyCache(plan.reply_cache, int(config.cache.max_gib * (1 << 30)))
+    sampling = Sampling(config.models.temperature, config.models.top_p)
+    identity = model_identity(model.path if not plan.models.remote else None, model.name)
+    return CachingEngine(start, cache, identity, model.name, sampling)

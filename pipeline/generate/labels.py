@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import atomic
 from ..engine import ChatEngine
+from ..step import request_seed
 from .prompts import PromptLibrary
 from .replies import label_set_output
 
@@ -42,13 +43,14 @@ def load_or_propose(
     passages: list[str],
     count: int,
     max_tokens: int = 1024,
+    seed: int = 0,
 ) -> dict[str, str]:
     """The run's labels: configured ones, else those saved at ``path``, else a new proposal (saved)."""
     if configured:
         return dict(configured)
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
-    labels = propose(engine, prompts, passages, count, max_tokens) if engine is not None else None
+    labels = propose(engine, prompts, passages, count, max_tokens, seed) if engine is not None else None
     if labels is None:
         log.warning("classification labels: using the built-in topic set (%s)", ", ".join(FALLBACK_LABELS))
         labels = dict(FALLBACK_LABELS)
@@ -57,12 +59,19 @@ def load_or_propose(
 
 
 def propose(
-    engine: ChatEngine, prompts: PromptLibrary, passages: list[str], count: int, max_tokens: int
+    engine: ChatEngine,
+    prompts: PromptLibrary,
+    passages: list[str],
+    count: int,
+    max_tokens: int,
+    seed: int = 0,
 ) -> dict[str, str] | None:
     """Ask the LLM for ``count`` labels; None when the answer is unusable (invalid or repeated names)."""
     sample = [" ".join(p.split())[:SAMPLE_CHARS] for p in passages[:SAMPLE_PASSAGES]]
     chat = [{"role": "user", "content": prompts.render(TEMPLATE, {"passages": sample, "count": count})}]
-    generation = engine.generate([chat], label_set_output(count), max_tokens, desc="labels")[0]
+    # seeded like every request, so the reply cache can answer it in a rerun
+    seeds = [request_seed(seed, "labels", TEMPLATE)]
+    generation = engine.generate([chat], label_set_output(count), max_tokens, desc="labels", seeds=seeds)[0]
     if generation.parsed is None:
         log.warning("label proposal did not parse: %s", generation.error)
         return None

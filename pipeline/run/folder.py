@@ -63,6 +63,8 @@ def config_fingerprint(config: RunConfig) -> str:
     data["output"].pop("out_dir", None)
     data["output"].pop("license", None)  # only the card says it; a run may be relicensed and rerun
     data["models"].pop("engine_progress", None)  # display only
+    data.pop("cache", None)  # where replies come from never changes them
+    data.pop("budget", None)  # a run stopped by its budget resumes with a larger one
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..config import RunConfig
+from ..engine.reply_cache import default_root
 from ..generate.prompts import PromptLibrary, templates_of
 from ..models import SMOLLM2_NAME, ResolvedModel, resolve_embedder, resolve_generator
 from .folder import RunFolder, TaskState
@@ -73,6 +74,9 @@ class RunPlan:
     command: str = ""  # the command line, as the manifest and the card record it
     verbose: bool = False
     accept_corpus_change: bool = False  # a changed corpus re-plans the unfinished tasks
+    # the reply cache's folder, resolved once here (Ray actors and workers read it from the plan),
+    # None when the cache is off
+    reply_cache: str | None = None
 
     @cached_property
     def prompts(self) -> PromptLibrary:
@@ -216,4 +220,5 @@ def resolve_plan(
         command=command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         verbose=verbose,
         accept_corpus_change=accept_corpus_change,
+        reply_cache=(config.cache.path or default_root()) if config.cache.enabled else None,
     )

@@ -54,7 +54,7 @@ class StageCounts:
         out.update({f"dropped_{reason}": n for reason, n in sorted(self.dropped.items())})
         out.update(sorted(self.events.items()))
         out["seconds"] = round(self.seconds, 3)
-        if self.usage.requests:
+        if self.usage.requests or self.usage.cache_hits:
             out[LLM] = self.usage.to_json()
         if self.tokens_dropped:
             out[TOKENS_DROPPED] = self.tokens_dropped
@@ -94,12 +94,18 @@ class RunStats:
         kept = self.rows_out
         out: dict[str, Any] = total.to_json()
         out["total_tokens"] = total.tokens
+        out["computed_tokens"] = total.computed_tokens
+        # the rows' own charges: what each row took, whether the engine or the reply cache answered
         out["tokens_on_kept_rows"] = self.tokens_kept
         out["tokens_on_dropped_rows"] = sum(c.tokens_dropped for c in self.stages.values())
+        if total.cache_hits:
+            out["used_tokens"] = total.tokens + total.cache_tokens
         if kept:
             out["tokens_per_kept_pair"] = round(total.tokens / kept, 1)
-            # what a kept pair costs in computed tokens, cache hits excluded
-            out["computed_tokens_per_kept_pair"] = round((total.tokens - total.cached_tokens) / kept, 1)
+            # what a kept pair costs in computed tokens, prefix-cache hits excluded
+            out["computed_tokens_per_kept_pair"] = round(total.computed_tokens / kept, 1)
+            # what a kept pair took, replies from the reply cache included
+            out["used_tokens_per_kept_pair"] = round((total.tokens + total.cache_tokens) / kept, 1)
             out["output_tokens_per_kept_pair"] = round(total.output_tokens / kept, 1)
             # the bill: engine time per million written pairs on this hardware (GPU-hours on a GPU)
             out["engine_hours_per_million_kept_pairs"] = round(total.seconds / kept * 1e6 / 3600, 1)
@@ -304,7 +310,7 @@ def format_tokens(stats: dict[str, Any]) -> str:
         return ""
     lines = [
         f"{'LLM stage':<18}{'requests':>9}{'prompt':>10}{'cached':>8}{'output':>9}"
-        f"{'prompt/s':>10}{'output/s':>10}{'on dropped':>12}"
+        f"{'prompt/s':>10}{'output/s':>10}{'on dropped':>12}{'from cache':>11}"
     ]
     for name, counts in llm_stages.items():
         usage = counts[LLM]
@@ -312,23 +318,52 @@ def format_tokens(stats: dict[str, Any]) -> str:
             f"{name:<18}{usage['requests']:>9}{usage['prompt_tokens']:>10}"
             f"{usage.get('cached_share', 0.0):>8.0%}{usage['output_tokens']:>9}"
             f"{usage.get('prompt_tokens_per_s', 0.0):>10.0f}{usage.get('output_tokens_per_s', 0.0):>10.1f}"
-            f"{counts.get(TOKENS_DROPPED, 0):>12}"
+            f"{counts.get(TOKENS_DROPPED, 0):>12}{usage.get('reply_cache_hits', 0):>11}"
         )
     tokens = stats.get("tokens", {})
-    if tokens.get("requests"):
+    if tokens.get("requests") or tokens.get("reply_cache_hits"):
         lines.append(
             f"{'all':<18}{tokens['requests']:>9}{tokens['prompt_tokens']:>10}"
             f"{tokens.get('cached_share', 0.0):>8.0%}{tokens['output_tokens']:>9}"
         )
+    if tokens.get("reply_cache_hits"):
+        saved = tokens["reply_cache_prompt_tokens"] + tokens["reply_cache_output_tokens"]
+        lines.append(
+            f"reply cache: {tokens['reply_cache_hits']} replies served, {saved} tokens not computed again"
+        )
     if "tokens_per_kept_pair" in tokens:
+        used = tokens.get("used_tokens", tokens["total_tokens"])
         lines.append(
             f"tokens per kept pair: {tokens['tokens_per_kept_pair']:g} "
             f"({tokens['computed_tokens_per_kept_pair']:g} not served from the prefix cache, "
-            f"{tokens['output_tokens_per_kept_pair']:g} generated); "
-            f"{tokens['tokens_on_dropped_rows']} of {tokens['total_tokens']} tokens went to dropped rows"
+            f"{tokens['output_tokens_per_kept_pair']:g} generated, "
+            f"{tokens['used_tokens_per_kept_pair']:g} with the reply cache's); "
+            f"{tokens['tokens_on_dropped_rows']} of {used} tokens went to dropped rows"
         )
         hours = tokens["engine_hours_per_million_kept_pairs"]
         lines.append(f"engine hours per million kept pairs at this speed: {hours:g}")
     elif tokens.get("total_tokens"):
         lines.append(f"tokens per kept pair: no kept rows ({tokens['total_tokens']} tokens spent)")
+    return "\n".join(lines)
+
+
+def format_comparison(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Two runs' funnels side by side (``synth regate``): kept, drops per stage and reason, tokens."""
+    lines = [f"{'':<40}{'old':>10}{'new':>10}"]
+    lines.append(f"{'rows generated':<40}{old.get('rows_in', 0):>10}{new.get('rows_in', 0):>10}")
+    lines.append(f"{'rows kept':<40}{old.get('rows_out', 0):>10}{new.get('rows_out', 0):>10}")
+    old_stages, new_stages = old.get("stages", {}), new.get("stages", {})
+    for stage in list(dict.fromkeys([*old_stages, *new_stages])):
+        before, after = old_stages.get(stage, {}), new_stages.get(stage, {})
+        for key in sorted(k for k in {*before, *after} if k.startswith("dropped_")):
+            name = f"dropped at {stage}: {key.removeprefix('dropped_')}"
+            lines.append(f"{name:<40}{before.get(key, 0):>10}{after.get(key, 0):>10}")
+    old_tokens, new_tokens = old.get("tokens", {}), new.get("tokens", {})
+    for key, label in (
+        ("requests", "engine requests"),
+        ("computed_tokens", "computed tokens"),
+        ("reply_cache_hits", "replies from the reply cache"),
+        ("engine_seconds", "engine seconds"),
+    ):
+        lines.append(f"{label:<40}{old_tokens.get(key, 0):>10g}{new_tokens.get(key, 0):>10g}")
     return "\n".join(lines)

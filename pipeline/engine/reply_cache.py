@@ -1,0 +1,275 @@
+"""The reply cache: every LLM reply kept under what was asked, so a rerun pays only for what changed.
+
+The key of a request is a hash of everything that decides its reply: the generator's identity
+(its files, not its path: ``model_identity``), the rendered chat, the output schema, the token
+budget, temperature, top-p and the request's seed. The value is the reply text, its finish
+reason and the token counts the engine reported. A request with no seed at a temperature above
+zero is never cached: its reply is a fresh draw each time.
+
+Entries are small JSON files, ``ROOT/<identity>/<ab>/<key>.json``, written whole (a temporary and
+a rename locally, one PUT on an object store), so processes and Ray actors on several machines
+may fill one cache at once: a reader sees a whole entry or none, and two writers of one key
+write the same reply. An entry that cannot be read is a miss.
+
+Eviction: past ``cache.max_gib`` the entries used least recently go first (a hit refreshes an
+entry's modification time on local disk; on an object store the time is the write's), down to
+80% of the bound. The size is checked when a worker closes its engine and every
+``SWEEP_EVERY`` new entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from .. import storage
+from .base import REQUEST_FAILED, Chat, ChatEngine, Generation, budgets, json_schema, parse_output
+
+log = logging.getLogger(__name__)
+
+KEY_VERSION = 1  # bump when the key's recipe changes: old entries then simply miss
+SWEEP_EVERY = 2000
+KEEP_SHARE = 0.8  # an eviction sweep stops at this share of the bound
+SMALL_FILE_BYTES = 1 << 20  # model files up to this size are hashed whole
+EDGE_BYTES = 1 << 20  # of a larger file (weights): its size and its first and last MiB
+
+
+def default_root() -> str:
+    """``$SYNTH_REPLY_CACHE``, else ``replies/`` in the tool's cache folder (``SYNTH_CACHE``)."""
+    from ..models import cache_root
+
+    return os.environ.get("SYNTH_REPLY_CACHE") or str(cache_root() / "replies")
+
+
+def model_identity(path: str | None, name: str) -> str:
+    """What pins a generator's weights: its files' content, not where they are.
+
+    Small files (config, tokenizer) are hashed whole, larger ones (weights) by size and their
+    first and last MiB; a safetensors file's first MiB is its tensor index. A model with no
+    local folder (a server's model, a test's fake) is known by its name.
+    """
+    folder = Path(path) if path else None
+    if folder is None or not folder.is_dir():
+        return hashlib.sha256(f"name:{name}".encode()).hexdigest()[:24]
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(folder)}:{size}\n".encode())
+        with file.open("rb") as handle:
+            if size <= SMALL_FILE_BYTES:
+                digest.update(handle.read())
+            else:
+                digest.update(handle.read(EDGE_BYTES))
+                handle.seek(size - EDGE_BYTES)
+                digest.update(handle.read(EDGE_BYTES))
+    return digest.hexdigest()[:24]
+
+
+def request_key(
+    identity: str,
+    chat: Chat,
+    schema: dict[str, Any],
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int | None,
+) -> str:
+    recipe = {
+        "version": KEY_VERSION,
+        "model": identity,
+        "chat": chat,
+        "schema": schema,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class ReplyCache:
+    """The entries under one root folder (local or a URL), with a size bound."""
+
+    def __init__(self, root: str, max_bytes: int):
+        self.root = storage.location(root)
+        self.max_bytes = max_bytes
+        self.written = 0
+
+    def _path(self, identity: str, key: str) -> Path:
+        return self.root / identity / key[:2] / f"{key}.json"
+
+    def get(self, identity: str, key: str) -> dict | None:
+        path = self._path(identity, key)
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:  # a damaged entry: drop it, ask the engine again
+            log.warning("reply cache: unreadable entry %s (%s): removed", path, exc)
+            with contextlib.suppress(Exception):
+                storage.remove(path)
+            return None
+        if not isinstance(data, dict) or "raw" not in data:
+            return None
+        if not storage.is_remote(path):
+            with contextlib.suppress(OSError):
+                os.utime(path)  # least recently used goes first
+        return data
+
+    def put(self, identity: str, key: str, value: dict) -> None:
+        data = json.dumps(value, ensure_ascii=False).encode()
+        storage.write_bytes(self._path(identity, key), data, shared=True)  # whole, writer by writer
+        self.written += 1
+        if self.written % SWEEP_EVERY == 0:
+            self.sweep()
+
+    def sweep(self) -> int:
+        """Remove the least recently used entries while the cache is over its bound; how many went."""
+        entries = []
+        for path in self._entries():
+            with contextlib.suppress(OSError, FileNotFoundError):
+                entries.append((storage.modified(path), storage.size(path), path))
+        total = sum(size for _, size, _ in entries)
+        if total <= self.max_bytes:
+            return 0
+        removed = 0
+        for _, size, path in sorted(entries, key=lambda entry: entry[0]):
+            if total <= self.max_bytes * KEEP_SHARE:
+                break
+            with contextlib.suppress(Exception):
+                storage.remove(path)
+            total -= size
+            removed += 1
+        log.info(
+            "reply cache: removed %d least recently used entries (bound %d bytes)", removed, self.max_bytes
+        )
+        return removed
+
+    def _entries(self):
+        if not self.root.exists():
+            return []
+        return (p for p in self.root.rglob("*.json") if not storage.is_temporary(p))
+
+
+@dataclass
+class Sampling:
+    """The engine's own sampling settings, the ones a request does not carry."""
+
+    temperature: float
+    top_p: float
+
+
+class CachingEngine(ChatEngine):
+    """An engine that answers what it was asked before from the cache, and starts the real one lazily.
+
+    ``start`` builds (or hands over) the real engine; it runs on the first miss, so a run whose
+    every request is cached never loads the model.
+    """
+
+    def __init__(
+        self,
+        start: Callable[[], ChatEngine],
+        cache: ReplyCache,
+        identity: str,
+        model_name: str,
+        sampling: Sampling,
+    ):
+        self._start = start
+        self._engine: ChatEngine | None = None
+        self.cache = cache
+        self.identity = identity
+        self.model_name = model_name
+        self.sampling = sampling
+
+    @property
+    def engine(self) -> ChatEngine:
+        if self._engine is None:
+            self._engine = self._start()
+            self.model_name = self._engine.model_name
+        return self._engine
+
+    @property
+    def started(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def settings(self) -> dict:
+        return dict(getattr(self._engine, "settings", {}) or {})
+
+    def generate(
+        self,
+        chats: list[Chat],
+        output: type[BaseModel],
+        max_tokens: int | list[int],
+        temperature: float | None = None,
+        desc: str | None = None,
+        seeds: list[int] | None = None,
+    ) -> list[Generation]:
+        if not chats:
+            return []
+        schema = json_schema(output)
+        limits = budgets(max_tokens, len(chats))
+        heat = self.sampling.temperature if temperature is None else temperature
+        request_seeds = list(seeds) if seeds is not None else [None] * len(chats)
+        keys: list[str | None] = []
+        for chat, limit, seed in zip(chats, limits, request_seeds, strict=True):
+            cacheable = seed is not None or heat == 0
+            keys.append(
+                request_key(self.identity, chat, schema, limit, heat, self.sampling.top_p, seed)
+                if cacheable
+                else None
+            )
+        answers: list[Generation | None] = []
+        for key in keys:
+            entry = self.cache.get(self.identity, key) if key else None
+            answers.append(_from_entry(entry, output) if entry else None)
+        missing = [i for i, answer in enumerate(answers) if answer is None]
+        if missing:
+            fresh = self.engine.generate(
+                [chats[i] for i in missing],
+                output,
+                [limits[i] for i in missing],
+                temperature=temperature,
+                desc=desc,
+                seeds=[request_seeds[i] for i in missing] if seeds is not None else None,
+            )
+            for i, generation in zip(missing, fresh, strict=True):
+                answers[i] = generation
+                key = keys[i]
+                if key and generation.finish_reason != REQUEST_FAILED:
+                    self.cache.put(self.identity, key, _entry(generation))
+        return answers  # type: ignore[return-value] - every slot is filled
+
+    def close(self) -> None:
+        """Check the cache's size; the real engine belongs to whoever started it (the factory)."""
+        try:
+            self.cache.sweep()
+        except Exception as exc:  # a full or unreachable cache must not fail a finished run
+            log.warning("reply cache: size check failed: %s", storage.reason(exc))
+
+
+def _entry(generation: Generation) -> dict:
+    return {
+        "raw": generation.raw,
+        "finish_reason": generation.finish_reason,
+        "prompt_tokens": generation.prompt_tokens,
+        "cached_tokens": generation.cached_tokens,
+        "output_tokens": generation.output_tokens,
+    }
+
+
+def _from_entry(entry: dict, output: type[BaseModel]) -> Generation:
+    generation = parse_output(entry["raw"], output, entry.get("finish_reason"))
+    generation.prompt_tokens = int(entry.get("prompt_tokens") or 0)
+    generation.output_tokens = int(entry.get("output_tokens") or 0)
+    generation.from_cache = True
+    return generation
