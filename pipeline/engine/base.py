@@ -76,13 +76,6 @@ class Usage:
         for name in self.FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
-    def minus(self, other: Usage) -> Usage:
-        """What was spent since ``other`` (an earlier copy of this one)."""
-        return Usage(**{name: getattr(self, name) - getattr(other, name) for name in self.FIELDS})
-
-    def copy(self) -> Usage:
-        return Usage(**{name: getattr(self, name) for name in self.FIELDS})
-
     @property
     def tokens(self) -> int:
         """Tokens the engine processed (prompt + output)."""

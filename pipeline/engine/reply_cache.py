@@ -198,10 +198,6 @@ class CachingEngine(ChatEngine):
         return self._engine
 
     @property
-    def started(self) -> bool:
-        return self._engine is not None
-
-    @property
     def settings(self) -> dict:
         return dict(getattr(self._engine, "settings", {}) or {})
 

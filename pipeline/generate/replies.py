@@ -7,7 +7,7 @@ choice is an enum. ``extra="forbid"`` becomes ``additionalProperties: false``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
@@ -82,21 +82,25 @@ def configure_persona_output(top_k: int) -> type[BaseModel]:
 SENTENCE_MAX_CHARS = 400  # one sentence, in any script
 
 
+def _translation_output(name: str, text: Any, what: str, misses: str, count: int) -> type[BaseModel]:
+    """A translation and ``count`` near misses, each of type ``text`` (bitext and code translation)."""
+    return create_model(
+        name,
+        __base__=_Output,
+        translation=(text, Field(description=what)),
+        near_misses=(list[text], Field(min_length=count, max_length=count, description=misses)),
+    )
+
+
 def bitext_output(count: int) -> type[BaseModel]:
     """Answer of the bitext call: the faithful translation and ``count`` near misses."""
     sentence = Annotated[str, StringConstraints(min_length=2, max_length=SENTENCE_MAX_CHARS)]
-    return create_model(
+    return _translation_output(
         "BitextOutput",
-        __base__=_Output,
-        translation=(sentence, Field(description="Faithful translation of the sentence.")),
-        near_misses=(
-            list[sentence],
-            Field(
-                min_length=count,
-                max_length=count,
-                description="Translations with one deliberate error each (number, name, negation).",
-            ),
-        ),
+        sentence,
+        "Faithful translation of the sentence.",
+        "Translations with one deliberate error each (number, name, negation).",
+        count,
     )
 
 
@@ -145,18 +149,12 @@ CODE_MAX_CHARS = 4000  # a translated unit: max_code_tokens of code is about thi
 def code_translation_output(count: int) -> type[BaseModel]:
     """Answer of the code translation call: the translation and ``count`` near-miss translations."""
     code = Annotated[str, StringConstraints(min_length=8, max_length=CODE_MAX_CHARS)]
-    return create_model(
+    return _translation_output(
         "CodeTranslationOutput",
-        __base__=_Output,
-        translation=(code, Field(description="The same logic in the target language.")),
-        near_misses=(
-            list[code],
-            Field(
-                min_length=count,
-                max_length=count,
-                description="Translations with one subtle bug each (an off-by-one, a wrong edge case).",
-            ),
-        ),
+        code,
+        "The same logic in the target language.",
+        "Translations with one subtle bug each (an off-by-one, a wrong edge case).",
+        count,
     )
 
 

@@ -77,6 +77,22 @@ class Reader(ABC):
             yield from self.rows(block, counts)
 
 
+class WholeFileReader(Reader):
+    """A reader whose file is one block, read whole (text files, source files, doc files)."""
+
+    def __init__(self, path: str, size: int | None = None):
+        self.source = str(path)
+        self._size = size
+
+    def size(self) -> int:
+        if self._size is None:
+            self._size = storage.size(self.source)
+        return self._size
+
+    def blocks(self) -> list[Block]:
+        return [Block(self.source, size=self.size())]
+
+
 class CountingFile(io.RawIOBase):
     """A binary file (local or remote) that adds every byte it hands out to ``counts["bytes_read"]``.
 

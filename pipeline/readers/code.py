@@ -21,7 +21,7 @@ from .. import storage
 from ..code.grammars import grammar_for
 from ..code.tree import LOCK_FILES, VENDORED, skip_reason, source_files
 from ..code.units import CodeParseError, split_source
-from .base import Block, RawRow, Reader
+from .base import Block, RawRow, Reader, WholeFileReader
 
 DOC_SUFFIXES = (".md", ".markdown", ".rst")
 _MARKDOWN_HEADING = re.compile(r"^#{1,6}\s+\S")
@@ -54,21 +54,12 @@ class SkipCounts(Reader):
         return {"source": self.source, "skipped": dict(sorted(self.counts.items()))}
 
 
-class SourceFileReader(Reader):
+class SourceFileReader(WholeFileReader):
     """One source file: its code units as rows."""
 
     def __init__(self, path: str, relative: str, size: int | None = None):
-        self.source = str(path)
+        super().__init__(path, size)
         self.relative = relative  # the path inside the tree, as rows and ids name it
-        self._size = size
-
-    def size(self) -> int:
-        if self._size is None:
-            self._size = storage.size(self.source)
-        return self._size
-
-    def blocks(self) -> list[Block]:
-        return [Block(self.source, size=self.size())]
 
     def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
         grammar = grammar_for(self.relative)
@@ -105,21 +96,12 @@ class SourceFileReader(Reader):
             )
 
 
-class DocFileReader(Reader):
+class DocFileReader(WholeFileReader):
     """One Markdown or reST file: its sections as rows."""
 
     def __init__(self, path: str, relative: str, size: int | None = None):
-        self.source = str(path)
+        super().__init__(path, size)
         self.relative = relative
-        self._size = size
-
-    def size(self) -> int:
-        if self._size is None:
-            self._size = storage.size(self.source)
-        return self._size
-
-    def blocks(self) -> list[Block]:
-        return [Block(self.source, size=self.size())]
 
     def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
         data = storage.read_bytes(self.source)

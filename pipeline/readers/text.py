@@ -12,23 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import storage
-from .base import Block, CorpusError, RawRow, Reader
+from .base import Block, CorpusError, RawRow, WholeFileReader
 
 
-class TextReader(Reader):
+class TextReader(WholeFileReader):
     def __init__(self, path: str, root: str, skip_binary: bool = False, size: int | None = None):
-        self.source = str(path)
+        super().__init__(path, size)
         self.root = str(root)  # document ids are paths relative to the corpus folder
         self.skip_binary = skip_binary
-        self._size = size
-
-    def size(self) -> int:
-        if self._size is None:
-            self._size = storage.size(self.source)
-        return self._size
-
-    def blocks(self) -> list[Block]:
-        return [Block(self.source, size=self.size())]
 
     def _document_id(self) -> str:
         if storage.is_url(self.source):
