@@ -72,6 +72,7 @@ bench:
 	$(RUN) $(BIN)/python bench/resume_cost.py --quick
 	$(RUN) $(BIN)/python bench/code_reader.py --quick
 	$(RUN) $(BIN)/python bench/cost.py --quick
+	$(RUN) $(BIN)/python bench/review.py --quick
 
 lint:
 	$(BIN)/ruff check .

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .storage import TEMPORARY_GLOB, is_remote, is_temporary, temporary_of, write_bytes
+from .faults import disk_full, no_space
+from .storage import TEMPORARY_GLOB, WriteFailed, is_remote, is_temporary, temporary_of, write_bytes
 
 __all__ = ["TEMPORARY_GLOB", "atomic_path", "is_temporary", "temporary_of", "write_json", "write_text"]
 
@@ -34,19 +35,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
             yield tmp
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_of(path)
-    _remove(tmp)
     try:
-        yield tmp
-    except BaseException:
+        path.parent.mkdir(parents=True, exist_ok=True)
         _remove(tmp)
+        yield tmp
+        if disk_full(path):
+            raise no_space(tmp)
+        if tmp.is_dir():
+            _remove(path)
+            tmp.rename(path)
+        else:
+            os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            _remove(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteFailed):
+            raise WriteFailed.of(exc, path) from exc
         raise
-    if tmp.is_dir():
-        _remove(path)
-        tmp.rename(path)
-    else:
-        os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -37,11 +38,17 @@ def _config_error(exc: Exception) -> str:
 
     if not isinstance(exc, ValidationError):
         return str(exc)
+    from .config import nearest_key
+
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "config"
-        given = f" (given: {error['input']!r})" if error.get("type") != "extra_forbidden" else ""
-        lines.append(f"{key}: {error['msg']}{given}")
+        if error.get("type") == "extra_forbidden":
+            *parent, last = error["loc"]
+            nearest = nearest_key(tuple(parent), str(last))
+            lines.append(f"{key}: unknown setting" + (f" (did you mean {nearest}?)" if nearest else ""))
+            continue
+        lines.append(f"{key}: {error['msg']} (given: {error['input']!r})")
     return "; ".join(lines)
 
 
@@ -299,14 +306,18 @@ def regate(
         list[str] | None,
         typer.Option("--set", help="A setting to change, e.g. filters.cosine.threshold=0.5."),
     ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", help="YAML file of settings to change (synth calibrate --write-config)."),
+    ] = None,
     cache: Annotated[str | None, typer.Option(help="Reply cache folder, if not the default one.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Rerun a run's gate with new settings through the reply cache, and compare the funnels.
 
-    OLD's own config.yaml with the --set changes, into --out: every prompt the change leaves
-    alone is answered by the reply cache, so only rows that now reach a later LLM stage
-    (negatives, judge) cost tokens.
+    OLD's own config.yaml with the --config file's and then the --set changes, into --out: every
+    prompt the change leaves alone is answered by the reply cache, so only rows that now reach
+    a later LLM stage (negatives, judge) cost tokens.
     """
     from . import console
     from .run.folder import RunFolder
@@ -317,7 +328,8 @@ def regate(
     if not previous.stats_file.exists():
         _fail(f"{old}: no stats.json: the run has not written anything yet")
     flags = {"output.out_dir": out, "cache.path": cache, "cache.enabled": True}
-    cfg = _checked_config(str(previous.config_file), set_, flags)
+    changes = [*(_settings_file(config) if config else []), *(set_ or [])]
+    cfg = _checked_config(str(previous.config_file), changes, flags)
     console.start_logging(cfg.output.out_dir, verbose)
     with _one_line_errors(cfg.output.out_dir):
         from .executors import execute
@@ -330,6 +342,29 @@ def regate(
     typer.echo(format_comparison(old_stats, result.stats.to_json()))
     for line in console.summary(result, console.log_file()):
         typer.echo(line, err=True)
+
+
+def _settings_file(path: str) -> list[str]:
+    """A YAML file of settings as ``--set`` items (``key.sub=value``), applied in file order."""
+    from .config import ConfigFileError, read_config_file
+
+    try:
+        loaded = read_config_file(path)
+    except ConfigFileError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{path}: {exc.strerror or exc}")
+
+    def flat(node: dict, prefix: str = "") -> list[str]:
+        items = []
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                items += flat(value, f"{prefix}{key}.")
+            else:
+                items.append(f"{prefix}{key}={json.dumps(value)}")
+        return items
+
+    return flat(loaded)
 
 
 def _run_config(o: dict):
@@ -394,7 +429,7 @@ def _checked_config(config: str | None, sets: list[str] | None, flags: dict):
 def _one_line_errors(out: str):
     """The errors a user can meet during a run, as one line (exit 2); an interrupt as exit 130."""
     from .engine import EngineStartError
-    from .engine.openai_engine import EngineUnavailable
+    from .engine.openai_engine import EngineStopped, EngineUnavailable
     from .executors import Interrupted
     from .executors.local import WorkersFailed
     from .executors.ray import RayUnavailable
@@ -402,12 +437,21 @@ def _one_line_errors(out: str):
     from .generate.prompts import PromptError
     from .readers.documents import CorpusError
     from .run.folder import RunStateError
+    from .storage import WriteFailed
 
     try:
         yield
     except WorkersFailed as exc:
         typer.secho(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+    except WriteFailed as exc:
+        resume = f"finished chunks are saved in {out}: free space or make it writable, then rerun the command"
+        typer.secho(f"error: {exc}; {resume}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    except EngineStopped as exc:
+        resume = f"finished chunks are saved in {out}: run the same command again to resume"
+        typer.secho(f"error: {exc}; {resume}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
     except (
         CorpusError,
         PersonaError,
@@ -661,35 +705,199 @@ def report(
 
 
 @app.command()
+def review(
+    out: Annotated[str, typer.Argument(help="Output folder of a finished run (a path or a URL).")],
+    sample: Annotated[int, typer.Option(help="Rows to review, across kept and dropped rows.", min=1)] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the sample (the same seed continues a review).")] = 0,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every address).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free one).", min=0, max=65535)] = 8765,
+    reviewer: Annotated[str | None, typer.Option(help="Name saved with each label (default: login).")] = None,
+) -> None:
+    """Judge sampled rows in the browser with the keyboard; each decision is saved as it is made.
+
+    The labels go to OUT/review/ (one Parquet file per decision); stop with Ctrl+C and start
+    again with the same --sample and --seed to continue. `synth calibrate OUT` reads them.
+    """
+    import socket
+
+    from . import console
+    from .models import cache_root
+
+    _finished(out)
+    name = reviewer or _login()
+    console.start_logging(out, False, command="review", logs=cache_root() / "logs")
+    try:
+        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(64)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    import uvicorn
+
+    from .review.server import Review, build_app
+
+    state = Review(out, sample, seed, name)
+    bound = listener.getsockname()[1]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    progress = state.progress()
+    typer.echo(
+        f"review of {out}: {progress['sample']} sampled rows, {progress['labelled']} labelled so far "
+        f"(reviewer {name})"
+    )
+    typer.echo(f"open http://{shown}:{bound}/  (keys: g good, q bad query, p positive does not answer,")
+    typer.echo("  1-9 a negative answers, s skip, n note; Ctrl+C stops, labels are saved as you go)")
+    config = uvicorn.Config(build_app(state, host), log_config=None, access_log=False, lifespan="off")
+    # uvicorn stops on Ctrl+C and then raises the signal again for the caller: a normal stop here
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[listener])
+    done = state.progress()
+    typer.echo(f"{done['labelled']} of {done['sample']} rows labelled; next: synth calibrate {out}")
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "reviewer"
+
+
+@app.command()
+def calibrate(
+    out: Annotated[str, typer.Argument(help="Output folder of a reviewed run (a path or a URL).")],
+    precision: Annotated[
+        float, typer.Option(help="Target precision the suggested settings should reach.", min=0.0, max=1.0)
+    ] = 0.9,
+    labels: Annotated[
+        str | None, typer.Option(help="A label file to read instead of OUT/review/ (Parquet).")
+    ] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="The figures as JSON (-: stdout).")] = None,
+    write_config: Annotated[
+        str | None, typer.Option(help="Write the suggested settings as YAML (regate --config, a new run).")
+    ] = None,
+) -> None:
+    """Each filter's precision and recall on this run from your labels, and the settings for a target.
+
+    Also rewrites the run's dataset card with the measured precision of its kept rows.
+    """
+    import yaml
+
+    from .review.calibrate import calibrate_run, format_calibration, suggested_settings
+    from .review.labels import load_labels
+    from .run.folder import RunFolder
+
+    manifest = _finished(out)
+    folder = RunFolder(out)
+    source = labels or out
+    try:
+        records = load_labels(source)
+    except FileNotFoundError:
+        _fail(f"{source}: no such label file")
+    except OSError as exc:
+        _fail(f"{source}: {exc.strerror or exc}")
+    result = calibrate_run(out, precision, records)
+    if result is None:
+        _fail(f"no labels in {source}: label rows first with `synth review {out}`")
+    if json_out == "-":
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(format_calibration(result))
+        if json_out:
+            Path(json_out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if write_config:
+        settings = suggested_settings(result)
+        header = (
+            f"# settings suggested by `synth calibrate {out} --precision {precision:g}` from "
+            f"{result['labels']} labels\n# use: synth regate {out} --out NEW --config {write_config}\n"
+        )
+        body = yaml.safe_dump(settings, sort_keys=True) if settings else "# nothing to change\n"
+        Path(write_config).write_text(header + body, encoding="utf-8")
+        typer.echo(f"suggested settings: {write_config}", err=json_out == "-")
+    if labels is None and manifest:
+        from .handover.card import write_card
+
+        config = yaml.safe_load(folder.config_file.read_text(encoding="utf-8")) or {}
+        write_card(folder, config.get("output", {}).get("license") or "unknown")
+
+
+@app.command()
 def publish(
     out: Annotated[str, typer.Argument(help="Output folder of a finished run (a path or a URL).")],
     repo_id: Annotated[
         str, typer.Option(help="Dataset repo on the Hub, NAMESPACE/NAME (created if needed).")
     ],
-    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    private: Annotated[
+        bool | None,
+        typer.Option(
+            "--private/--public",
+            help="Make the repo private or public (an existing one too). Neither: a new repo is public, "
+            "an existing one stays as it is.",
+        ),
+    ] = None,
     revision: Annotated[str | None, typer.Option(help="Branch to commit to (created if needed).")] = None,
     include_rejected: Annotated[bool, typer.Option(help="Upload rejected/ (dropped rows) too.")] = False,
+    keep_existing: Annotated[
+        bool,
+        typer.Option(
+            help="Keep files an earlier publish left in the repo (default: the commit deletes them)."
+        ),
+    ] = False,
 ) -> None:
     """Upload the shards, dataset card and stats.json to a Hub dataset repo in one commit.
 
-    The token comes from HF_TOKEN or the stored login (`hf auth login`) and is never printed;
-    HF_ENDPOINT points at another Hub server.
+    The revision then holds exactly this run's files: an earlier publish's files are deleted in
+    the same commit (--keep-existing keeps them). The token comes from HF_TOKEN or the stored
+    login (`hf auth login`) and is never printed; HF_ENDPOINT points at another Hub server.
+    The HTTP client's lines go to a log file under the cache folder's logs/.
     """
+    from . import console
     from .handover.publish import PublishError
     from .handover.publish import publish as upload
+    from .models import cache_root
     from .run.finished import RunNotFinished
 
-    _setup_logging(False)
+    console.start_logging(out, False, command="publish", logs=cache_root() / "logs")
     try:
-        done = upload(out, repo_id, private=private, revision=revision, include_rejected=include_rejected)
+        done = upload(
+            out,
+            repo_id,
+            private=private,
+            revision=revision,
+            include_rejected=include_rejected,
+            keep_existing=keep_existing,
+        )
     except (RunNotFinished, PublishError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"published {len(done.files)} files to {done.repo_url} in one commit: {done.commit_url}")
+    if done.deleted:
+        typer.echo(f"removed {len(done.deleted)} files of an earlier publish (--keep-existing keeps them)")
+    if done.visibility:
+        typer.echo(f"the repo is now {done.visibility}")
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main() -> None:
+    """The ``synth`` command: every error a user can meet is one line; an unexpected one is one
+    line too, with the log file that holds its traceback (``--verbose`` prints it as well)."""
+    try:
+        app()
+    except Exception as exc:  # the last line of defence: the commands name every expected error
+        import traceback
+
+        from . import console, storage
+
+        try:
+            where = f"; the traceback is in {console.crash_report(exc)}"
+        except OSError:  # a full disk or a read-only cache folder: the terminal gets it anyway
+            where = ""
+        if "--verbose" in sys.argv or "-v" in sys.argv[1:]:
+            print(storage.redact("".join(traceback.format_exception(exc))), file=sys.stderr)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        message = storage.redact(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+        typer.secho(f"error: unexpected {message}{where}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # engines spawn processes: keep the guard

@@ -693,12 +693,85 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+class ConfigFileError(ValueError):
+    """A config file or ``--set`` value that is not readable YAML: the message names file, line, column."""
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Split ``key=value``; the value is read as YAML so numbers, lists and null work."""
     if "=" not in text:
         raise ValueError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"--set {text}: the value is not YAML ({_yaml_problem(exc)})") from None
+    return key.strip(), value
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    if not context:
+        return problem
+    mark = getattr(exc, "context_mark", None)
+    started = f" started at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem} ({context}{started})"
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a mapping; every way it can be unreadable is a one-line ``ConfigFileError``."""
+    from .storage import read_bytes
+
+    try:
+        data = read_bytes(path)  # a local file or a URL (a run folder's config.yaml)
+    except IsADirectoryError:
+        raise ConfigFileError(f"{path}: a folder, not a config file (give the YAML file inside it)") from None
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path}: no such config file") from None
+    if b"\x00" in data[:8192]:
+        raise ConfigFileError(f"{path}: a binary file, not a YAML config file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigFileError(
+            f"{path}:{line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8"
+        ) from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise ConfigFileError(f"{where}: not valid YAML: {_yaml_problem(exc)}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigFileError(f"{path}: the config file must hold a mapping at the top level")
+    return loaded
+
+
+def known_keys(location: tuple) -> list[str]:
+    """The keys a config mapping at ``location`` (a pydantic error's ``loc``, minus its last part) takes."""
+    model: Any = RunConfig
+    for part in location:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def nearest_key(location: tuple, key: str) -> str | None:
+    """The known key closest to a misspelt one (``generaton`` -> ``generation``), if any is close."""
+    import difflib
+
+    found = difflib.get_close_matches(key, known_keys(location), n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 def load_config(
@@ -708,15 +781,7 @@ def load_config(
 ) -> RunConfig:
     """Defaults, then the YAML file, then ``key=value`` overrides, then already-typed ``values``
     (the dedicated CLI flags, keyed by dotted path); validated once at the end."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        from .storage import read_bytes
-
-        text = read_bytes(path).decode("utf-8")  # a local file or a URL (a run folder's config.yaml)
-        loaded = yaml.safe_load(text) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: the config file must hold a mapping at the top level")
-        data = loaded
+    data: dict[str, Any] = read_config_file(path) if path is not None else {}
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(data, key, value)

@@ -45,14 +45,17 @@ class _Terminal:
 terminal = _Terminal()  # for progress bars and messages meant for the user
 
 
-def start_logging(out: Path, verbose: bool) -> Path:
-    """Send every record to a new log file under ``out/logs``; the terminal keeps this package's warnings."""
+def start_logging(out: Path, verbose: bool, command: str = "generate", logs: Path | None = None) -> Path:
+    """Send every record to a new log file under ``out/logs`` (or ``logs``); the terminal keeps this
+    package's warnings."""
     global _log_file, _verbose, _handlers
     # vLLM then leaves its records to the root logger's handlers instead of printing them itself
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
-    logs = RunFolder(out).logs_folder
+    # a log file on a full disk must not print a traceback per record: the run says why it stopped
+    logging.raiseExceptions = False
+    logs = logs or RunFolder(out).logs_folder
     logs.mkdir(parents=True, exist_ok=True)
-    path = logs / f"generate-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    path = logs / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     root = logging.getLogger()
     for handler in _handlers:
         root.removeHandler(handler)
@@ -94,6 +97,26 @@ def stop_logging() -> None:
 
 def log_file() -> Path | None:
     return _log_file
+
+
+def crash_report(exc: BaseException) -> Path:
+    """Write an unexpected error's traceback to the run's log file (or a new one in the cache's
+    ``logs/``) and return that file's path: the terminal gets one line, the file the details."""
+    import traceback
+
+    from . import storage
+
+    text = storage.redact("".join(traceback.format_exception(exc)))
+    path = _log_file
+    if path is None:
+        from .models import cache_root
+
+        folder = cache_root() / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    with path.open("a", encoding="utf-8") as sink:
+        sink.write(f"{time.strftime('%H:%M:%S')} ERROR unexpected: {' '.join(sys.argv)}\n{text}")
+    return path
 
 
 def quiet():

@@ -1,17 +1,24 @@
-"""Named crash points, so the exactly-once promise can be tested at every place a process may die.
+"""Named crash points and injected disk faults, so the exactly-once promise can be tested at every
+place a process may die or a write may fail.
 
 ``SYNTH_CRASH_AT=POINT`` (or ``POINT@N`` for its N-th time in this process) makes the process
 exit at once, with status ``CRASH_EXIT`` and no clean-up, when it reaches that point: what a
 power cut or a SIGKILL leaves behind, at a chosen moment instead of a random one. Unset (the
 normal case) the check costs one dictionary look-up.
+
+``SYNTH_DISK_FULL_AT=TEXT`` (or ``TEXT@N``) makes the first (N-th) whole-file write whose path
+holds ``TEXT`` (``data/``, ``progress/``, ``stats.json``, ...) fail the way a full disk does:
+half the bytes reach the temporary file, then ``ENOSPC``.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import Counter
 
 ENV = "SYNTH_CRASH_AT"
+DISK_FULL_ENV = "SYNTH_DISK_FULL_AT"
 CRASH_EXIT = 86
 POINTS = (
     "before_shard",  # a chunk's rows are ready, its first shard not written
@@ -38,3 +45,22 @@ def crash_point(name: str) -> None:
     _reached[name] += 1
     if _reached[name] == int(nth or 1):
         os._exit(CRASH_EXIT)
+
+
+_writes: Counter = Counter()
+
+
+def disk_full(path: object) -> bool:
+    """Whether this write fails as on a full disk (``SYNTH_DISK_FULL_AT``); counts the writes it names."""
+    wanted = os.environ.get(DISK_FULL_ENV)
+    if not wanted:
+        return False
+    text, _, nth = wanted.partition("@")
+    if text not in str(path):
+        return False
+    _writes[text] += 1
+    return _writes[text] == int(nth or 1)
+
+
+def no_space(path: object) -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

@@ -104,12 +104,65 @@ REJECTED_SCHEMA = pa.schema(
         pa.field(PASSAGE_ID, pa.string()),
         pa.field(TASK_TYPE, pa.string()),
         pa.field(LANGUAGE, pa.string()),
+        pa.field(PASSAGE_LANGUAGE, pa.string()),
+        pa.field(TARGET_LANGUAGE, pa.string()),
+        pa.field(QUESTION_TYPE, pa.string()),
+        pa.field(DIFFICULTY, pa.string()),
+        pa.field(PERSONA, pa.string()),
         pa.field(STAGE, pa.string(), nullable=False),
         pa.field(REASON, pa.string(), nullable=False),
         pa.field(DETAIL, pa.string()),
         pa.field(RAW_OUTPUT, pa.string()),
         pa.field(QUERY, pa.string()),
         pa.field(POSITIVE, pa.string()),
+        pa.field(NEGATIVES, pa.list_(pa.string())),  # as far as the row got: set by the margin step
+        pa.field(NEGATIVE_SOURCES, pa.list_(pa.string())),
+        pa.field(NEGATIVE_SCORES, pa.list_(pa.float32())),
+        pa.field(SCORES, pa.string()),
+    ]
+)
+
+# -- a person's review of sampled rows: OUT/review/labels-*.parquet (synth review) -----
+# One file per saved decision (append-only; merged into one file when a review starts).
+# The latest decision for a row wins; DECISION_ID makes a resent decision count once.
+# Each decision carries what calibration needs (the row's gate outcome, stratum and scores),
+# so ``synth calibrate`` reads the labels alone.
+DECISION_ID = "decision_id"
+ROW_ID = "row_id"
+KEPT = "kept"  # the gate kept the row (False: dropped at STAGE for REASON)
+VERDICT = "verdict"  # one of VERDICTS
+FALSE_NEGATIVES = "false_negatives"  # indexes of the negatives the reviewer says answer the query
+NOTE = "note"
+REVIEWER = "reviewer"
+TIME = "time"
+STRATUM = "stratum"  # the sample's stratum of the row
+STRATUM_ROWS = "stratum_rows"  # rows of the run in that stratum (the sampling weight's numerator)
+VERDICTS = {
+    "good": "good pair",
+    "bad_query": "bad query",
+    "not_answered": "positive does not answer it",
+    "skip": "skip",
+}
+
+REVIEW_SCHEMA = pa.schema(
+    [
+        pa.field(DECISION_ID, pa.string(), nullable=False),
+        pa.field(ROW_ID, pa.string(), nullable=False),
+        pa.field(KEPT, pa.bool_(), nullable=False),
+        pa.field(VERDICT, pa.string(), nullable=False),
+        pa.field(FALSE_NEGATIVES, pa.list_(pa.int32()), nullable=False),
+        pa.field(NOTE, pa.string()),
+        pa.field(REVIEWER, pa.string(), nullable=False),
+        pa.field(TIME, pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field(STRATUM, pa.string(), nullable=False),
+        pa.field(STRATUM_ROWS, pa.int64(), nullable=False),
+        pa.field(TASK_TYPE, pa.string()),
+        pa.field(STAGE, pa.string()),
+        pa.field(REASON, pa.string()),
+        pa.field(POSITIVE_SCORE, pa.float32()),
+        pa.field(JUDGE_SCORE, pa.float32()),
+        pa.field(NEGATIVE_SCORES, pa.list_(pa.float32())),
+        pa.field(NEGATIVE_SOURCES, pa.list_(pa.string())),
         pa.field(SCORES, pa.string()),
     ]
 )

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
+from .faults import disk_full, no_space
+
 LOCAL_PROTOCOLS = ("", "file", "local")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # user:secret@ after the scheme; the secret may hold "/" (AWS keys do), so not urllib's parse
@@ -116,18 +118,38 @@ def write_bytes(path: Path, data: bytes, shared: bool = False) -> None:
         fs, name = fs_path(path)
         fs.pipe_file(name, data)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_of(path)
     if shared:
         import uuid
 
         tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if disk_full(path):
+            tmp.write_bytes(data[: len(data) // 2])
+            raise no_space(tmp)
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteFailed):
+            raise WriteFailed.of(exc, path) from exc
         raise
+
+
+class WriteFailed(OSError):
+    """A whole-file write that failed (a full disk, a read-only folder): names the file it was writing.
+
+    Nothing of it is visible: its temporary is removed (or was never renamed into place).
+    """
+
+    @classmethod
+    def of(cls, exc: OSError, path) -> WriteFailed:
+        return cls(exc.errno, exc.strerror or str(exc), str(path))
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
 
 
 def create_exclusive(path: Path, data: bytes) -> bool:

@@ -218,11 +218,13 @@ def run_fake(*sets: str, answer=default_answer):
     return run_generate(config, engine=FakeEngine(answer))
 
 
-def send_json(handler, status: int, body) -> None:
+def send_json(handler, status: int, body, headers: dict | None = None) -> None:
     """Answer an http.server request with a JSON body (the loopback servers of the tests)."""
     data = json.dumps(body).encode()
     handler.send_response(status)
     handler.send_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)

@@ -9,6 +9,10 @@ README's YAML metadata, which it does before committing one), records each
 request (the Authorization header replaced by whether it matched), and writes the committed
 files into ``root/<repo_id>/<revision>/`` so the test can read them back with ``datasets``.
 
+A test can make it misbehave (``faults``): a reply that is not JSON, a connection dropped
+before the reply, an HTTP status (with a Retry-After), a slow reply or a redirect elsewhere,
+for the first N requests whose path holds a given text.
+
 Every file is answered as a "regular" upload (content inline in the commit, base64), so no
 LFS or Xet transfer is involved; one POST to ``.../commit/<revision>`` is one commit.
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +44,7 @@ class LoopbackHub:
         self.repos: dict[str, dict] = {}  # repo id -> {"private": bool, "branches": set}
         self.commits: list[dict] = []
         self.bytes_served = 0
+        self.faults: list[dict] = []  # {"path", "method"?, "kind", "times", "status"?, "retry_after"?, ...}
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,6 +68,8 @@ class LoopbackHub:
                     }
                 )
                 path = unquote(self.path.split("?")[0])
+                if hub.misbehave(self, path):
+                    return None
                 if self.command in ("GET", "HEAD") and "/resolve/" in path:  # public files: no token needed
                     return hub.send_file(self, path)
                 if not authorised and not hub.public_read(self.command, path):
@@ -70,7 +78,7 @@ class LoopbackHub:
                 status, reply = hub.answer(self.command, path, body, query)
                 return self._reply(status, reply)
 
-            do_GET = do_POST = do_PUT = do_HEAD = _handle
+            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -83,6 +91,43 @@ class LoopbackHub:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def misbehave(self, handler, path: str) -> bool:
+        """Answer with the first fault that matches this request, if any is left; True if one did."""
+        for fault in self.faults:
+            if fault["path"] not in path or fault.get("method", handler.command) != handler.command:
+                continue
+            if fault.get("times", 1) <= 0:
+                continue
+            fault["times"] = fault.get("times", 1) - 1
+            kind = fault["kind"]
+            if kind == "drop":  # the connection closes before any reply
+                handler.close_connection = True
+                handler.connection.shutdown(2)
+                return True
+            if kind == "slow":  # then answered as usual
+                import time
+
+                time.sleep(fault["seconds"])
+                return False
+            if kind == "garbage":
+                body = b"<html>502 Bad Gateway, or so</html>"
+                handler.send_response(200)
+                handler.send_header("Content-Type", "application/json")
+                handler.send_header("Content-Length", str(len(body)))
+                handler.end_headers()
+                handler.wfile.write(body)
+                return True
+            if kind == "redirect":
+                handler.send_response(307)
+                handler.send_header("Location", fault["location"])
+                handler.send_header("Content-Length", "0")
+                handler.end_headers()
+                return True
+            headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
+            send_json(handler, fault["status"], {"error": "the stand-in fails on purpose"}, headers)
+            return True
+        return False
 
     # -- reading -----------------------------------------------------------------------
     def _folder(self, repo_id: str, revision: str) -> Path:
@@ -114,7 +159,8 @@ class LoopbackHub:
         if action == "revision":
             files = [p for p in folder.rglob("*") if p.is_file()]
             siblings = [{"rfilename": p.relative_to(folder).as_posix()} for p in files]
-            return 200, {"id": repo_id, "sha": "0" * 40, "private": False, "siblings": siblings}
+            private = self.repos.get(repo_id, {}).get("private", False)
+            return 200, {"id": repo_id, "sha": "0" * 40, "private": private, "siblings": siblings}
         if action == "tree":
             start = folder / inner if inner else folder
             if not start.is_dir():
@@ -180,7 +226,26 @@ class LoopbackHub:
                 return 409, {"error": "You already created this dataset repo", "url": self._url(repo_id)}
             private = request.get("private") or request.get("visibility") == "private"
             self.repos[repo_id] = {"private": bool(private), "branches": {"main"}}
+            main = self._folder(repo_id, "main")  # a new repo's first commit, as on the Hub
+            main.mkdir(parents=True, exist_ok=True)
+            (main / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
             return 200, {"url": self._url(repo_id), "name": repo_id}
+        if (
+            method == "PUT"
+            and len(parts) == 5
+            and parts[:2] == ["api", "datasets"]
+            and parts[4] == "settings"
+        ):
+            repo_id = f"{parts[2]}/{parts[3]}"
+            if repo_id not in self.repos:
+                return 404, {"error": f"Repository {repo_id} not found"}
+            if self.repos[repo_id].get("locked"):
+                return 403, {"error": "You don't have the rights to change this repo's visibility"}
+            request = json.loads(body)
+            if "private" in request or "visibility" in request:
+                private = request.get("private", request.get("visibility") == "private")
+                self.repos[repo_id]["private"] = bool(private)
+            return 200, {}
         if method == "POST" and path == "/api/validate-yaml":  # the client checks a README's metadata
             import yaml
 
@@ -197,7 +262,9 @@ class LoopbackHub:
             if repo_id not in self.repos:
                 return 404, {"error": f"Repository {repo_id} not found"}
             if method == "POST" and action == "branch":
-                self.repos[repo_id]["branches"].add(revision)
+                if revision not in self.repos[repo_id]["branches"]:  # a new branch starts from main
+                    self.repos[repo_id]["branches"].add(revision)
+                    shutil.copytree(self._folder(repo_id, "main"), self._folder(repo_id, revision))
                 return 200, {}
             if revision not in self.repos[repo_id]["branches"]:
                 return 404, {"error": f"Revision {revision} not found"}
@@ -213,7 +280,7 @@ class LoopbackHub:
         return 404, {"error": f"not served by the stand-in: {method} {path}"}
 
     def _commit(self, repo_id: str, revision: str, body: bytes) -> tuple[int, dict]:
-        header, files = {}, {}
+        header, files, deleted = {}, {}, []
         for line in body.decode().splitlines():
             if not line.strip():
                 continue
@@ -223,16 +290,29 @@ class LoopbackHub:
             elif item["key"] == "file":
                 value = item["value"]
                 files[value["path"]] = base64.b64decode(value["content"])
+            elif item["key"] in ("deletedFile", "deletedFolder"):
+                deleted.append(item["value"]["path"])
             else:
                 return 400, {"error": f"operation {item['key']} is not served by the stand-in"}
         folder = self.root / repo_id / revision
+        for path in deleted:
+            target = folder / path
+            if not target.exists():
+                return 404, {"error": f"{path} does not exist in {revision}"}
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
         for path, content in files.items():
             target = folder / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         oid = hashlib.sha1(body).hexdigest()
         self.commits.append(
-            {"repo_id": repo_id, "revision": revision, "summary": header.get("summary"), "files": files}
+            {
+                "repo_id": repo_id,
+                "revision": revision,
+                "summary": header.get("summary"),
+                "files": files,
+                "deleted": deleted,
+            }
         )
         return 200, {
             "commitUrl": f"{self._url(repo_id)}/commit/{oid}",

@@ -2,14 +2,21 @@
 
 Each case builds its input in a temporary folder and runs `synth generate` in this process with
 an engine factory that counts constructions (and serves a fake engine). A stop must: exit 2,
-name the file / row / field in one message, show no traceback, come before the engine (no
-construction), within a few seconds, and leave the output folder without a shard or a
-temporary file. A counted skip must finish the run and count the reason in stats.json.
+name the file / row / field in one message, come before the engine (no construction), within a
+few seconds, and leave the output folder without a shard or a temporary file; and the same
+command run as a real `synth` process must print that one line on stderr and no traceback
+(Typer's CliRunner never puts a traceback in its output, so only a real process can show one).
+A counted skip must finish the run and count the reason in stats.json.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +28,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 
-from .conftest import FakeEngine, default_answer, run_fake
+from .conftest import FakeEngine, child_env, default_answer, run_fake
 
 GOOD = [
     {"id": f"d{i}", "text": f"Document {i} explains how tides follow the moon, part {i}."} for i in range(4)
@@ -106,6 +113,38 @@ def config_file(text: str):
     return make
 
 
+def write(name: str, data: bytes, compress=None):
+    """A corpus file ``name`` holding ``data``, compressed by ``compress`` if given."""
+
+    def make(tmp):
+        path = tmp / name
+        path.write_bytes(compress(data) if compress else data)
+        return path
+
+    return make
+
+
+def zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def cut(compress):
+    """``compress``, then the last third of the compressed bytes lost (a download cut short)."""
+    return lambda data: (lambda whole: whole[: len(whole) * 2 // 3])(compress(data))
+
+
+def lines(rows, end: bytes = b"") -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows) + end
+
+
+MANY = [
+    {"id": f"m{i}", "text": f"Passage {i} tells how the tides rise and fall {i} times."} for i in range(400)
+]
+TSV = "".join(f"{r['id']}\t{r['text']}\n" for r in GOOD).encode()
+
+
 def duplicate_beyond_first_look(tmp):
     rows = [*GOOD, {"id": "d1", "text": "A second document that reuses the id d1, far down the file."}]
     return ["--corpus", str(jsonl(tmp / "c.jsonl", rows)), "--limit", "8"]
@@ -121,12 +160,14 @@ CASES = [
         ["{tmp}/nope.jsonl", "no such file"],
     ),
     Case(
-        "folder with nothing usable", corpus(folder_with({"notes.md": b"# x"})), ["{tmp}/docs", "no .jsonl"]
+        "folder with nothing usable",
+        corpus(folder_with({"notes.md": b"# x"})),
+        ["{tmp}/docs", "no corpus files", ".tsv"],
     ),
     Case(
         "unsupported file type",
-        corpus(lambda t: (t / "c.csv").write_text("id,text\n") and t / "c.csv"),
-        ["c.csv", ".csv"],
+        corpus(lambda t: (t / "c.xml").write_text("<doc/>\n") and t / "c.xml"),
+        ["c.xml", ".xml", ".tsv"],
     ),
     Case("empty corpus file", corpus(lambda t: jsonl(t / "c.jsonl", [])), ["c.jsonl", "empty"]),
     Case(
@@ -191,6 +232,90 @@ CASES = [
         corpus(lambda t: jsonl(t / "c.jsonl", [{"id": "a", "text": "  "}])),
         ["c.jsonl", "no document with text"],
     ),
+    # -- corpus formats beyond JSON Lines: stops --
+    Case(
+        "TSV row with a missing field",
+        corpus(write("collection.tsv", TSV + b"d9 no tab on this line\n")),
+        ["collection.tsv:5", "1 field(s)", "2 columns"],
+    ),
+    Case(
+        "TSV with four columns and no header",
+        corpus(write("c.tsv", b"a\tb\tc\td\n")),
+        ["c.tsv:1", "4 columns", "header"],
+    ),
+    Case(
+        "TSV with a header and a short row",
+        corpus(write("corpus.tsv", b"_id\ttitle\ttext\nd1\tTides\tThe moon pulls the sea.\nd2\tonly two\n")),
+        ["corpus.tsv:3", "2 field(s)", "_id, title, text"],
+    ),
+    Case(
+        "CSV with invalid UTF-8",
+        corpus(write("c.csv", b"id,text\nd1,The moon pulls the sea every day.\nd2,caf\xe9 au lait\n")),
+        ["c.csv:3", "not valid UTF-8"],
+    ),
+    Case(
+        "gzip JSON Lines cut short",
+        corpus(write("c.jsonl.gz", lines(MANY), cut(gzip.compress))),
+        ["c.jsonl.gz", "cut short", "after line"],
+    ),
+    Case(
+        "zstd JSON Lines cut short",
+        corpus(write("c.jsonl.zst", lines(MANY), cut(zstd))),
+        ["c.jsonl.zst", "cut short"],
+    ),
+    Case(
+        "broken row inside a bz2 file",
+        corpus(write("c.jsonl.bz2", lines(GOOD[:2], b'{"id": "x", "text": \n'), bz2.compress)),
+        ["c.jsonl.bz2:3", "not valid JSON"],
+    ),
+    Case(
+        "xz TSV with a missing field",
+        corpus(write("c.tsv.xz", TSV + b"lonely\n", lzma.compress)),
+        ["c.tsv.xz:5", "1 field(s)"],
+    ),
+    Case(
+        "JSON array with a broken element",
+        corpus(
+            write(
+                "a.json",
+                b'[\n  {"id": "a", "text": "The moon pulls the sea."},\n  {"id": "b", "text": }\n]\n',
+            )
+        ),
+        ["a.json:3", "element 2", "not valid JSON"],
+    ),
+    Case(
+        "JSON array of strings",
+        corpus(write("a.json", b'["one text", "another text"]')),
+        ["a.json:1", "expected a JSON object"],
+    ),
+    Case(
+        "JSON array cut short",
+        corpus(write("a.json", b'[{"id": "a", "text": "The moon pulls the sea every day."},\n')),
+        ["a.json:2", "not closed"],
+    ),
+    # -- corpus formats beyond JSON Lines: read --
+    Case(
+        "MS MARCO collection.tsv (id, text; no header)",
+        corpus(write("collection.tsv", TSV)),
+        [],
+        exit_code=0,
+    ),
+    Case(
+        "BEIR corpus.tsv with a header, gzip",
+        corpus(
+            write("corpus.tsv.gz", b"_id\ttitle\ttext\n" + TSV.replace(b"\t", b"\tTides\t"), gzip.compress)
+        ),
+        [],
+        exit_code=0,
+    ),
+    Case(
+        "CSV with quoted commas and newlines",
+        corpus(write("c.csv", b'id,text\nd1,"The moon, the sun and\nthe tides rise twice a day."\n')),
+        [],
+        exit_code=0,
+    ),
+    Case("JSON Lines, zstd", corpus(write("c.jsonl.zst", lines(GOOD), zstd)), [], exit_code=0),
+    Case("JSON array", corpus(write("a.json", json.dumps(GOOD, indent=1).encode())), [], exit_code=0),
     # -- corpus: counted skips, the run goes on --
     Case(
         "byte-order mark, CRLF, blank lines",
@@ -252,6 +377,38 @@ CASES = [
     ),
     Case("config file not a mapping", config_file("- just\n- a list\n"), ["run.yaml", "mapping"]),
     Case("config file missing", lambda t: ["--config", str(t / "absent.yaml")], ["absent.yaml"]),
+    Case(
+        "config file with a YAML syntax error",
+        config_file("seed: 1\ngeneration: [unclosed\n"),
+        ["run.yaml:3:1", "not valid YAML", "line 2, column 13"],
+    ),
+    Case(
+        "config file with a bad indent",
+        config_file("seed: 1\n  limit: 3\n"),
+        ["run.yaml:2:", "not valid YAML"],
+    ),
+    Case(
+        "config file not UTF-8",
+        lambda t: (t / "run.yaml").write_bytes(b"seed: 1\n# caf\xe9\n") and ["--config", str(t / "run.yaml")],
+        ["run.yaml:2", "not UTF-8"],
+    ),
+    Case(
+        "config file binary",
+        lambda t: (t / "run.yaml").write_bytes(b"\x00\x01\x02" * 40) and ["--config", str(t / "run.yaml")],
+        ["run.yaml", "binary"],
+    ),
+    Case("config file is a folder", lambda t: ["--config", str(t)], ["a folder, not a config file"]),
+    Case(
+        "misspelt section in a config file",
+        config_file("generaton:\n  tasks: [retrieval]\n"),
+        ["generaton", "did you mean generation"],
+    ),
+    Case(
+        "misspelt nested key",
+        lambda t: ["--set", "filters.cosine.treshold=0.5"],
+        ["filters.cosine.treshold", "did you mean threshold"],
+    ),
+    Case("--set value not YAML", lambda t: ["--set", "generation.tasks=[retrieval"], ["--set", "not YAML"]),
     # -- command-line values --
     Case("unknown language code", lambda t: ["--lang", "xx"], ["generation.languages", "'xx'", "ISO 639-1"]),
     Case("unknown task type", lambda t: ["--tasks", "retrieval,summarise"], ["summarise"]),
@@ -350,6 +507,23 @@ def test_bad_input(case, tmp_path, counted_engines, minilm_path, monkeypatch):
             assert fragment.replace("{tmp}", str(tmp)) in output, (fragment, output[-2000:])
         if out.is_dir():
             assert not list(out.rglob("*.parquet")) and not list(out.rglob(".*tmp*"))
+        # the same command as a real process: one line on stderr, nothing on stdout, no traceback
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            timeout=60,
+        )
+        seconds = time.perf_counter() - started
+        assert done.returncode == case.exit_code, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr + done.stdout and done.stdout == "", done.stderr[-3000:]
+        error_lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(error_lines) == 1, done.stderr
+        for fragment in case.message:
+            assert fragment.replace("{tmp}", str(tmp)) in error_lines[0], (fragment, done.stderr)
+        assert seconds < 10, f"the process took {seconds:.1f} s to fail"
         return
     stats = json.loads((out / "stats.json").read_text())
     for reason, count in case.skipped.items():

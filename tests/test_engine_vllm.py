@@ -1,9 +1,11 @@
 """The real vLLM engine (CPU build) on a tiny random-weight Qwen3, driven through `synth generate`."""
 
 import json
+import uuid
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from pipeline import schema as S
@@ -251,8 +253,9 @@ def test_a_rerun_is_served_by_the_reply_cache_without_calling_vllm(
 def test_regate_reruns_only_what_a_filter_change_lets_through(
     vllm_engine, tiny_qwen3, minilm_path, tmp_path, monkeypatch
 ):
-    """A strict cosine threshold drops every row before the negatives; `synth regate` with it
-    lifted asks vLLM only for the later stages and prints both funnels."""
+    """A strict cosine threshold drops every row before the negatives; a reviewer marks them good,
+    `synth calibrate` suggests a lower cut, and `synth regate --config` with it asks vLLM only for
+    the later stages and prints both funnels (the review-calibrate-regate loop)."""
     calls: list[str] = []
     real_generate = type(vllm_engine).generate
 
@@ -268,6 +271,17 @@ def test_regate_reruns_only_what_a_filter_change_lets_through(
     assert result.exit_code == 0, result.output
     old_stats = json.loads((old / "stats.json").read_text())
     assert old_stats["stages"]["cosine"]["dropped_low_cosine"] == 4
+    # a person marks every dropped row a good pair; calibrate suggests the cut just under them
+    from pipeline.review.server import Review
+
+    review = Review(old, 4, 0, "tester")
+    for ref in review.sample:
+        review.save({"decision_id": uuid.uuid4().hex, "row_id": ref.row_id, "verdict": "good"})
+    suggested = tmp_path / "suggested.yaml"
+    result = CliRunner().invoke(app, ["calibrate", str(old), "--write-config", str(suggested)])
+    assert result.exit_code == 0, result.output
+    lowest = min(review.row(i)["positive_score"] for i in range(4))
+    assert yaml.safe_load(suggested.read_text())["filters"]["cosine"]["threshold"] < lowest
     calls.clear()
     result = CliRunner().invoke(
         app,
@@ -276,8 +290,8 @@ def test_regate_reruns_only_what_a_filter_change_lets_through(
             str(old),
             "--out",
             str(new),
-            "--set",
-            "filters.cosine.threshold=-1",
+            "--config",
+            str(suggested),
             "--cache",
             str(tmp_path / "replies"),
         ],

@@ -15,18 +15,21 @@ from typer.testing import CliRunner
 
 from pipeline import schema as S
 from pipeline.cli import app
-from pipeline.engine.openai_engine import EngineUnavailable, OpenAIEngine
+from pipeline.engine.openai_engine import EngineStopped, EngineUnavailable, OpenAIEngine
 from pipeline.generate.replies import QueryOutput, configure_output
 
-from .conftest import default_answer, generate_args, send_json
+from .conftest import child_env, default_answer, generate_args, send_json
 
 
 class FakeServer:
     """OpenAI-compatible endpoints; the first ``fail_first`` completions answer 503."""
 
-    def __init__(self, fail_first=0, status=503, delay_s=0.0):
+    def __init__(self, fail_first=0, status=503, delay_s=0.0, too_long=None):
         self.fail_first, self.status, self.delay_s = fail_first, status, delay_s
         self.posts, self.failures, self.auth = 0, 0, set()
+        self.too_long = too_long  # prompts holding this text are over the "context length"
+        self.dead_after: int | None = None  # from this many posts on, every connection is dropped
+        self.model = "fake-served-model"  # what replies name (a test may switch it mid-run)
         lock = threading.Lock()
         server = self
 
@@ -47,14 +50,25 @@ class FakeServer:
                     server.posts += 1
                     fail = server.posts <= server.fail_first
                     server.failures += fail
+                    dead = server.dead_after is not None and server.posts > server.dead_after
+                if dead:  # the connection closes with no reply, as when a server process dies
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 if fail:
                     self._send(server.status, {"error": "busy"})
+                    return
+                prompt = body["messages"][-1]["content"]
+                if server.too_long and server.too_long in prompt:
+                    message = (
+                        "This model's maximum context length is 2048 tokens. However, you requested 9000."
+                    )
+                    self._send(400, {"error": {"message": message, "type": "BadRequestError"}})
                     return
                 time.sleep(server.delay_s)
                 schema = body["response_format"]["json_schema"]
                 output = type(schema["name"], (), {"__name__": schema["name"]})
                 output.model_json_schema = staticmethod(lambda: schema["schema"])
-                prompt = body["messages"][-1]["content"]
                 content = default_answer(prompt, output)
                 usage = {  # as vLLM's server reports it with --enable-prompt-tokens-details
                     "prompt_tokens": len(prompt) // 4,
@@ -62,7 +76,7 @@ class FakeServer:
                     "prompt_tokens_details": {"cached_tokens": len(prompt.split("### Your task")[0]) // 4},
                 }
                 choice = {"message": {"content": content}, "finish_reason": "stop"}
-                self._send(200, {"choices": [choice], "usage": usage})
+                self._send(200, {"model": server.model, "choices": [choice], "usage": usage})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -107,13 +121,33 @@ def test_retries_503_then_succeeds(server):
     assert srv.failures == 3 and srv.posts == 5
 
 
-def test_gives_up_after_max_attempts_without_crashing(server):
+def test_a_request_failing_after_its_retries_stops_the_batch(server):
     srv = server(fail_first=100, status=429)
     engine = OpenAIEngine(srv.url, max_attempts=3, max_wait_s=0.05)
-    (generation,) = engine.generate(chats(1), QueryOutput, max_tokens=64)
-    assert generation.parsed is None and "after retries" in generation.error
-    assert generation.finish_reason == "request_failed"
+    with pytest.raises(EngineStopped, match="stopped answering.*after retries.*429"):
+        engine.generate(chats(1), QueryOutput, max_tokens=64)
     assert srv.posts == 3
+    with pytest.raises(EngineStopped):  # the engine asks no more: the server is gone for this run
+        engine.generate(chats(1), QueryOutput, max_tokens=64)
+    assert srv.posts == 3
+
+
+def test_a_server_shut_down_mid_run_stops_the_batch(server):
+    srv = server()
+    engine = OpenAIEngine(srv.url, max_attempts=2, max_wait_s=0.05)
+    assert engine.generate(chats(2), QueryOutput, max_tokens=64)[0].parsed is not None
+    srv.close()
+    srv.httpd.server_close()  # refused from now on
+    with pytest.raises(EngineStopped, match="stopped answering"):
+        engine.generate(chats(3), QueryOutput, max_tokens=64)
+
+
+def test_a_prompt_over_the_context_is_its_own_row_failure(server):
+    srv = server(too_long="day 1.")
+    engine = OpenAIEngine(srv.url, max_attempts=3, max_wait_s=0.05)
+    generations = engine.generate(chats(3), QueryOutput, max_tokens=64)
+    assert [g.finish_reason for g in generations] == ["stop", "prompt_too_long", "stop"]
+    assert "maximum context length" in generations[1].error and srv.posts == 3  # never retried
 
 
 def test_client_errors_are_not_retried(server):
@@ -204,3 +238,68 @@ def test_workers_share_the_tasks(server, tmp_path, minilm_path):
     assert "tasks to run here: task-00001, task-00003" in run.stderr
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows_in"] == 8 and (out / "manifest.json").exists()
+
+
+def _wait_for_checkpoint(out, proc, deadline_s=120):
+    deadline = time.time() + deadline_s
+    while not (out / "progress" / "task-00000.json").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.poll()
+        time.sleep(0.05)
+
+
+def test_a_server_that_dies_ends_the_run_in_one_line_and_the_rerun_resumes(server, tmp_path, minilm_path):
+    srv = server(delay_s=0.2)
+    out = tmp_path / "dies"
+    command = generate_over_http(
+        srv, out, minilm_path, "--set", "output.shard_rows=2", "--set", "models.max_attempts=2"
+    )
+    proc = subprocess.Popen(
+        command, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for_checkpoint(out, proc)
+    srv.dead_after = srv.posts  # from now on every connection drops, as when the server process dies
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    (line,) = [x for x in stderr.splitlines() if x.startswith("error:")]
+    assert "stopped answering" in line and "run the same command again to resume" in line, line
+    done = json.loads((out / "progress" / "task-00000.json").read_text())["chunks_done"]
+    assert 1 <= done < 4 and not list(out.rglob(".*.tmp"))
+    srv.dead_after = None  # the server is back
+    again = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming after {done} finished chunk(s)" in again.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_in"] == 8 and stats["rows_out"] + sum(stats["dropped"].values()) == 8
+    assert "request_failed" not in stats["dropped"]  # no row was lost to the outage
+
+
+def test_a_prompt_over_the_context_drops_that_row_and_the_run_goes_on(server, tmp_path, minilm_path):
+    srv = server(too_long="Sunlight")  # the sample passage on the blue sky is "too long" here
+    out = tmp_path / "long"
+    args = http_args(srv, out, minilm_path, limit=8, sets=["filters.cosine.enabled=false"])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "stats.json").read_text())
+    too_long = stats["dropped"].get("prompt_too_long", 0)
+    assert too_long >= 1 and stats["rows_out"] >= 1
+    rejected = [r for r in pq.read_table(out / "rejected").to_pylist() if r[S.REASON] == "prompt_too_long"]
+    assert len(rejected) == too_long and "maximum context length" in rejected[0][S.DETAIL]
+
+
+def test_a_server_that_switches_model_stops_the_run(server, tmp_path, minilm_path):
+    srv = server(delay_s=0.2)
+    out = tmp_path / "switch"
+    command = generate_over_http(srv, out, minilm_path, "--set", "output.shard_rows=2")
+    proc = subprocess.Popen(
+        command, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for_checkpoint(out, proc)
+    srv.model = "another-model"  # the server was restarted with another model behind the same URL
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
+    (line,) = [x for x in stderr.splitlines() if x.startswith("error:")]
+    assert "'another-model'" in line and "'fake-served-model'" in line and "never mix" in line, line
+    rows = pq.read_table(out / "data").to_pylist() if list(out.rglob("data/**/*.parquet")) else []
+    committed = json.loads((out / "progress" / "task-00000.json").read_text())
+    assert committed["chunks_done"] >= 1 and {r[S.MODEL] for r in rows} <= {"fake-served-model"}

@@ -138,3 +138,66 @@ def test_limit_is_shared_by_the_tasks(tmp_path):
     assert got == [4, 3, 3]
     ids = [p.passage_id for t in range(3) for p in task_passages(config, corpus, t, words, ReadStats())]
     assert len(set(ids)) == 10
+
+
+def _formats(root, rows):
+    """The same rows as every delimited and compressed format the readers take."""
+    import bz2
+    import gzip
+    import lzma
+
+    import zstandard
+
+    jsonl = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    tsv = "".join(f"{r['id']}\t{r['text']}\n" for r in rows).encode()
+    files = {
+        "collection.tsv": tsv,  # MS MARCO: id, text, no header
+        "corpus.tsv": b"_id\ttext\ttitle\n" + tsv.replace(b"\n", b"\tT\n"),  # BEIR-style, with a header
+        "c.csv": b"id,text\n" + "".join(f'{r["id"]},"{r["text"]}"\n' for r in rows).encode(),
+        "c.jsonl.gz": gzip.compress(jsonl),
+        "c.jsonl.bz2": bz2.compress(jsonl),
+        "c.jsonl.xz": lzma.compress(jsonl),
+        "c.jsonl.zst": zstandard.ZstdCompressor().compress(jsonl),
+        "c.tsv.gz": gzip.compress(tsv),
+        "a.json": json.dumps(rows, ensure_ascii=False, indent=1).encode(),
+        "a.json.gz": gzip.compress(json.dumps(rows, ensure_ascii=False).encode()),
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return list(files)
+
+
+def test_every_format_reads_each_row_once_over_tasks(tmp_path):
+    from pipeline.readers.documents import ReadStats, documents
+
+    rows = [{"id": f"d{i}", "text": f"passage {i} about tides, 潮汐 {'word ' * (i % 9)}"} for i in range(300)]
+    for name in _formats(tmp_path, rows):
+        config = CorpusConfig(block_bytes=2048)
+        corpus = open_corpus([str(tmp_path / name)], config, num_tasks=3)
+        found = []
+        for task in range(3):
+            found += [(d.id, d.text) for d in documents(corpus.read(task, 3), config, ReadStats())]
+        assert sorted(found) == sorted((r["id"], r["text"]) for r in rows), name
+        whole = name.endswith((".gz", ".bz2", ".xz", ".zst", ".csv", ".json"))
+        assert (len(corpus.blocks) == 1) == whole, (name, len(corpus.blocks))  # plain TSV splits by bytes
+
+
+def test_tsv_blocks_read_about_the_file_once(tmp_path):
+    rows = [{"id": f"d{i}", "text": f"passage {i} " + "word " * (i % 13)} for i in range(20000)]
+    path = tmp_path / "collection.tsv"
+    path.write_text("".join(f"{r['id']}\t{r['text']}\n" for r in rows), encoding="utf-8")
+    corpus = open_corpus([str(path)], CorpusConfig(block_bytes=65536), num_tasks=4)
+    counts = Counter()
+    ids = [row["id"] for task in range(4) for _, row in corpus.read(task, 4, counts)]
+    assert sorted(ids) == sorted(r["id"] for r in rows)
+    assert path.stat().st_size <= counts["bytes_read"] < 1.2 * path.stat().st_size
+
+
+def test_compressed_rows_name_their_line(tmp_path):
+    import gzip
+
+    path = tmp_path / "c.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"id": "a", "text": "fine"}\n\n{"id": "b", "text": 3\n'))
+    corpus = open_corpus([str(path)], CorpusConfig(), num_tasks=1)
+    with pytest.raises(CorpusError, match=r"c\.jsonl\.gz:3: not valid JSON"):
+        list(corpus.read(0, 1))

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 Chat = list[dict[str, str]]
 REQUEST_FAILED = "request_failed"  # finish_reason of a generation whose request never got an answer
+PROMPT_TOO_LONG = "prompt_too_long"  # ... whose prompt the server refused as longer than its context
 
 
 @dataclass

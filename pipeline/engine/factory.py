@@ -17,7 +17,7 @@ _ENGINES: dict[str, ChatEngine] = {}
 def get_engine(model: ResolvedModel, config: ModelConfig, seed: int = 0) -> ChatEngine:
     if config.engine == "openai":
         key = f"openai:{config.base_url}:{model.path}"
-        if key not in _ENGINES:
+        if key not in _ENGINES or _ENGINES[key].stopped:  # a server that failed for good: try afresh
             from .openai_engine import OpenAIEngine
 
             if not config.base_url:

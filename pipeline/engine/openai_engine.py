@@ -4,12 +4,26 @@ Works with `vllm serve`, SGLang and hosted APIs that accept a JSON-schema
 ``response_format``. Requests run concurrently up to a limit; 429, 5xx,
 timeouts and dropped connections are retried with exponential backoff and
 jitter. The API key is read from an environment variable and never logged.
+
+What a fault does to the run:
+
+- a request still failing after its retries (the server is gone, or overloaded for good),
+  a refused key (401/403) or a model the server no longer has (404): ``EngineStopped`` ends
+  the batch, so the chunk in flight is not committed and a rerun resumes from the last
+  checkpoint;
+- a prompt longer than the server's context (a 400 saying so): that row alone is dropped as
+  ``prompt_too_long``;
+- replies naming another model than the first reply of the run did (the server was restarted
+  with another model): ``EngineStopped``, so rows of two models never mix in one run;
+- any other 400: that row is dropped as ``request_failed`` with the server's words.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -23,15 +37,30 @@ from tenacity import (
 )
 from tqdm import tqdm
 
-from .base import REQUEST_FAILED, Chat, ChatEngine, Generation, budgets, json_schema, parse_output
+from .base import (
+    PROMPT_TOO_LONG,
+    REQUEST_FAILED,
+    Chat,
+    ChatEngine,
+    Generation,
+    budgets,
+    json_schema,
+    parse_output,
+)
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+# how servers word a prompt over their context (vLLM, SGLang, OpenAI, llama.cpp)
+TOO_LONG = re.compile(r"context length|context window|maximum context|too long|exceeds the|n_ctx", re.I)
 
 
 class EngineUnavailable(RuntimeError):
     """The server cannot be reached or refuses the model."""
+
+
+class EngineStopped(EngineUnavailable):
+    """The server failed for good in the middle of a run: the chunk in flight is not committed."""
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -67,10 +96,13 @@ class OpenAIEngine(ChatEngine):
             wait=wait_random_exponential(multiplier=0.5, max=max_wait_s),
             stop=stop_after_attempt(max_attempts),
             before_sleep=lambda state: log.warning(
-                "request failed (%s), retry %d", state.outcome.exception(), state.attempt_number
+                "request failed (%s), retry %d", _said(state.outcome.exception()), state.attempt_number
             ),
         )(self._post_once)
         self.model_name = self._check_server(model)
+        self._answering: str | None = None  # the model the first reply named
+        self._stopped: EngineStopped | None = None  # once set, every request ends at once
+        self._lock = threading.Lock()
 
     def _check_server(self, model: str | None) -> str:
         try:
@@ -110,12 +142,32 @@ class OpenAIEngine(ChatEngine):
         }
         if seed is not None:  # vLLM, SGLang and OpenAI sample this request with its own seed
             body["seed"] = seed
+        if self._stopped is not None:
+            raise self._stopped
         try:
             reply = self._post(body)
         except RetryError as exc:
-            return Generation("", None, f"after retries: {exc.last_attempt.exception()}", REQUEST_FAILED)
+            last = exc.last_attempt.exception()
+            status = f"{last.response.status_code} " if isinstance(last, httpx.HTTPStatusError) else ""
+            raise self._stop(
+                f"the server at {self.base_url} stopped answering (after retries: {status}{_said(last)})"
+            ) from None
+        except httpx.HTTPStatusError as exc:
+            status, said = exc.response.status_code, _said(exc)
+            if status in (401, 403):
+                raise self._stop(
+                    f"the server at {self.base_url} refused the key ({status}: {said})"
+                ) from None
+            if status == 404:
+                raise self._stop(
+                    f"the server at {self.base_url} no longer serves {self.model_name!r} (404: {said})"
+                ) from None
+            if status == 400 and TOO_LONG.search(said):
+                return Generation("", None, said, PROMPT_TOO_LONG)
+            return Generation("", None, f"{status}: {said}", REQUEST_FAILED)
         except httpx.HTTPError as exc:
-            return Generation("", None, str(exc), REQUEST_FAILED)
+            return Generation("", None, _said(exc), REQUEST_FAILED)
+        self._check_model(reply.get("model"))
         choice = reply["choices"][0]
         generation = parse_output(choice["message"].get("content") or "", output, choice.get("finish_reason"))
         usage = reply.get("usage") or {}
@@ -125,6 +177,31 @@ class OpenAIEngine(ChatEngine):
         details = usage.get("prompt_tokens_details") or {}
         generation.cached_tokens = int(details.get("cached_tokens") or 0)
         return generation
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped is not None
+
+    def _stop(self, message: str) -> EngineStopped:
+        with self._lock:
+            if self._stopped is None:
+                self._stopped = EngineStopped(message)
+            return self._stopped
+
+    def _check_model(self, named: str | None) -> None:
+        """Every reply must name the model the first one named (a server may add a version suffix)."""
+        if not named:
+            return
+        with self._lock:
+            if self._answering is None:
+                self._answering = named
+                return
+            first = self._answering
+        if named != first:
+            raise self._stop(
+                f"the server at {self.base_url} now answers with model {named!r}, the run started with "
+                f"{first!r}: stopped so that rows of two models never mix"
+            )
 
     def generate(
         self,
@@ -142,7 +219,25 @@ class OpenAIEngine(ChatEngine):
                 pool.submit(self._one, chat, output, limit, temp, seed)
                 for chat, limit, seed in zip(chats, limits, seeds or [None] * len(chats), strict=True)
             ]
-            return [f.result() for f in tqdm(futures, desc=desc or "requests", leave=False)]
+            try:
+                return [f.result() for f in tqdm(futures, desc=desc or "requests", leave=False)]
+            except EngineStopped:
+                pool.shutdown(wait=True, cancel_futures=True)  # the rest end at once (``_stopped``)
+                raise
 
     def close(self) -> None:
         self.client.close()
+
+
+def _said(exc: BaseException) -> str:
+    """What the server (or the connection) said, on one line, at most 300 characters."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        try:
+            body = exc.response.json()
+            error = body.get("error", body) if isinstance(body, dict) else body
+            text = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+        except ValueError:
+            text = exc.response.text
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:300]

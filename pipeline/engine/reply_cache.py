@@ -32,7 +32,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from .. import storage
-from .base import REQUEST_FAILED, Chat, ChatEngine, Generation, budgets, json_schema, parse_output
+from .base import (
+    PROMPT_TOO_LONG,
+    REQUEST_FAILED,
+    Chat,
+    ChatEngine,
+    Generation,
+    budgets,
+    json_schema,
+    parse_output,
+)
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +250,7 @@ class CachingEngine(ChatEngine):
             for i, generation in zip(missing, fresh, strict=True):
                 answers[i] = generation
                 key = keys[i]
-                if key and generation.finish_reason != REQUEST_FAILED:
+                if key and generation.finish_reason not in (REQUEST_FAILED, PROMPT_TOO_LONG):
                     self.cache.put(self.identity, key, _entry(generation))
         return answers  # type: ignore[return-value] - every slot is filled
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from .. import schema as S
 from ..engine import ChatEngine, Generation
-from ..engine.base import REQUEST_FAILED
+from ..engine.base import PROMPT_TOO_LONG, REQUEST_FAILED
 from ..step import Dropped, Row, Step, StepResult, charge, request_seed
 from .instructions import instruction
 from .prompts import PromptLibrary
@@ -109,8 +109,8 @@ def ask(
     for row, chat, generation in zip(rows, chats, generations, strict=True):
         charge(row, [generation])
         if generation.parsed is None:
-            if generation.finish_reason == REQUEST_FAILED:
-                reason = REQUEST_FAILED
+            if generation.finish_reason in (REQUEST_FAILED, PROMPT_TOO_LONG):
+                reason = generation.finish_reason  # no answer, or a prompt over the server's context
             elif generation.finish_reason == "length":
                 reason = CUT_AT_LIMIT  # a reply that ran past its budget: looping or far too long
             else:

@@ -15,6 +15,8 @@ from pathlib import Path
 import yaml
 
 from .. import atomic
+from .. import schema as S
+from ..review.calibrate import calibrate_run
 from ..run.folder import RunFolder
 
 HUB_TASK_CATEGORIES = {
@@ -148,6 +150,10 @@ def card_text(folder: RunFolder, license: str) -> str:
             + ", ".join(f"{reason} {count}" for reason, count in dropped.most_common())
             + ". Each dropped row is kept with its reason in `rejected/` of the run folder.\n"
         )
+    review = calibrate_run(folder.root)
+    if review is not None:
+        parts.append("### Human review\n")
+        parts.append(review_text(review) + "\n")
     parts.append("### Drawn distributions\n")
     for name in ("question_type", "difficulty", "query_length_words"):
         parts.append(_distribution(groups, name))
@@ -169,6 +175,26 @@ def card_text(folder: RunFolder, license: str) -> str:
     parts.append("## Columns\n")
     parts.append("\n".join(f"- `{column}`" for column in manifest.get("schema", [])) + "\n")
     return "\n".join(parts).rstrip() + "\n"
+
+
+def review_text(review: dict) -> str:
+    """What a person's review of the run measured (``synth review``, ``synth calibrate``)."""
+    kept = review["kept_precision"]
+    verdicts = ", ".join(f"{S.VERDICTS[v]}: {n}" for v, n in review["verdicts"].items() if n)
+    text = (
+        f"{review['labels']} sampled rows were reviewed by a person ({verdicts}; "
+        f"{len(review['reviewers'])} reviewer(s)), drawn across kept and dropped rows by stratum."
+    )
+    if kept is not None:
+        text += (
+            f" Measured precision of the kept rows: {kept['value']:.2f} (95% interval "
+            f"{kept['low']:.2f}-{kept['high']:.2f}, {kept['labels']} labelled kept rows, by stratum)."
+        )
+    negatives = review.get("negatives")
+    if negatives and negatives["false_negatives"]:
+        share = negatives["false_negatives"]
+        text += f" Negatives marked as answering the query: {share['value']:.2f} of {negatives['labels']}."
+    return text
 
 
 def _drops(stage: dict) -> str:

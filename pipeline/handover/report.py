@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import atomic, storage
 from .. import schema as S
+from ..review.calibrate import calibrate_run
 from ..run.folder import RunFolder
 from ..text import tokens
 
@@ -196,6 +197,72 @@ def plot_personas(personas: Counter, rows: int) -> str:
     return _png(fig)
 
 
+def plot_threshold_curve(entry: dict) -> str:
+    """Precision and recall of the labelled rows at every cut of one score filter."""
+    fig, ax = _figure()
+    cuts = [c for c, _, _ in entry["curve"]]
+    ax.plot(cuts, [p for _, p, _ in entry["curve"]], color="#4c72b0", label="precision")
+    ax.plot(cuts, [r for _, _, r in entry["curve"]], color="#dd8452", label="recall")
+    if entry.get("current") is not None:
+        ax.axvline(entry["current"], color="#777", linestyle=":", label=f"now {entry['current']:g}")
+    if entry.get("suggested") is not None:
+        suggested = entry["suggested"]
+        ax.axvline(suggested, color="#55a868", linestyle="--", label=f"suggested {suggested:g}")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel(f"{entry['setting']} (cut)")
+    ax.set_title(f"Your labels: precision and recall by {entry['setting']} ({entry['labels']} labels)")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def plot_false_negatives(negatives: dict) -> str:
+    """The share of kept negatives a reviewer marked as answering, per margin band."""
+    fig, ax = _figure()
+    bands = negatives["by_margin"]
+    names = [f"{b['from']:.2f}-{b['to']:.2f}" for b in bands]
+    shares = [b["share"]["value"] for b in bands]
+    errors = [
+        [s - b["share"]["low"] for s, b in zip(shares, bands, strict=True)],
+        [b["share"]["high"] - s for s, b in zip(shares, bands, strict=True)],
+    ]
+    ax.bar(names, shares, yerr=errors, color="#c44e52", capsize=3)
+    for i, b in enumerate(bands):
+        ax.text(i, 0.02, f"n={b['negatives']}", ha="center", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("margin: 1 - cos(query, negative) / cos(query, positive)")
+    ax.set_ylabel("marked as answering")
+    ax.set_title("Your labels: false negatives by margin (95% intervals)")
+    return _png(fig)
+
+
+def review_section(review: dict) -> list[str]:
+    """The report's part on a person's labels (``synth calibrate`` prints the same figures)."""
+    from ..review.calibrate import figure
+    from .card import review_text
+
+    rows = "".join(
+        f"<tr><td>{html.escape(f['filter'])}</td><td>{f['reached']}</td><td>{f['dropped']}</td>"
+        f"<td>{figure(f['precision'])}</td><td>{figure(f['recall'])}</td>"
+        f"<td>{figure(f['bad_among_dropped'])}</td></tr>"
+        for f in review["filters"]
+    )
+    parts = [
+        "<h2 id='review'>Human review</h2>",
+        f"<p id='review-summary'>{html.escape(review_text(review))}</p>",
+        "<table class='numbers' id='review-filters'><thead><tr><th>filter</th><th>labelled rows reached</th>"
+        "<th>dropped</th><th>precision</th><th>recall</th><th>bad among dropped</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>",
+    ]
+    for entry in review["thresholds"]:
+        if entry["curve"]:
+            title = f"Review: {entry['setting']}"
+            parts.append(f"<img alt='{html.escape(title)}' src='{plot_threshold_curve(entry)}'>")
+    negatives = review.get("negatives")
+    if negatives and negatives["by_margin"]:
+        parts.append(f"<img alt='Review: false negatives' src='{plot_false_negatives(negatives)}'>")
+    return parts
+
+
 # -- the page ------------------------------------------------------------------------------------
 
 
@@ -298,6 +365,9 @@ def build_report(out: Path, seed: int = 0) -> str:
     ]
     for title, image in images:
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='{image}'>")
+    review = calibrate_run(out)
+    if review is not None:
+        parts += review_section(review)
     parts.append(f"<h2>Random kept rows ({len(kept.items)} of {kept.seen})</h2>")
     parts.append(_rows_table(kept.items, [S.ID, S.TASK_TYPE, S.LANGUAGE, S.QUERY, S.POSITIVE, S.NEGATIVES]))
     parts.append(f"<h2>Random dropped rows ({len(dropped.items)} of {dropped.seen})</h2>")

@@ -71,7 +71,8 @@ class Reader(ABC):
         return {"source": self.source}
 
     def read(self, rank: int = 0, world_size: int = 1, counts: Counter | None = None) -> Iterator[RawRow]:
-        """The rows of blocks ``rank, rank + world_size, ...``: this task's share of the source."""
+        """The rows of this reader's blocks ``rank, rank + world_size, ...`` (one source alone, for tools
+        and tests); a run deals every source's blocks to its tasks by size instead (``Corpus``)."""
         counts = Counter() if counts is None else counts
         for block in self.blocks()[rank::world_size]:
             yield from self.rows(block, counts)

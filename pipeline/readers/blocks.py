@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from functools import cached_property
@@ -25,12 +26,18 @@ from ..config import CorpusConfig
 from .base import Block, CorpusError, RawRow, Reader
 from .code import file_reader as code_file_reader
 from .code import tree_readers
+from .compressed import split_suffixes
+from .delimited import DelimitedReader
 from .hf import HFReader
+from .jsonarray import JsonArrayReader, starts_with_array
 from .jsonl import JsonlReader
 from .parquet import ParquetReader
 from .text import TextReader
 
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
+DELIMITERS = {".tsv": "\t", ".csv": ","}
+FORMATS = ".jsonl, .json, .tsv, .csv (each also .gz, .bz2, .xz or .zst), .parquet, .txt"
+log = logging.getLogger(__name__)
 MIN_BLOCK_BYTES = 1024  # below this a block costs more in seeks than it spreads work
 BLOCKS_PER_TASK = 4  # enough pieces to even the tasks out, few enough to read in long runs
 
@@ -106,9 +113,9 @@ def _readers_of(source: str, config: CorpusConfig, code: bool = False) -> list[R
         )
         readers = [r for p in files if (r := _file_reader(p, path, config, strict=False))]
         if not readers:
-            raise CorpusError(f"{path}: no .jsonl, .parquet or .txt files in this folder")
+            raise CorpusError(f"{path}: no corpus files in this folder ({FORMATS})")
         return readers
-    if source.startswith((".", "/")) or path.suffix in JSONL_SUFFIXES | {".parquet", ".txt"}:
+    if source.startswith((".", "/")) or split_suffixes(source)[0] in JSONL_SUFFIXES | {".parquet", ".txt"}:
         raise CorpusError(f"{source}: no such file or folder")
     return [HFReader(source, config.hf_split, config.block_bytes)]
 
@@ -136,23 +143,30 @@ def _remote_readers(source: str, config: CorpusConfig, code: bool = False) -> li
     readers = [_file_reader(path, source, config, strict=False, size=size) for path, size in files]
     readers = [reader for reader in readers if reader is not None]
     if not readers:
-        raise CorpusError(f"{storage.redact(source)}: no .jsonl, .parquet or .txt files in this folder")
+        raise CorpusError(f"{storage.redact(source)}: no corpus files in this folder ({FORMATS})")
     return readers
 
 
 def _file_reader(
     path: Path | str, root: Path | str, config: CorpusConfig, strict: bool, size: int | None = None
 ) -> Reader | None:
-    name = str(path).rsplit("/", 1)[-1]
-    suffix = "." + name.rsplit(".", 1)[1] if "." in name.lstrip(".") else ""
+    suffix, compression = split_suffixes(str(path))
+    if suffix == ".json" and starts_with_array(str(path), compression):
+        return JsonArrayReader(str(path), size=size, compression=compression)
     if suffix in JSONL_SUFFIXES:
-        return JsonlReader(str(path), config.block_bytes, size=size)
-    if suffix == ".parquet":
+        return JsonlReader(str(path), config.block_bytes, size=size, compression=compression)
+    if suffix in DELIMITERS:
+        fields = {config.id_field, config.text_field, config.title_field, config.language_field} - {None}
+        return DelimitedReader(
+            str(path), DELIMITERS[suffix], config.block_bytes, fields, compression=compression, size=size
+        )
+    if suffix == ".parquet" and compression is None:
         return ParquetReader(str(path))
-    if suffix == ".txt":
+    if suffix == ".txt" and compression is None:
         return TextReader(str(path), str(root), skip_binary=not strict, size=size)
     if strict:
-        raise CorpusError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .parquet or a folder)")
+        shown = suffix + (compression or "")
+        raise CorpusError(f"{path}: unsupported file type {shown!r} (use {FORMATS} or a folder)")
     return None  # a README or a checksum file beside the data
 
 
@@ -165,7 +179,15 @@ def open_corpus(sources: list[str], config: CorpusConfig, num_tasks: int = 1, co
     a text file (and a source file, with ``code``) is one block.
     """
     readers = [reader for source in sources for reader in _readers_of(source, config, code)]
-    splittable = [r for r in readers if isinstance(r, JsonlReader | HFReader)]
+    whole = [r for r in readers if getattr(r, "compression", None)]
+    if whole and len(whole) < num_tasks:
+        log.warning(
+            "%d compressed corpus file(s) for %d tasks: a compressed file cannot be split by bytes, so "
+            "each is read whole by one task; split it into more files (or decompress it) to spread it",
+            len(whole),
+            num_tasks,
+        )
+    splittable = [r for r in readers if isinstance(r, HFReader) or getattr(r, "splittable", False)]
     if splittable:
         total = sum(r.size() for r in splittable)
         size = min(config.block_bytes, max(MIN_BLOCK_BYTES, -(-total // (BLOCKS_PER_TASK * num_tasks))))

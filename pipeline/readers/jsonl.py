@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .. import storage
 from ..jsonl import parse_line
 from .base import Block, CorpusError, CountingFile, RawRow, Reader
+from .compressed import numbered_lines
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,26 @@ class LineAt:
         return format(str(self), spec)
 
 
+def byte_blocks(source: str, size: int, block_bytes: int) -> list[Block]:
+    """``[start, end)`` ranges of at most ``block_bytes`` covering a file of ``size`` bytes."""
+    return [
+        Block(source, start, min(start + block_bytes, size), min(block_bytes, size - start))
+        for start in range(0, max(size, 1), block_bytes)
+    ]
+
+
 class JsonlReader(Reader):
-    def __init__(self, path: str, block_bytes: int, size: int | None = None):
+    """One JSON Lines file; a compressed one (``compression``: ``.gz``, ...) is one block, streamed."""
+
+    def __init__(self, path: str, block_bytes: int, size: int | None = None, compression: str | None = None):
         self.source = str(path)
         self.block_bytes = block_bytes
+        self.compression = compression
         self._size = size  # known from a folder listing: no request per file
+
+    @property
+    def splittable(self) -> bool:
+        return self.compression is None
 
     def size(self) -> int:
         if self._size is None:
@@ -51,15 +67,18 @@ class JsonlReader(Reader):
         return self._size
 
     def blocks(self) -> list[Block]:
-        size = self.size()
-        return [
-            Block(
-                self.source, start, min(start + self.block_bytes, size), min(self.block_bytes, size - start)
-            )
-            for start in range(0, max(size, 1), self.block_bytes)
-        ]
+        if not self.splittable:
+            return [Block(self.source, size=self.size())]
+        return byte_blocks(self.source, self.size(), self.block_bytes)
 
     def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
+        if self.compression:
+            for number, line in numbered_lines(self.source, self.compression, counts):
+                where = f"{self.source}:{number}"
+                row = parse_line(line, where, CorpusError)
+                if row is not None:
+                    yield where, row
+            return
         with CountingFile(self.source, counts) as handle:
             piece = _REMOTE if storage.is_url(self.source) else _LARGE
             for offset, line in _lines(handle, block.start, block.end, piece):

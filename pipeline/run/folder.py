@@ -37,13 +37,14 @@ from ..config import RunConfig, config_text
 from ..faults import crash_point
 
 # every name a run folder holds, once
-DATA, REJECTED, PROGRESS, COMPLETIONS, EXPORT, LOGS = (
+DATA, REJECTED, PROGRESS, COMPLETIONS, EXPORT, LOGS, REVIEW = (
     "data",
     "rejected",
     "progress",
     "completions",
     "export",
     "logs",
+    "review",
 )
 RUN_FILE, CONFIG_FILE, STATS_FILE, MANIFEST_FILE = "run.json", "config.yaml", "stats.json", "manifest.json"
 CARD_FILE, LABELS_FILE, REPORT_FILE = "README.md", "labels.json", "report.html"
@@ -82,7 +83,7 @@ class RunFolder:
 
     # what a run writes, and so what --overwrite removes; other files in the folder are left alone
     OWNED = (DATA, REJECTED, PROGRESS, COMPLETIONS, RUN_FILE, STATS_FILE, MANIFEST_FILE, CONFIG_FILE)
-    OWNED += (LABELS_FILE, DOMAIN_TASKS_FILE, CARD_FILE, REPORT_FILE, EXPORT)
+    OWNED += (LABELS_FILE, DOMAIN_TASKS_FILE, CARD_FILE, REPORT_FILE, EXPORT, REVIEW)
 
     def __init__(self, root: str | Path):
         self._root = storage.location(root)
@@ -164,6 +165,14 @@ class RunFolder:
 
     def export_folder(self, format: str) -> Path:
         return self._root / EXPORT / format
+
+    @property
+    def review_folder(self) -> Path:
+        """``review/``: a person's decisions on sampled rows (``synth review``), one file per save."""
+        return self._root / REVIEW
+
+    def review_files(self) -> list[Path]:
+        return self._shards(REVIEW, "labels-*.parquet")
 
     # -- shards ----------------------------------------------------------------------
     def data_shard(self, task_type: str, task: int, chunk: int, attempt: str) -> Path:

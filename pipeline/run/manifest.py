@@ -47,7 +47,15 @@ def write_manifest(plan: RunPlan, stats: RunStats, committed: list[str]) -> None
         "command": plan.command,
         "models": {
             "generator": {"name": generator.name, "path": generator.path, **stats.engine},
-            "embedder": {"name": embedder.name, "path": embedder.path},
+            "embedder": {
+                "name": embedder.name,
+                "path": embedder.path,
+                # the cuts the cosine filter used where the config left them unset (synth calibrate)
+                "cosine_threshold": embedder.cosine_threshold,
+                "code_cosine_threshold": embedder.code_cosine_threshold
+                if embedder.code_cosine_threshold is not None
+                else embedder.cosine_threshold,
+            },
             "judge": {"name": plan.config.filters.judge.model or generator.name, "enabled": plan.judge_on},
         },
         "prompts": {name: plan.prompts.prompt(name).hash for name in plan.templates},
