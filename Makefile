@@ -73,6 +73,7 @@ bench:
 	$(RUN) $(BIN)/python bench/code_reader.py --quick
 	$(RUN) $(BIN)/python bench/cost.py --quick
 	$(RUN) $(BIN)/python bench/review.py --quick
+	$(RUN) $(BIN)/python bench/compressed.py --quick
 
 lint:
 	$(BIN)/ruff check .

@@ -50,3 +50,12 @@ def test_control_characters_in_strings_are_rejected():
 def test_python_literal_is_not_evaluated():
     gen = parse_output("{'query': __import__('os').getcwd()}", QueryOutput)
     assert gen.parsed is None and "not valid JSON" in gen.error
+
+
+def test_size_categories_follow_the_hubs_list():
+    from pipeline.handover.card import size_category
+
+    cases = {0: "n<1K", 999: "n<1K", 1_000: "1K<n<10K", 150_000_000: "100M<n<1B"}
+    cases.update({2_000_000_000: "1B<n<10B", 50_000_000_000: "10B<n<100B", 500_000_000_000: "100B<n<1T"})
+    cases[2_000_000_000_000] = "n>1T"
+    assert {rows: size_category(rows) for rows in cases} == cases

@@ -217,6 +217,34 @@ def test_merge_cli_writes_a_loadable_checkpoint(tmp_path):
     assert (tmp_path / "m" / "config.json").exists()
 
 
+def test_merge_reads_and_writes_sharded_checkpoints(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from pipeline.train.merge import merge_checkpoints
+
+    tensors = {}
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        tensors[name] = {"w1": torch.randn(3, 4), "w2": torch.randn(5)}
+        save_file({"w1": tensors[name]["w1"]}, str(folder / "model-00001-of-00002.safetensors"))
+        save_file({"w2": tensors[name]["w2"]}, str(folder / "model-00002-of-00002.safetensors"))
+        index = {
+            "weight_map": {"w1": "model-00001-of-00002.safetensors", "w2": "model-00002-of-00002.safetensors"}
+        }
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    out = merge_checkpoints([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    first = load_file(str(out / "model-00001-of-00002.safetensors"))
+    second = load_file(str(out / "model-00002-of-00002.safetensors"))
+    assert torch.allclose(first["w1"], slerp(tensors["a"]["w1"], tensors["b"]["w1"], 0.5), atol=1e-6)
+    assert torch.allclose(second["w2"], slerp(tensors["a"]["w2"], tensors["b"]["w2"], 0.5), atol=1e-6)
+    assert json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]["w2"].startswith(
+        "model-0000"
+    )
+
+
 def test_batches_never_repeat_a_text():
     from pipeline.train.trainer import batches_without_duplicates
 
@@ -484,3 +512,65 @@ def test_the_schedule_counts_the_real_batches_and_a_tiny_last_batch_is_dropped(t
     log = json.loads((out / "training_log.json").read_text())
     assert len(losses) == log["steps"] == log["planned_steps"] == 2 * len(kept)
     assert min(losses) > 0  # no degenerate batch
+
+
+def test_trec_scores_keep_graded_relevance_and_equal_a_hand_computation():
+    from pipeline.train.evaluate import ndcg_at_k, trec_scores
+
+    qrels = {"q1": {"a": 2, "b": 1}, "q2": {"c": 1}}
+    run = {"q1": {"b": 0.9, "x": 0.8, "a": 0.7}, "q2": {"y": 0.9, "z": 0.5}}
+    found = trec_scores(qrels, run)
+    # q1 ranks b (gain 1), x, a (gain 2); the ideal order is a, b
+    q1 = (1 + 2 / math.log2(4)) / (2 + 1 / math.log2(3))
+    assert found["ndcg@10"] == pytest.approx((q1 + 0) / 2, abs=1e-6)
+    assert found["ndcg@10"] == pytest.approx((ndcg_at_k(["b", "x", "a"], qrels["q1"]) + 0) / 2, abs=1e-6)
+    assert found["recall@100"] == pytest.approx((1 + 0) / 2)
+    assert found["mrr@10"] == pytest.approx((1 + 0) / 2)
+    assert found["map@100"] == pytest.approx(((1 / 1 + 2 / 3) / 2 + 0) / 2)
+    # binary gains (the old reading of the qrels) would give another figure
+    binary = trec_scores({"q1": {"a": 1, "b": 1}, "q2": {"c": 1}}, run)["ndcg@10"]
+    assert abs(binary - found["ndcg@10"]) > 0.01
+
+
+def test_eval_on_a_graded_benchmark_equals_trec_eval_and_skips_self_hits(tmp_path, minilm_path):
+    import json
+
+    import pytrec_eval
+
+    from pipeline.train.evaluate import evaluate
+
+    bench = tmp_path / "graded"
+    write_beir(bench)
+    corpus = [json.loads(line) for line in (bench / "corpus.jsonl").read_text().splitlines()]
+    # q1's own text is in the corpus under its id (as in ArguAna), and a second, weaker tide document
+    corpus += [
+        {"_id": "q1", "title": "", "text": "what causes tides"},
+        {"_id": "d5", "title": "", "text": "The sea rises and falls twice a day."},
+    ]
+    (bench / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in corpus))
+    (bench / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td5\t1\nq2\td2\t1\nq3\td3\t3\nq3\td4\t0\n"
+    )
+    result = evaluate(minilm_path, bench, "test")
+    # the same exact search, scored by trec_eval directly on the graded qrels
+    from pipeline.train.encoder import Encoder
+
+    encoder = Encoder(minilm_path, max_length=256)
+    encoder.eval()
+    texts = {r["_id"]: r["text"] for r in corpus}
+    queries = {"q1": "what causes tides", "q2": "boiling point of water", "q3": "who painted the mona lisa"}
+    ids = sorted(texts)
+
+    def vectors(batch):
+        return torch.nn.functional.normalize(encoder.encode(batch).float(), dim=-1)
+
+    docs = vectors([texts[d] for d in ids])
+    run = {}
+    for qid, text in queries.items():
+        scores = (vectors([text]) @ docs.T)[0].tolist()
+        run[qid] = {d: float(s) for d, s in zip(ids, scores, strict=True) if d != qid}
+    qrels = {"q1": {"d1": 2, "d5": 1}, "q2": {"d2": 1}, "q3": {"d3": 3}}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+    assert result["ndcg@10"] == pytest.approx(sum(v["ndcg_cut_10"] for v in trec.values()) / 3, abs=1e-4)
+    assert result["recall@100"] == pytest.approx(1.0)
+    assert set(result) >= {"ndcg@10", "recall@100", "mrr@10", "map@100"}

@@ -98,3 +98,34 @@ def test_a_retrained_embedder_in_the_same_folder_gets_new_vectors(tmp_path, mini
     assert retrained.identity != first.identity
     retrained.encode(["a text about rivers"])
     assert retrained.store.computed == 1  # not the old model's vector
+
+
+def test_a_sentence_transformers_model_gets_its_query_prompt(tmp_path, minilm_path):
+    """A model whose configuration names prompts (as Qwen3-Embedding's does) gets the query one on
+    the query side and the document one on the passage side; the store keys vectors by prompt."""
+    import json
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+
+    folder = tmp_path / "prompted"
+    shutil.copytree(minilm_path, folder)
+    config = json.loads((folder / "config_sentence_transformers.json").read_text())
+    config["prompts"] = {"query": "Instruct: find the passage on the topic\nQuery: ", "document": ""}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
+    texts = ["how do tides work", "the moon pulls the sea"]
+    plain = Embedder(minilm_path, "plain")
+    prompted = Embedder(str(folder), "prompted", store_root=tmp_path / "store")
+    assert prompted.prompt("query") == "query" and prompted.prompt("passage") is None
+    queries = prompted.encode(texts, role="query")
+    passages = prompted.encode(texts, role="passage")
+    assert not np.allclose(queries, passages, atol=1e-3)  # the prompt changes the query vectors
+    np.testing.assert_allclose(passages, plain.encode(texts, role="passage"), atol=1e-3)  # float16 store
+    model = SentenceTransformer(minilm_path)
+    by_hand = model.encode(
+        [config["prompts"]["query"] + t for t in texts], normalize_embeddings=True, convert_to_numpy=True
+    )
+    np.testing.assert_allclose(queries, by_hand, atol=1e-3)
+    # read back from the store under the prompt's key, not the plain query's
+    np.testing.assert_allclose(prompted.encode(texts, role="query"), queries, atol=1e-3)
+    assert plain.prompt("query") is None  # MiniLM names no prompt: queries are encoded as they are

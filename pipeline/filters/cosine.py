@@ -90,7 +90,7 @@ class CosineFilter(StatefulStep):
         if not scored:
             return result
         queries = self.embedder.encode([r[S.QUERY] for r in scored], role="query")
-        positives = self.embedder.encode([r[S.POSITIVE] for r in scored])
+        positives = self.embedder.encode([r[S.POSITIVE] for r in scored], role="passage")
         scores = np.einsum("nd,nd->n", queries, positives)  # (N,) row-wise cosines
         percentile_cut = self.threshold(scores)
         for row, score in zip(scored, scores, strict=True):

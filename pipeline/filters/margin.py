@@ -39,11 +39,11 @@ class NegativeMargin(Step):
         queries = self.embedder.encode([r[S.QUERY] for r in rows], role="query")
         missing = [i for i, r in enumerate(rows) if r.get(S.POSITIVE_SCORE) is None]
         if missing:
-            positives = self.embedder.encode([rows[i][S.POSITIVE] for i in missing])
+            positives = self.embedder.encode([rows[i][S.POSITIVE] for i in missing], role="passage")
             for j, i in enumerate(missing):
                 rows[i][S.POSITIVE_SCORE] = float(queries[i] @ positives[j])
         llm_texts = [(i, t) for i, r in enumerate(rows) for t in r.get(S.WORK_LLM_NEGATIVES) or []]
-        llm_vectors = self.embedder.encode([t for _, t in llm_texts])
+        llm_vectors = self.embedder.encode([t for _, t in llm_texts], role="passage")
         llm_scores: dict[int, list[tuple[str, float]]] = {}
         for (i, text), vector in zip(llm_texts, llm_vectors, strict=True):
             llm_scores.setdefault(i, []).append((text, float(queries[i] @ vector)))

@@ -49,8 +49,10 @@ class WriteClassification(LLMStep):
         """The label other than ``label`` whose description the embedder finds closest to ``text``."""
         names = list(self.labels)
         if self._label_vectors is None:
-            self._label_vectors = self.embedder.encode([label_document(n, self.labels[n]) for n in names])
-        scores = self._label_vectors @ self.embedder.encode([text])[0]  # (L,)
+            self._label_vectors = self.embedder.encode(
+                [label_document(n, self.labels[n]) for n in names], role="passage"
+            )
+        scores = self._label_vectors @ self.embedder.encode([text], role="passage")[0]  # (L,)
         return max((n for n in names if n != label), key=lambda n: scores[names.index(n)])
 
     def __call__(self, rows: list[Row]) -> StepResult:

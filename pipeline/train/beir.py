@@ -20,19 +20,21 @@ def read_jsonl_texts(path: Path, with_title: bool = False) -> dict[str, str]:
     return texts
 
 
-def read_qrels(path: Path) -> dict[str, set[str]]:
-    """query id -> ids of the documents judged relevant (score > 0); graded gains are treated as 1."""
-    relevant: dict[str, set[str]] = defaultdict(set)
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """query id -> {document id: grade} for the documents judged relevant (grade > 0), grades kept
+    as given (TREC-COVID's 1-2, NFCorpus's 1-2, MS MARCO-style 1-3), as trec_eval reads them."""
+    relevant: dict[str, dict[str, int]] = defaultdict(dict)
     with path.open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
-            if int(row["score"]) > 0:
-                relevant[row["query-id"]].add(row["corpus-id"])
+            grade = int(float(row["score"]))
+            if grade > 0:
+                relevant[row["query-id"]][row["corpus-id"]] = grade
     return dict(relevant)
 
 
 def load_beir(
     folder: str | Path, split: str | None = None, with_title: bool = False
-) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
     """Corpus, queries and qrels of a BEIR folder; ``split`` None takes the only qrels file."""
     folder = storage.location(folder)
     qrels_dir = folder / "qrels"

@@ -33,13 +33,30 @@ def _pooling_from_st_config(path: Path) -> str:
     return "mean"
 
 
+def best_device() -> torch.device:
+    """The GPU when there is one (``SYNTH_DEVICE`` overrides: ``cpu``, ``cuda:1``), else the CPU."""
+    import os
+
+    wanted = os.environ.get("SYNTH_DEVICE")
+    if wanted:
+        return torch.device(wanted)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 class Encoder(nn.Module):
-    def __init__(self, model_path: str, pooling: str | None = None, max_length: int = 512):
+    def __init__(
+        self,
+        model_path: str,
+        pooling: str | None = None,
+        max_length: int = 512,
+        device: torch.device | str | None = None,
+    ):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
+        self.device = torch.device(device) if device is not None else best_device()
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModel.from_pretrained(model_path)
+        self.model = AutoModel.from_pretrained(model_path).to(self.device)
         decoder = self.model.config.model_type in DECODER_TYPES or bool(
             getattr(self.model.config, "is_decoder", 0)
         )
@@ -54,7 +71,7 @@ class Encoder(nn.Module):
         if self.pooling == "last":
             eos = self.tokenizer.eos_token or ""
             texts = [t if t.endswith(eos) else t + eos for t in texts]  # the embedding is read at this token
-        return self.tokenizer(
+        batch = self.tokenizer(
             texts,
             padding=True,
             truncation=True,
@@ -62,6 +79,7 @@ class Encoder(nn.Module):
             return_tensors="pt",
             add_special_tokens=self.pooling != "last",
         )
+        return {name: tensor.to(self.device) for name, tensor in batch.items()}
 
     def forward(self, batch: dict[str, torch.Tensor], dim: int | None = None) -> torch.Tensor:
         mask = batch["attention_mask"]  # (B, T)
@@ -89,5 +107,5 @@ class Encoder(nn.Module):
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
                 chunk = [format_query(t, instruction) for t in texts[start : start + batch_size]]
-                out.append(self(self.tokenize(chunk), dim=dim))
+                out.append(self(self.tokenize(chunk), dim=dim).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, 0)

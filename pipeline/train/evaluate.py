@@ -1,5 +1,8 @@
-"""Retrieval evaluation on a BEIR-layout folder: nDCG@10 and Recall@100 by exact search,
-then, with a reranker, nDCG@10 of the embedder's top-k rescored (the paper's retrieve-then-rerank).
+"""Retrieval evaluation on a BEIR-layout folder by exact search: nDCG@10, Recall@100, MRR@10 and
+MAP@100 as trec_eval computes them (``pytrec_eval``, graded relevance kept, the figures a BEIR
+or MTEB table prints), then, with a reranker, nDCG@10 of the embedder's top-k rescored (the
+paper's retrieve-then-rerank). A document whose id is the query's own id is never counted as
+retrieved (BEIR's ``ignore_identical_ids``: ArguAna and Quora hold each query in the corpus).
 
 Vectors go through the embedding store (pipeline/embed/store.py), keyed by the model folder's
 files, so evaluating the same model on the same corpus again encodes only what is new
@@ -31,7 +34,11 @@ class PairScorer(Protocol):
     def score(self, pairs: list[tuple[str, str]], instruction: str = ...) -> list[float]: ...
 
 
+DEPTH = 100  # documents kept per query: Recall@100 and MAP@100 read this far
+
+
 def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
+    """nDCG@k of one ranking with graded gains (trec_eval's form: gain = grade, discount log2(rank + 1))."""
     dcg = sum(relevant.get(doc, 0) / math.log2(rank + 2) for rank, doc in enumerate(ranked[:k]))
     ideal = sorted(relevant.values(), reverse=True)[:k]
     idcg = sum(gain / math.log2(rank + 2) for rank, gain in enumerate(ideal))
@@ -40,6 +47,33 @@ def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float
 
 def recall_at_k(ranked: list[str], relevant: dict[str, int], k: int = 100) -> float:
     return len(set(ranked[:k]) & set(relevant)) / len(relevant) if relevant else 0.0
+
+
+def trec_scores(
+    qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], prefix: str = ""
+) -> dict[str, float]:
+    """Mean nDCG@10, Recall@100, MRR@10 and MAP@100 over the queries of ``qrels``, by trec_eval.
+
+    ``run``: query id -> {document id: score} (its top 100). MRR@10 is trec_eval's reciprocal
+    rank over each query's top 10; MAP over its top 100. A query with no retrieved document
+    scores 0, as trec_eval's ``-c`` does.
+    """
+    import pytrec_eval
+
+    full = {q: {d: float(s) for d, s in run.get(q, {}).items()} for q in qrels}
+    top10 = {q: dict(sorted(docs.items(), key=lambda x: (-x[1], x[0]))[:10]) for q, docs in full.items()}
+    measures = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100", "map_cut.100"})
+    found = measures.evaluate({q: docs or {"-": 0.0} for q, docs in full.items()})
+    ranks = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(
+        {q: docs or {"-": 0.0} for q, docs in top10.items()}
+    )
+    count = max(1, len(qrels))
+    return {
+        f"{prefix}ndcg@10": sum(found[q]["ndcg_cut_10"] for q in qrels) / count,
+        f"{prefix}recall@100": sum(found[q]["recall_100"] for q in qrels) / count,
+        f"{prefix}mrr@10": sum(ranks[q]["recip_rank"] for q in qrels) / count,
+        f"{prefix}map@100": sum(found[q]["map_cut_100"] for q in qrels) / count,
+    }
 
 
 def model_identity(model_path: str, encoder: Encoder) -> str:
@@ -114,7 +148,7 @@ def evaluate(
     rerank_depth: int = RERANK_DEPTH,
     rerank_instruction: str | None = None,
 ) -> dict:
-    """Mean nDCG@10 and Recall@100 over the queries that have relevance labels (optionally a subset).
+    """Mean nDCG@10, Recall@100, MRR@10 and MAP@100 over the queries with relevance labels (or a subset).
 
     With ``reranker``, also the nDCG@10 after it rescores each query's top ``rerank_depth``.
     """
@@ -129,33 +163,39 @@ def evaluate(
     query_vectors = stored.encode([queries[q] for q in wanted], "query", instruction, dim, "queries")
     queries_computed = stored.computed - documents_computed if stored.store is not None else -1
 
-    rankings: dict[str, list[str]] = {}
+    run: dict[str, dict[str, float]] = {}
+    position = {d: i for i, d in enumerate(doc_ids)}
     for start in range(0, len(wanted), 256):
         scores = query_vectors[start : start + 256] @ docs.T  # (q, D) exact search
-        top = scores.topk(min(100, len(doc_ids)), dim=1).indices
-        for qid, row in zip(wanted[start : start + 256], top.tolist(), strict=True):
-            rankings[qid] = [doc_ids[i] for i in row]
-    relevant = {qid: {d: 1 for d in qrels[qid]} for qid in wanted}
-    ndcg = [ndcg_at_k(rankings[q], relevant[q]) for q in wanted]
-    recall = [recall_at_k(rankings[q], relevant[q]) for q in wanted]
-    reranked_ndcg = []
+        for row, qid in enumerate(wanted[start : start + 256]):
+            if qid in position:  # the query's own document is not a hit (BEIR's ignore_identical_ids)
+                scores[row, position[qid]] = float("-inf")
+        top = scores.topk(min(DEPTH, len(doc_ids)), dim=1)
+        for qid, values, indices in zip(
+            wanted[start : start + 256], top.values.tolist(), top.indices.tolist(), strict=True
+        ):
+            run[qid] = {doc_ids[i]: v for v, i in zip(values, indices, strict=True) if v != float("-inf")}
+    relevant = {qid: qrels[qid] for qid in wanted}
+    result = trec_scores(relevant, run)
     if reranker is not None:
         from .losses.reranker import DEFAULT_INSTRUCTION
 
         task = rerank_instruction or instruction or DEFAULT_INSTRUCTION
+        reranked = {}
         for qid in tqdm(wanted, desc="reranking", unit="query", leave=False):
-            again = rerank(reranker, queries[qid], rankings[qid], corpus, rerank_depth, task)
-            reranked_ndcg.append(ndcg_at_k(again, relevant[qid]))
-    result = {
-        "ndcg@10": sum(ndcg) / max(1, len(ndcg)),
-        "recall@100": sum(recall) / max(1, len(recall)),
-        "queries": len(wanted),
-        "documents": len(doc_ids),
-        # texts the model encoded in this call; the rest came from the store (-1: no store)
-        "encoded_documents": documents_computed,
-        "encoded_queries": queries_computed,
-    }
+            ranked = sorted(run[qid], key=lambda d: (-run[qid][d], d))
+            again = rerank(reranker, queries[qid], ranked, corpus, rerank_depth, task)
+            reranked[qid] = {doc: float(len(again) - i) for i, doc in enumerate(again)}
+        result["reranked_ndcg@10"] = trec_scores(relevant, reranked)["ndcg@10"]
+    result.update(
+        {
+            "queries": len(wanted),
+            "documents": len(doc_ids),
+            # texts the model encoded in this call; the rest came from the store (-1: no store)
+            "encoded_documents": documents_computed,
+            "encoded_queries": queries_computed,
+        }
+    )
     if reranker is not None:
         result["rerank_depth"] = rerank_depth
-        result["reranked_ndcg@10"] = sum(reranked_ndcg) / max(1, len(reranked_ndcg))
     return result

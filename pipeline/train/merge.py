@@ -39,16 +39,52 @@ def slerp_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.
     return merged
 
 
-def merge_checkpoints(folders: list[Path], out: Path) -> Path:
-    """Merge Hugging Face checkpoint folders (model.safetensors) into ``out``, configs from the first."""
-    from safetensors.torch import load_file, save_file
+INDEX = "model.safetensors.index.json"  # a sharded checkpoint's map of tensor name -> shard file
 
-    states = [load_file(str(folder / "model.safetensors")) for folder in folders]
+
+def checkpoint_files(folder: Path) -> dict[str, list[str]]:
+    """Shard file -> tensor names: ``model.safetensors`` alone, or the shards a checkpoint's index names."""
+    import json
+
+    from safetensors import safe_open
+
+    if (folder / INDEX).exists():
+        weight_map = json.loads((folder / INDEX).read_text(encoding="utf-8"))["weight_map"]
+        files: dict[str, list[str]] = {}
+        for name, file in weight_map.items():
+            files.setdefault(file, []).append(name)
+        return files
+    if not (folder / "model.safetensors").exists():
+        raise FileNotFoundError(f"{folder}: no model.safetensors and no {INDEX}")
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+        return {"model.safetensors": list(handle.keys())}
+
+
+def load_checkpoint(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for file in checkpoint_files(folder):
+        state.update(load_file(str(folder / file)))
+    return state
+
+
+def merge_checkpoints(folders: list[Path], out: Path) -> Path:
+    """Merge Hugging Face checkpoint folders into ``out``, laid out (one file or the same shards) and
+    configured like the first."""
+    from safetensors.torch import save_file
+
+    states = [load_checkpoint(folder) for folder in folders]
+    names = set(states[0])
+    for folder, state in zip(folders[1:], states[1:], strict=True):
+        if set(state) != names:
+            raise ValueError(
+                f"{folder}: its tensors are not those of {folders[0]}: not the same architecture"
+            )
     merged = slerp_state_dicts(states)
     shutil.copytree(folders[0], out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors"))
-    save_file(
-        {k: v.contiguous() for k, v in merged.items()},
-        str(out / "model.safetensors"),
-        metadata={"format": "pt"},
-    )
+    for file, tensors in checkpoint_files(folders[0]).items():
+        save_file(
+            {name: merged[name].contiguous() for name in tensors}, str(out / file), metadata={"format": "pt"}
+        )
     return out

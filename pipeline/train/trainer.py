@@ -8,6 +8,7 @@ AdamW with linear warmup and decay; checkpoints load in transformers and sentenc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -128,11 +129,34 @@ def save_checkpoint(encoder: Encoder, source: str, target: Path) -> None:
             shutil.copy2(item, target / name)
 
 
+def _step(encoder: Encoder, loss_fn, config: TrainConfig, queries, positives, flat) -> torch.Tensor:
+    """One batch's loss, its gradients accumulated (gradient caching over mini-batches, or one pass)."""
+    if config.mini_batch:
+        groups = {"q": _chunks(queries, config.mini_batch), "p": _chunks(positives, config.mini_batch)}
+        if flat:
+            groups["n"] = _chunks(flat, config.mini_batch)
+        return cached_backward(
+            lambda texts: encoder(encoder.tokenize(texts)), groups, loss_fn, k=config.negatives
+        )
+    q = encoder(encoder.tokenize(queries))  # (N, d)
+    p = encoder(encoder.tokenize(positives))  # (N, d)
+    n = None
+    if flat:
+        n = encoder(encoder.tokenize(flat)).reshape(len(queries), config.negatives, -1)  # (N, K, d)
+    loss = loss_fn(q, p, n)
+    loss.backward()
+    return loss
+
+
 def train(data: Path, model_path: str, out: Path, config: TrainConfig) -> list[float]:
     """Fine-tune ``model_path`` on the shards in ``data``; returns the loss of every step."""
     torch.manual_seed(config.seed)
     encoder = Encoder(model_path, max_length=config.max_length)
     encoder.train()
+    device = encoder.device
+    # bfloat16 autocast where the GPU computes it natively; float32 elsewhere
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    log.info("training on %s%s", device, " with bfloat16 autocast" if bf16 else "")
     use_instruction = encoder.pooling == "last" if config.instruction is None else config.instruction
     loss_fn: torch.nn.Module = ImprovedInfoNCE(temperature=config.temperature)
     if config.matryoshka_dims:
@@ -152,24 +176,9 @@ def train(data: Path, model_path: str, out: Path, config: TrainConfig) -> list[f
             positives = [r[S.POSITIVE] for r in batch]
             flat = [neg for r in batch for neg in r[S.NEGATIVES][: config.negatives]]
             optimizer.zero_grad()
-            if config.mini_batch:
-                groups = {
-                    "q": _chunks(queries, config.mini_batch),
-                    "p": _chunks(positives, config.mini_batch),
-                }
-                if flat:
-                    groups["n"] = _chunks(flat, config.mini_batch)
-                loss = cached_backward(
-                    lambda texts: encoder(encoder.tokenize(texts)), groups, loss_fn, k=config.negatives
-                )
-            else:
-                q = encoder(encoder.tokenize(queries))  # (N, d)
-                p = encoder(encoder.tokenize(positives))  # (N, d)
-                n = None
-                if flat:
-                    n = encoder(encoder.tokenize(flat)).reshape(len(batch), config.negatives, -1)  # (N, K, d)
-                loss = loss_fn(q, p, n)
-                loss.backward()
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            with autocast:
+                loss = _step(encoder, loss_fn, config, queries, positives, flat)
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
             optimizer.step()
             schedule.step()
@@ -179,6 +188,8 @@ def train(data: Path, model_path: str, out: Path, config: TrainConfig) -> list[f
     save_checkpoint(encoder, model_path, out)
     summary = {
         "config": {**asdict(config), "model": str(model_path), "data": str(data)},
+        "device": str(device),
+        "bf16": bf16,
         "losses": losses,
         "rows": rows,
         "steps": len(losses),
