@@ -18,6 +18,11 @@ from typing import Any
 
 from .. import storage
 
+# the columns a corpus row may name its id, text and title with (``corpus.*_field`` overrides them)
+ID_FIELDS = ("id", "_id", "doc_id", "docid")
+TEXT_FIELDS = ("text", "content", "contents", "passage", "body")
+TITLE_FIELDS = ("title",)
+
 RawRow = tuple[Any, dict[str, Any]]  # (where: formats as "file:line" / "file:row N", the row)
 
 

@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from functools import cached_property
 
 from .. import storage
-from .base import Block, CorpusError, CountingFile, RawRow, Reader
+from .base import ID_FIELDS, TEXT_FIELDS, TITLE_FIELDS, Block, CorpusError, CountingFile, RawRow, Reader
 from .compressed import numbered_lines, open_decompressed
-from .documents import ID_FIELDS, TEXT_FIELDS, TITLE_FIELDS
 from .jsonl import _LARGE, _REMOTE, LineAt, _lines, byte_blocks
 
 HEADERLESS = {2: ["id", "text"], 3: ["id", "text", "title"]}

@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import CorpusConfig
-from .base import CorpusError, RawRow
+from .base import ID_FIELDS, TEXT_FIELDS, TITLE_FIELDS, CorpusError, RawRow
 
 __all__ = ["CorpusError", "Document", "ReadStats", "documents", "iter_documents"]
 
-ID_FIELDS = ("id", "_id", "doc_id", "docid")
-TEXT_FIELDS = ("text", "content", "contents", "passage", "body")
 CODE_FIELDS = ("code", "func_code_string", "original_string")  # a row holding code instead of text
-TITLE_FIELDS = ("title",)
 LANGUAGE_FIELDS = ("language", "lang")
 # what a code row may carry beside its code (the source-tree reader sets them all), and a domain seed
 META_FIELDS = ("programming_language", "symbol", "path", "signature", "docstring", "body", "domain")
