@@ -74,6 +74,7 @@ bench:
 	$(RUN) $(BIN)/python bench/cost.py --quick
 	$(RUN) $(BIN)/python bench/review.py --quick
 	$(RUN) $(BIN)/python bench/compressed.py --quick
+	$(RUN) $(BIN)/python bench/train_throughput.py --quick
 
 lint:
 	$(BIN)/ruff check .

@@ -35,6 +35,24 @@ def split_queries(qrels: dict, seed: int) -> tuple[list[str], list[str]]:
     return sorted(ids[:cut]), sorted(ids[cut:])
 
 
+def human_row(qid: str, doc: str, query: str, passage: str) -> dict:
+    """One SciFact claim and a relevant abstract as a row of the pipeline's schema."""
+    from pipeline import schema as S
+
+    return {
+        S.ID: f"{qid}-{doc}",
+        S.QUERY: query,
+        S.POSITIVE: passage,
+        S.TASK_TYPE: "retrieval",
+        S.LANGUAGE: "en",
+        S.PASSAGE_LANGUAGE: "en",
+        S.SOURCE_ID: doc,
+        S.PASSAGE_ID: doc,
+        S.MODEL: "human (SciFact qrels)",
+        S.PROMPT_HASH: "",
+    }
+
+
 def build_rows(corpus, queries, qrels, train_ids, out: Path, embedder, keep=None, seed=0) -> int:
     from pipeline import schema as S
     from pipeline.config import NegativesConfig
@@ -49,25 +67,12 @@ def build_rows(corpus, queries, qrels, train_ids, out: Path, embedder, keep=None
     pool = PassagePool.build(
         lambda: (Passage(d, d, None, corpus[d], "en") for d in doc_ids), embedder, cache_root() / "pools"
     )
-    rows = []
-    for qid in train_ids:
-        for doc in sorted(qrels[qid]):
-            if doc in corpus:
-                rows.append(
-                    {
-                        S.ID: f"{qid}-{doc}",
-                        S.QUERY: queries[qid],
-                        S.POSITIVE: corpus[doc],
-                        S.TASK_TYPE: "retrieval",
-                        S.LANGUAGE: "en",
-                        S.PASSAGE_LANGUAGE: "en",
-                        S.SOURCE_ID: doc,
-                        S.PASSAGE_ID: doc,
-                        S.MODEL: "human (SciFact qrels)",
-                        S.PROMPT_HASH: "",
-                        S.INSTRUCTION: INSTRUCTION,
-                    }
-                )
+    rows = [
+        human_row(qid, doc, queries[qid], corpus[doc]) | {S.INSTRUCTION: INSTRUCTION}
+        for qid in train_ids
+        for doc in sorted(qrels[qid])
+        if doc in corpus
+    ]
     config = NegativesConfig(mined_count=3, llm_count=0)
     rows = MineNegatives(embedder, pool, config)(rows).kept
     rows = NegativeMargin(embedder, config)(rows).kept

@@ -486,18 +486,28 @@ def prepare(
     typer.echo(f"embedder: {embedder.name}\n  at {embedder.path}")
 
 
+_SAVE_EVERY_HELP = "Optimizer steps between checkpoints in OUT/checkpoints (0: none); --resume continues."
+_ACCUMULATE_HELP = (
+    "Batches per optimizer step (gradient accumulation). Each batch contrasts its own rows: for more "
+    "in-batch negatives raise --batch-size with --mini-batch instead."
+)
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="Run folder (its data/ shards) or a folder of part-*.parquet.")],
     model: Annotated[str, typer.Option(help="Model to fine-tune (hub id or local folder).")] = "",
     out: Annotated[Path, typer.Option(help="Folder for the fine-tuned checkpoint.")] = Path("outputs/model"),
     epochs: Annotated[int, typer.Option()] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option()] = TrainConfig.batch_size,
+    batch_size: Annotated[
+        int, typer.Option(help="Rows per batch and process (the in-batch pool is all processes' rows).")
+    ] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option()] = TrainConfig.lr,
     negatives: Annotated[
         int, typer.Option(help="Hard negatives per row in the loss.")
     ] = TrainConfig.negatives,
     temperature: Annotated[float, typer.Option()] = TrainConfig.temperature,
+    max_length: Annotated[int, typer.Option(help="Tokens per text.")] = TrainConfig.max_length,
     matryoshka: Annotated[
         str, typer.Option(help="Comma-separated dims for a Matryoshka loss, e.g. 64,128,384.")
     ] = "",
@@ -505,13 +515,20 @@ def train(
         int,
         typer.Option(help="Gradient caching: embed this many texts at a time (0: whole batch at once)."),
     ] = TrainConfig.mini_batch,
+    accumulate: Annotated[int, typer.Option(help=_ACCUMULATE_HELP)] = TrainConfig.accumulate,
+    save_every: Annotated[int, typer.Option(help=_SAVE_EVERY_HELP)] = TrainConfig.save_every,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest checkpoint in OUT/checkpoints.")
+    ] = False,
     seed: Annotated[int, typer.Option()] = TrainConfig.seed,
 ) -> None:
-    """Fine-tune an embedding model on generated rows with the improved InfoNCE loss."""
-    from .models import resolve_embedder
-    from .train.trainer import train as run_training
+    """Fine-tune an embedding model on generated rows with the improved InfoNCE loss.
 
-    _setup_logging(False)
+    Runs on the GPU when there is one. Several GPUs, one process each:
+    torchrun --standalone --nproc_per_node N -m pipeline.cli train ...
+    """
+    from .models import resolve_embedder
+
     folder = _data_folder(data)
     model_path = model or resolve_embedder(None).path
     dims = tuple(int(x) for x in matryoshka.split(",") if x.strip())
@@ -521,12 +538,34 @@ def train(
         lr=lr,
         negatives=negatives,
         temperature=temperature,
+        max_length=max_length,
         matryoshka_dims=dims,
         mini_batch=mini_batch,
+        accumulate=accumulate,
+        save_every=save_every,
         seed=seed,
     )
-    losses = run_training(folder, model_path, out, config)
+    _announce_device(out, "train")
+    from .train.trainer import train as run_training
+
+    losses = run_training(folder, model_path, out, config, resume=resume)
     _report_training(losses, folder, out)
+
+
+def _announce_device(out: Path, command: str) -> None:
+    """Send the libraries' records to ``OUT/logs/<command>-<time>.log`` (one file per process of a
+    multi-process run) and say where training runs and where its log is, once."""
+    import os
+
+    from . import console
+    from .train.device import best_device, describe, world_size
+    from .train.lifecycle import is_main_process
+
+    rank = os.environ.get("RANK", "0")
+    name = command if world_size() == 1 else f"{command}-rank{rank}"
+    log = console.start_logging(out, False, command=name, logs=Path(out) / "logs")
+    if is_main_process():
+        typer.echo(f"training on {describe(best_device())}; log: {log}")
 
 
 def _data_folder(data: Path) -> Path:
@@ -538,10 +577,13 @@ def _data_folder(data: Path) -> Path:
 
 
 def _report_training(losses: list[float], folder: Path, out: Path) -> None:
+    from .train.lifecycle import is_main_process
+
     if not losses:
         typer.secho(f"error: no trainable rows in {folder}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
-    typer.echo(f"{len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}; saved {out}")
+    if is_main_process():
+        typer.echo(f"{len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}; saved {out}")
 
 
 @app.command("train-reranker")
@@ -550,20 +592,35 @@ def train_reranker_command(
     model: Annotated[str, typer.Option(help="Causal LM to fine-tune (hub id or local folder), e.g. Qwen3.")],
     out: Annotated[Path, typer.Option(help="Folder for the fine-tuned reranker.")] = Path("outputs/reranker"),
     epochs: Annotated[int, typer.Option()] = RerankerConfig.epochs,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = RerankerConfig.batch_size,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step and process.")] = RerankerConfig.batch_size,
     lr: Annotated[float, typer.Option()] = RerankerConfig.lr,
     negatives: Annotated[
         int, typer.Option(help="'no' pairs per row, from its hard negatives.")
     ] = RerankerConfig.negatives,
+    accumulate: Annotated[
+        int, typer.Option(help="Batches per optimizer step (gradient accumulation).")
+    ] = RerankerConfig.accumulate,
+    save_every: Annotated[int, typer.Option(help=_SAVE_EVERY_HELP)] = RerankerConfig.save_every,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest checkpoint in OUT/checkpoints.")
+    ] = False,
     seed: Annotated[int, typer.Option()] = RerankerConfig.seed,
 ) -> None:
     """Fine-tune a point-wise yes/no reranker (the paper's prompt and loss) on generated rows."""
+    folder = _data_folder(data)
+    config = RerankerConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        negatives=negatives,
+        accumulate=accumulate,
+        save_every=save_every,
+        seed=seed,
+    )
+    _announce_device(out, "train-reranker")
     from .train.reranker_trainer import train_reranker
 
-    _setup_logging(False)
-    folder = _data_folder(data)
-    config = RerankerConfig(epochs=epochs, batch_size=batch_size, lr=lr, negatives=negatives, seed=seed)
-    losses = train_reranker(folder, model, out, config)
+    losses = train_reranker(folder, model, out, config, resume=resume)
     _report_training(losses, folder, out)
 
 
@@ -593,12 +650,23 @@ def evaluate_command(
             help="Keep vectors in the embedding store, so a second evaluation encodes only queries."
         ),
     ] = True,
+    mteb_task: Annotated[
+        str | None,
+        typer.Option(
+            "--mteb",
+            help="Also score the benchmark with mteb's own code as this MTEB retrieval task (e.g. SciFact), "
+            "its data read from --benchmark; every query with labels, --query-ids aside.",
+        ),
+    ] = None,
 ) -> None:
-    """nDCG@10 and Recall@100 by exact search on CPU or GPU; with --reranker, nDCG@10 after reranking."""
+    """nDCG@10, Recall@100, MRR@10, MAP@100 by exact search on CPU or GPU (trec_eval's figures);
+    with --reranker, nDCG@10 after reranking; with --mteb, mteb's own scores beside them."""
+    from . import console
     from .models import cache_root
     from .train.evaluate import evaluate
 
-    _setup_logging(False)
+    # the libraries' records (transformers', mteb's) to a log file in the cache; results on stdout
+    console.start_logging(Path("."), False, command="eval", logs=cache_root() / "logs")
     if rerank_depth < 1:
         raise typer.BadParameter("--rerank-depth must be at least 1")
     wanted = set(query_ids.read_text().split()) if query_ids else None
@@ -620,6 +688,12 @@ def evaluate_command(
     )
     if reranker:
         result["reranker"] = reranker
+    if mteb_task:
+        from .train.beir import only_split
+        from .train.mteb_task import evaluate_mteb
+
+        split_name = split or only_split(benchmark)
+        result["mteb"] = evaluate_mteb(model, mteb_task, benchmark, split_name, instruction=instruction)
     typer.echo(json.dumps(result))
 
 

@@ -20,7 +20,7 @@ from collections import Counter
 ENV = "SYNTH_CRASH_AT"
 DISK_FULL_ENV = "SYNTH_DISK_FULL_AT"
 CRASH_EXIT = 86
-POINTS = (
+RUN_POINTS = (  # synth generate: each is in the crash matrix of tests/test_crash_points.py
     "before_shard",  # a chunk's rows are ready, its first shard not written
     "after_shard",  # one shard of the chunk landed, the others may not have
     "before_checkpoint",  # every shard of the chunk landed, the checkpoint not written
@@ -31,6 +31,10 @@ POINTS = (
     "mid_manifest",  # the manifest's temporary file written, not renamed
     "before_card",  # the manifest written, the dataset card not
 )
+TRAIN_POINTS = (  # synth train / train-reranker: tests/test_trainer.py resumes from it
+    "after_train_checkpoint",  # a checkpoint saved, training not done
+)
+POINTS = RUN_POINTS + TRAIN_POINTS
 _reached: Counter = Counter()
 
 

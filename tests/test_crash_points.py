@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.executors import run_generate
-from pipeline.faults import CRASH_EXIT, ENV, POINTS
+from pipeline.faults import CRASH_EXIT, ENV, RUN_POINTS
 
 from .conftest import FakeEngine, child_env, default_answer
 from .test_golden import snapshot
@@ -90,7 +90,7 @@ def uninterrupted(tmp_path_factory, minilm_path, cache):
 
 
 def test_every_point_is_in_the_matrix():
-    assert {case.split("@")[0] for case in CASES} == set(POINTS)
+    assert {case.split("@")[0] for case in CASES} == set(RUN_POINTS)
 
 
 @pytest.mark.parametrize("case", CASES)

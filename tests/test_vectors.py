@@ -129,3 +129,34 @@ def test_a_sentence_transformers_model_gets_its_query_prompt(tmp_path, minilm_pa
     # read back from the store under the prompt's key, not the plain query's
     np.testing.assert_allclose(prompted.encode(texts, role="query"), queries, atol=1e-3)
     assert plain.prompt("query") is None  # MiniLM names no prompt: queries are encoded as they are
+
+
+def test_synth_eval_gives_a_prompted_model_its_query_prompt(tmp_path, minilm_path):
+    """The evaluation encoder reads the same configured prompts: queries get theirs unless an
+    instruction replaces it, and the store keeps the prompted and plain query vectors apart."""
+    import json
+    import shutil
+
+    import torch
+
+    from pipeline.train.encoder import Encoder
+    from pipeline.train.evaluate import StoredEncoder
+
+    folder = tmp_path / "prompted"
+    shutil.copytree(minilm_path, folder)
+    config = json.loads((folder / "config_sentence_transformers.json").read_text())
+    config["prompts"] = {"query": "search_query: ", "document": "search_document: "}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
+    texts = ["how do tides work", "the moon pulls the sea"]
+    encoder = Encoder(str(folder), device="cpu")
+    plain = Encoder(minilm_path, device="cpu")
+    assert encoder.prompt("query") == "search_query: " and encoder.prompt("passage") == "search_document: "
+    queries = encoder.encode(texts, role="query")
+    assert torch.allclose(queries, plain.encode(["search_query: " + t for t in texts]), atol=1e-5)
+    assert not torch.allclose(queries, plain.encode(texts), atol=1e-3)
+    instructed = encoder.encode(texts, instruction="Find the passage", role="query")
+    assert torch.allclose(instructed, plain.encode(texts, instruction="Find the passage"), atol=1e-5)
+    stored = StoredEncoder(encoder, "prompted", tmp_path / "store", batch_size=8)
+    a = stored.encode(texts, "query", None, None, "queries")
+    b = stored.encode(texts, "query", "Find the passage", None, "queries")
+    assert stored.computed == 4 and not torch.allclose(a, b, atol=1e-3)

@@ -120,9 +120,7 @@ class Embedder:
 
     def prompt(self, role: Role) -> str | None:
         """The name of the sentence-transformers prompt for this role, if the model has a non-empty one."""
-        prompts = getattr(self.model, "prompts", None) or {}
-        names = ("query",) if role == "query" else ("document", "passage", "corpus")
-        return next((name for name in names if prompts.get(name)), None)
+        return prompt_name(getattr(self.model, "prompts", None) or {}, role)
 
     def _compute(self, texts: list[str], role: Role, show_progress: bool = False) -> np.ndarray:
         if self.packaged is not None:
@@ -141,3 +139,9 @@ class Embedder:
             show_progress_bar=show_progress,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+def prompt_name(prompts: dict[str, str], role: Role) -> str | None:
+    """Which of a sentence-transformers model's prompts serves this role (a non-empty one), if any."""
+    names = ("query",) if role == "query" else ("document", "passage", "corpus")
+    return next((name for name in names if prompts.get(name)), None)

@@ -32,19 +32,21 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return dict(relevant)
 
 
+def only_split(folder: str | Path) -> str:
+    """The name of a BEIR folder's one qrels split (an error naming them when there are several)."""
+    qrels_dir = storage.location(folder) / "qrels"
+    files = sorted(qrels_dir.glob("*.tsv"), key=str)
+    if len(files) != 1:
+        raise ValueError(f"{qrels_dir}: name a split, found {[f.stem for f in files]}")
+    return files[0].stem
+
+
 def load_beir(
     folder: str | Path, split: str | None = None, with_title: bool = False
 ) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
     """Corpus, queries and qrels of a BEIR folder; ``split`` None takes the only qrels file."""
     folder = storage.location(folder)
-    qrels_dir = folder / "qrels"
-    if split is None:
-        files = sorted(qrels_dir.glob("*.tsv"), key=str)
-        if len(files) != 1:
-            raise ValueError(f"{qrels_dir}: name a split, found {[f.stem for f in files]}")
-        qrels_file = files[0]
-    else:
-        qrels_file = qrels_dir / f"{split}.tsv"
+    qrels_file = folder / "qrels" / f"{split or only_split(folder)}.tsv"
     return (
         read_jsonl_texts(folder / "corpus.jsonl", with_title=with_title),
         read_jsonl_texts(folder / "queries.jsonl"),

@@ -5,7 +5,9 @@
 - Encoder models (BERT family): mean or CLS pooling, as the sentence-transformers pooling
   config of the checkpoint says (mean when it says nothing).
 - L2 normalisation; Matryoshka truncation to any ``dim`` (truncate, then normalise).
-- Queries get the instruction ``Instruct: {task}\\nQuery:{query}``; documents get none.
+- Queries get the instruction ``Instruct: {task}\\nQuery:{query}`` when one is given; otherwise
+  each side gets the prompt the model's sentence-transformers config names for its role (e5's
+  "query: " / "passage: ", Qwen3-Embedding's query instruction), as sentence-transformers would.
 """
 
 from __future__ import annotations
@@ -18,29 +20,36 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..generate.instructions import format_query
+from .device import best_device
 
 DECODER_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3", "phi3"}
 
 
+def is_decoder(config) -> bool:
+    """Whether a transformers config describes a causal LM (last-token pooling, the Qwen3 way)."""
+    return config.model_type in DECODER_TYPES or bool(getattr(config, "is_decoder", 0))
+
+
 def _pooling_from_st_config(path: Path) -> str:
+    """The pooling a sentence-transformers folder names, in the old (``pooling_mode_*``) or new key."""
     config = path / "1_Pooling" / "config.json"
     if config.exists():
         data = json.loads(config.read_text())
-        if data.get("pooling_mode_cls_token"):
+        mode = data.get("pooling_mode")
+        if data.get("pooling_mode_cls_token") or mode == "cls":
             return "cls"
-        if data.get("pooling_mode_lasttoken"):
+        if data.get("pooling_mode_lasttoken") or mode == "lasttoken":
             return "last"
     return "mean"
 
 
-def best_device() -> torch.device:
-    """The GPU when there is one (``SYNTH_DEVICE`` overrides: ``cpu``, ``cuda:1``), else the CPU."""
-    import os
-
-    wanted = os.environ.get("SYNTH_DEVICE")
-    if wanted:
-        return torch.device(wanted)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _prompts_from_st_config(path: Path) -> dict[str, str]:
+    """The prompts of a sentence-transformers folder (``config_sentence_transformers.json``)."""
+    config = path / "config_sentence_transformers.json"
+    if not config.exists():
+        return {}
+    prompts = json.loads(config.read_text()).get("prompts") or {}
+    return {name: text for name, text in prompts.items() if text}
 
 
 class Encoder(nn.Module):
@@ -57,15 +66,21 @@ class Encoder(nn.Module):
         self.device = torch.device(device) if device is not None else best_device()
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.model = AutoModel.from_pretrained(model_path).to(self.device)
-        decoder = self.model.config.model_type in DECODER_TYPES or bool(
-            getattr(self.model.config, "is_decoder", 0)
-        )
+        decoder = is_decoder(self.model.config)
         self.pooling = pooling or ("last" if decoder else _pooling_from_st_config(Path(model_path)))
         if self.pooling == "last":
             self.tokenizer.padding_side = "left"
             if self.tokenizer.pad_token is None:
                 self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_length = max_length
+        self.prompts = _prompts_from_st_config(Path(model_path))
+
+    def prompt(self, role: str | None) -> str:
+        """The text put before every ``role`` text: the model's configured prompt for it, or nothing."""
+        from ..embed.embedder import prompt_name
+
+        name = prompt_name(self.prompts, role) if role else None
+        return self.prompts[name] if name else ""
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         if self.pooling == "last":
@@ -100,12 +115,21 @@ class Encoder(nn.Module):
         return F.normalize(pooled, dim=-1)
 
     def encode(
-        self, texts: list[str], instruction: str | None = None, batch_size: int = 32, dim: int | None = None
+        self,
+        texts: list[str],
+        instruction: str | None = None,
+        batch_size: int = 32,
+        dim: int | None = None,
+        role: str | None = None,
     ) -> torch.Tensor:
-        """Embeddings without gradients, (len(texts), dim or hidden size)."""
+        """Embeddings without gradients, (len(texts), dim or hidden size).
+
+        ``instruction`` (queries of Qwen3-style models) replaces the model's prompt for ``role``.
+        """
+        prefix = "" if instruction else self.prompt(role)
         out = []
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
-                chunk = [format_query(t, instruction) for t in texts[start : start + batch_size]]
+                chunk = [prefix + format_query(t, instruction) for t in texts[start : start + batch_size]]
                 out.append(self(self.tokenize(chunk), dim=dim).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, 0)

@@ -100,13 +100,14 @@ class StoredEncoder:
         progress = tqdm(total=len(texts), desc=desc, unit="text", leave=False)
 
         def compute(batch: list[str]) -> np.ndarray:
-            vectors = self.encoder.encode(batch, instruction=instruction, batch_size=self.batch_size)
+            vectors = self.encoder.encode(batch, instruction, self.batch_size, role=role)
             progress.update(len(batch))
             return vectors.float().numpy()
 
         if self.store is not None:
-            # the instruction is part of the query text the model reads, so it is part of the key
-            vectors = self.store.encode(texts, f"{role}\x1f{instruction or ''}", compute)
+            # the instruction or the model's prompt is part of the text the model reads: part of the key
+            prefix = instruction or self.encoder.prompt(role)
+            vectors = self.store.encode(texts, f"{role}\x1f{prefix}", compute)
         else:
             vectors = compute(texts)
         progress.close()

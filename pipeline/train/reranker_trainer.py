@@ -3,29 +3,32 @@
 Every row gives one relevant pair (query, positive) labelled "yes" and one pair per hard
 negative labelled "no". The causal LM reads the paper's prompt (``reranker_prompt``) and is
 trained with ``pointwise_reranker_loss`` on its next-token logits for "yes" and "no", left
-padded so the last position is the answer position in every sequence.
+padded so the last position is the answer position in every sequence. Training runs on
+transformers' ``Trainer``: the same devices, precision, accumulation, checkpoints, ``--resume``
+and processes as ``synth train`` (``lifecycle.py``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import random
-from dataclasses import asdict
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+import transformers
 
 from .. import schema as S
 from .config import RerankerConfig
+from .lifecycle import RecordsStepLosses, StepLosses, resume_point, train_to_the_end, trainer_arguments
 from .losses.reranker import (
     DEFAULT_INSTRUCTION,
     pointwise_reranker_loss,
     relevance_scores,
     reranker_prompt,
 )
-from .trainer import stream_rows, warmup_then_linear_decay
+from .trainer import stream_rows
 
 log = logging.getLogger(__name__)
 
@@ -63,51 +66,92 @@ class Reranker:
         return relevance_scores(self.last_logits(prompts), self.yes_id, self.no_id).tolist()
 
 
-def labelled_pairs(data: Path, negatives: int) -> list[tuple[str, int]]:
-    """(prompt, label) for every row: the positive as 1, up to ``negatives`` negatives as 0."""
-    pairs = []
+def labelled_pairs(data: Path, negatives: int) -> Iterator[dict]:
+    """``{"prompt", "label"}`` for every row: the positive as 1, up to ``negatives`` negatives as 0."""
     for row in stream_rows(data):
         instruction = row.get(S.INSTRUCTION) or DEFAULT_INSTRUCTION
-        pairs.append((reranker_prompt(row[S.QUERY], row[S.POSITIVE], instruction), 1))
+        yield {"prompt": reranker_prompt(row[S.QUERY], row[S.POSITIVE], instruction), "label": 1}
         for negative in row[S.NEGATIVES][:negatives]:
-            pairs.append((reranker_prompt(row[S.QUERY], negative, instruction), 0))
-    return pairs
+            yield {"prompt": reranker_prompt(row[S.QUERY], negative, instruction), "label": 0}
 
 
-def train_reranker(data: Path, model_path: str, out: Path, config: RerankerConfig) -> list[float]:
-    """Fine-tune the causal LM at ``model_path`` as a yes/no reranker; returns the loss of every step."""
-    torch.manual_seed(config.seed)
-    reranker = Reranker(model_path, config.max_length)
-    reranker.model.train()
-    pairs = labelled_pairs(data, config.negatives)
-    if not pairs:
-        return []
-    total_steps = max(1, math.ceil(len(pairs) / config.batch_size) * config.epochs)
-    warmup = int(total_steps * config.warmup_ratio)
-    optimizer = torch.optim.AdamW(reranker.model.parameters(), lr=config.lr)
-    schedule = warmup_then_linear_decay(optimizer, total_steps, warmup)
-    rng = random.Random(config.seed)
-    losses: list[float] = []
-    for epoch in range(config.epochs):
-        order = pairs[:]
-        rng.shuffle(order)  # mixes "yes" and "no" pairs within each batch
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            labels = torch.tensor([label for _, label in batch])  # (B,)
-            logits = reranker.last_logits([prompt for prompt, _ in batch])  # (B, V)
-            loss = pointwise_reranker_loss(logits, reranker.yes_id, reranker.no_id, labels)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(reranker.model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            if len(losses) % config.log_every == 0 or len(losses) == 1:
-                log.info("epoch %d step %d/%d loss %.4f", epoch, len(losses), total_steps, losses[-1])
+class PromptCollator:
+    """Tokenizes a batch of prompts, left padded: position -1 is every sequence's answer position."""
+
+    def __init__(self, reranker: Reranker):
+        self.tokenizer = reranker.tokenizer
+        self.max_length = reranker.max_length
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(
+            [e["prompt"] for e in examples],
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        batch["labels"] = torch.tensor([e["label"] for e in examples])
+        return dict(batch)
+
+
+class PointwiseTrainer(transformers.Trainer):
+    """transformers' Trainer with the paper's point-wise loss on the "yes" / "no" logits."""
+
+    yes_id: int  # token ids of the two answers, set by the subclass that knows the tokenizer
+    no_id: int
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        # only the answer position's logits: (B, 1, V) instead of the whole sequence's
+        logits = model(**inputs, logits_to_keep=1).logits[:, -1, :]
+        loss = pointwise_reranker_loss(logits.float(), self.yes_id, self.no_id, labels)
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+
+def train_reranker(
+    data: Path, model_path: str, out: Path, config: RerankerConfig, resume: bool = False
+) -> list[float]:
+    """Fine-tune the causal LM at ``model_path`` as a yes/no reranker; returns the loss of every step.
+
+    Runs on transformers' ``Trainer`` (devices, mixed precision, accumulation, checkpoints,
+    ``resume`` and several processes as for ``synth train``) with the paper's point-wise loss.
+    """
+    from datasets import Dataset, Features, Value
+    from transformers import TrainingArguments
+
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    reranker.model.save_pretrained(out, safe_serialization=True)
-    reranker.tokenizer.save_pretrained(out)
-    summary = {"config": {**asdict(config), "model": str(model_path), "data": str(data)}, "losses": losses}
-    summary["pairs"] = len(pairs)
-    (out / "training_log.json").write_text(json.dumps(summary, indent=2))
-    return losses
+    reranker = Reranker(model_path, config.max_length)
+    cache = Path(tempfile.mkdtemp(prefix=".pairs-", dir=out))
+    try:
+        if not any(True for _ in labelled_pairs(data, config.negatives)):
+            return []
+        pairs = Dataset.from_generator(
+            labelled_pairs,
+            gen_kwargs={"data": data, "negatives": config.negatives},
+            features=Features({"prompt": Value("string"), "label": Value("int64")}),
+            cache_dir=str(cache),
+        )
+        checkpoint = resume_point(out, resume)
+        losses = StepLosses(resumed_from=checkpoint)
+
+        class Trainer(RecordsStepLosses, PointwiseTrainer):
+            step_losses = losses
+            yes_id, no_id = reranker.yes_id, reranker.no_id
+
+        arguments = TrainingArguments(
+            **trainer_arguments(config, out, len(pairs)), remove_unused_columns=False
+        )
+        trainer = Trainer(
+            model=reranker.model,
+            args=arguments,
+            train_dataset=pairs,
+            data_collator=PromptCollator(reranker),
+            processing_class=reranker.tokenizer,
+            callbacks=[losses],
+        )
+        return train_to_the_end(
+            trainer, out, checkpoint, losses, config, model=model_path, data=data, pairs=len(pairs)
+        )
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)

@@ -1,30 +1,40 @@
-"""Fine-tuning an embedding model on the pipeline's Parquet shards.
+"""Fine-tuning an embedding model on the pipeline's Parquet shards, with sentence-transformers' trainer.
 
-Rows are streamed from ``OUT/data/*.parquet``. A batch never holds the same text twice:
-a duplicate would sit among the in-batch negatives of its own twin (a false negative), so
-a row whose query, positive or negatives are already in the batch waits for the next one.
-AdamW with linear warmup and decay; checkpoints load in transformers and sentence-transformers.
+Rows stream from ``OUT/data/*.parquet`` into an Arrow dataset on disk (memory-mapped: nothing
+grows with the run in memory) with the columns ``anchor`` (the query, with its instruction for
+decoder models), ``positive`` and ``negative_1`` ... ``negative_K``. ``SentenceTransformerTrainer``
+trains on it with:
+
+- the paper's improved InfoNCE (``losses/trainer_loss.py``), cached (GradCache) with
+  ``mini_batch``, inside sentence-transformers' ``MatryoshkaLoss`` with ``matryoshka_dims``;
+- the no-duplicates batch sampler: a batch never holds the same text twice, since a duplicate
+  would be an in-batch negative of its own twin;
+- AdamW with linear warmup and decay, gradient accumulation, bf16/fp16 where the GPU has it,
+  checkpoints every ``save_every`` steps in ``OUT/checkpoints`` and ``resume``;
+- every process of ``torchrun`` / ``accelerate launch`` on its own GPU (gloo on CPUs), in-batch
+  negatives gathered across them.
+
+The result loads in sentence-transformers and transformers; ``training_log.json`` beside it
+holds the whole config, the device, the loss of every step and the throughput.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import torch
 
 from .. import schema as S
 from ..generate.instructions import format_query
 from ..run.shards import data_shards
 from .config import TrainConfig
-from .encoder import Encoder
-from .losses import ImprovedInfoNCE, MatryoshkaLoss, cached_backward
+from .device import best_device
+from .encoder import is_decoder
+from .lifecycle import RecordsStepLosses, StepLosses, resume_point, train_to_the_end, trainer_arguments
 
 log = logging.getLogger(__name__)
 
@@ -41,159 +51,162 @@ def count_rows(data: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in data_shards(Path(data)))
 
 
-def batches_without_duplicates(rows: Iterator[dict], size: int, negatives: int) -> Iterator[list[dict]]:
-    """Fill batches greedily; rows that would repeat a text in the current batch wait for a later one."""
-    waiting: list[dict] = []
-    rows = iter(rows)
-    exhausted = False
-    while not exhausted or waiting:
-        batch, texts, still_waiting = [], set(), []
-        for row in waiting:
-            row_texts = {row[S.QUERY], row[S.POSITIVE], *row[S.NEGATIVES][:negatives]}
-            if len(batch) < size and not row_texts & texts:
-                batch.append(row)
-                texts |= row_texts
-            else:
-                still_waiting.append(row)
-        waiting = still_waiting
-        while len(batch) < size and not exhausted:
-            row = next(rows, None)
-            if row is None:
-                exhausted = True
-                break
-            if len(row[S.NEGATIVES]) < negatives:
-                continue  # a row without enough negatives cannot fill the (N, K) tensor
-            row_texts = {row[S.QUERY], row[S.POSITIVE], *row[S.NEGATIVES][:negatives]}
-            if row_texts & texts:
-                waiting.append(row)
-            else:
-                batch.append(row)
-                texts |= row_texts
-        if not batch:
-            break  # only rows that clash with each other are left; one batch more would repeat texts
-        yield batch
+def sentence_model(model_path: str, max_length: int):
+    """The model as a SentenceTransformer: its own modules when it has them, else built here.
 
-
-def training_batches(data: Path, size: int, negatives: int) -> Iterator[list[dict]]:
-    """One epoch's batches; a last batch under ``max(2, size // 4)`` rows is dropped, and logged.
-
-    Such a batch holds too few in-batch negatives to teach anything (a one-row batch without
-    hard negatives has a loss of exactly 0) while taking a full step of the schedule.
+    A plain transformers checkpoint gets last-token pooling when it is a decoder (Qwen3
+    Embedding's recipe; right padding, so positions start at 0 and the pooling finds the last
+    real token), mean pooling otherwise, then L2 normalisation. Texts reach it as plain text, never
+    through the tokenizer's chat template, as the evaluation encoder reads them.
     """
-    minimum = max(2, size // 4)
-    previous, yielded = None, 0
-    for batch in batches_without_duplicates(stream_rows(data), size, negatives):
-        if previous is not None:
-            yield previous
-            yielded += 1
-        previous = batch
-    if previous is None:
-        return
-    if yielded and len(previous) < minimum:
-        log.info("dropped the last batch of the epoch: %d rows, fewer than %d", len(previous), minimum)
-        return
-    yield previous
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    device = str(best_device())
+    folder = Path(model_path)
+    if folder.is_dir() and not (folder / "modules.json").exists():
+        # text only: a tokenizer with a chat template would otherwise wrap every text in a chat turn
+        transformer = Transformer(
+            model_path,
+            max_seq_length=max_length,
+            modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+            module_output_name="token_embeddings",
+        )
+        decoder = is_decoder(transformer.auto_model.config)
+        if decoder:
+            transformer.tokenizer.padding_side = "right"
+            if transformer.tokenizer.pad_token is None:
+                transformer.tokenizer.pad_token = transformer.tokenizer.eos_token
+        dimension = transformer.get_embedding_dimension()
+        pooling = Pooling(dimension, "lasttoken" if decoder else "mean")
+        model = SentenceTransformer(modules=[transformer, pooling, Normalize()], device=device)
+    else:
+        model = SentenceTransformer(model_path, device=device)
+    model.max_seq_length = max_length
+    return model
 
 
-def warmup_then_linear_decay(optimizer, total_steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Learning rate rising linearly for ``warmup`` steps, then falling linearly to 0 at ``total_steps``."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (
-            (step + 1) / max(1, warmup)
-            if step < warmup
-            else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-        ),
+def _pooling(model) -> str:
+    modes = [getattr(m, "pooling_mode", None) for m in model.children()]
+    return next((m for m in modes if isinstance(m, str)), "mean")
+
+
+def _ends_with_eos(model) -> bool:
+    """Whether the tokenizer appends the end-of-text token itself (last-token pooling reads it)."""
+    tokenizer = model.tokenizer
+    ids = tokenizer("a")["input_ids"]
+    return tokenizer.eos_token_id is not None and bool(ids) and ids[-1] == tokenizer.eos_token_id
+
+
+def training_examples(data: Path, negatives: int, instruction: bool, eos: str = "") -> Iterator[dict]:
+    """The trainer's columns for every row with at least ``negatives`` hard negatives.
+
+    ``instruction``: queries read ``Instruct: {task}\\nQuery:{query}`` (decoder models);
+    ``eos``: appended to every text (last-token pooling of a tokenizer that does not add it).
+    """
+    for row in stream_rows(data):
+        if len(row[S.NEGATIVES]) < negatives:
+            continue  # a row without enough negatives cannot fill its negative columns
+        query = format_query(row[S.QUERY], row[S.INSTRUCTION] if instruction else None)
+        example = {"anchor": query + eos, "positive": row[S.POSITIVE] + eos}
+        for k, negative in enumerate(row[S.NEGATIVES][:negatives], 1):
+            example[f"negative_{k}"] = negative + eos
+        yield example
+
+
+def training_dataset(data: Path, negatives: int, instruction: bool, eos: str, cache: Path):
+    """The examples as an Arrow dataset written under ``cache`` (memory-mapped, read batch by batch)."""
+    from datasets import Dataset, Features, Value
+
+    columns = ["anchor", "positive", *(f"negative_{k}" for k in range(1, negatives + 1))]
+    features = Features({name: Value("string") for name in columns})
+    if not any(True for _ in training_examples(data, negatives, instruction, eos)):
+        return Dataset.from_dict({name: [] for name in columns}, features=features)
+    return Dataset.from_generator(
+        training_examples,
+        gen_kwargs={"data": data, "negatives": negatives, "instruction": instruction, "eos": eos},
+        features=features,
+        cache_dir=str(cache),
     )
 
 
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def training_loss(model, config: TrainConfig):
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
+    from .losses.trainer_loss import ImprovedInfoNCELoss
 
-def save_checkpoint(encoder: Encoder, source: str, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    encoder.model.save_pretrained(target, safe_serialization=True)
-    encoder.tokenizer.save_pretrained(target)
-    # keep the sentence-transformers description of the source model, so ST loads the result as it did
-    for name in (
-        "modules.json",
-        "sentence_bert_config.json",
-        "config_sentence_transformers.json",
-        "1_Pooling",
-    ):
-        item = Path(source) / name
-        if item.is_dir():
-            shutil.copytree(item, target / name, dirs_exist_ok=True)
-        elif item.exists():
-            shutil.copy2(item, target / name)
-
-
-def _step(encoder: Encoder, loss_fn, config: TrainConfig, queries, positives, flat) -> torch.Tensor:
-    """One batch's loss, its gradients accumulated (gradient caching over mini-batches, or one pass)."""
-    if config.mini_batch:
-        groups = {"q": _chunks(queries, config.mini_batch), "p": _chunks(positives, config.mini_batch)}
-        if flat:
-            groups["n"] = _chunks(flat, config.mini_batch)
-        return cached_backward(
-            lambda texts: encoder(encoder.tokenize(texts)), groups, loss_fn, k=config.negatives
-        )
-    q = encoder(encoder.tokenize(queries))  # (N, d)
-    p = encoder(encoder.tokenize(positives))  # (N, d)
-    n = None
-    if flat:
-        n = encoder(encoder.tokenize(flat)).reshape(len(queries), config.negatives, -1)  # (N, K, d)
-    loss = loss_fn(q, p, n)
-    loss.backward()
+    loss = ImprovedInfoNCELoss(model, temperature=config.temperature, mini_batch_size=config.mini_batch)
+    if config.matryoshka_dims:
+        loss = MatryoshkaLoss(model, loss, matryoshka_dims=list(config.matryoshka_dims))
     return loss
 
 
-def train(data: Path, model_path: str, out: Path, config: TrainConfig) -> list[float]:
-    """Fine-tune ``model_path`` on the shards in ``data``; returns the loss of every step."""
-    torch.manual_seed(config.seed)
-    encoder = Encoder(model_path, max_length=config.max_length)
-    encoder.train()
-    device = encoder.device
-    # bfloat16 autocast where the GPU computes it natively; float32 elsewhere
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    log.info("training on %s%s", device, " with bfloat16 autocast" if bf16 else "")
-    use_instruction = encoder.pooling == "last" if config.instruction is None else config.instruction
-    loss_fn: torch.nn.Module = ImprovedInfoNCE(temperature=config.temperature)
-    if config.matryoshka_dims:
-        loss_fn = MatryoshkaLoss(loss_fn, list(config.matryoshka_dims))
-    rows = count_rows(data)
-    # the batches themselves, not rows / batch_size: rows that would repeat a text in a batch wait
-    # for a later one, so there are often more batches, and the schedule must end at the last one
-    per_epoch = sum(1 for _ in training_batches(data, config.batch_size, config.negatives))
-    total_steps = max(1, per_epoch * config.epochs)
-    warmup = int(total_steps * config.warmup_ratio)
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr)
-    schedule = warmup_then_linear_decay(optimizer, total_steps, warmup)
-    losses: list[float] = []
-    for epoch in range(config.epochs):
-        for batch in training_batches(data, config.batch_size, config.negatives):
-            queries = [format_query(r[S.QUERY], r[S.INSTRUCTION] if use_instruction else None) for r in batch]
-            positives = [r[S.POSITIVE] for r in batch]
-            flat = [neg for r in batch for neg in r[S.NEGATIVES][: config.negatives]]
-            optimizer.zero_grad()
-            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-            with autocast:
-                loss = _step(encoder, loss_fn, config, queries, positives, flat)
-            torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            if len(losses) % config.log_every == 0 or len(losses) == 1:
-                log.info("epoch %d step %d/%d loss %.4f", epoch, len(losses), total_steps, losses[-1])
-    save_checkpoint(encoder, model_path, out)
-    summary = {
-        "config": {**asdict(config), "model": str(model_path), "data": str(data)},
-        "device": str(device),
-        "bf16": bf16,
-        "losses": losses,
-        "rows": rows,
-        "steps": len(losses),
-        "planned_steps": total_steps,
-    }
-    (out / "training_log.json").write_text(json.dumps(summary, indent=2))
-    return losses
+def _prompts(model, instruction: bool, negatives: int) -> dict[str, str] | None:
+    """The model's own query / document prompts per column (e5's "query: ", BGE's instruction...).
+
+    Queries that carry the row's instruction get no prompt on top of it; None when no column has one.
+    """
+    from ..embed.embedder import prompt_name
+
+    prompts = getattr(model, "prompts", None) or {}
+    query, document = prompt_name(prompts, "query"), prompt_name(prompts, "passage")
+    if instruction:
+        query = None
+    if not (query or document):
+        return None
+    columns = {"anchor": query, "positive": document}
+    columns.update({f"negative_{k}": document for k in range(1, negatives + 1)})
+    return {column: prompts[name] for column, name in columns.items() if name}
+
+
+def train(data: Path, model_path: str, out: Path, config: TrainConfig, resume: bool = False) -> list[float]:
+    """Fine-tune ``model_path`` on the shards in ``data``; returns the loss of every optimizer step.
+
+    ``resume``: continue from the newest checkpoint in ``out/checkpoints`` (from the start if none).
+    """
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = sentence_model(model_path, config.max_length)
+    pooling = _pooling(model)
+    use_instruction = pooling == "lasttoken" if config.instruction is None else config.instruction
+    eos = model.tokenizer.eos_token if pooling == "lasttoken" and not _ends_with_eos(model) else ""
+    cache = Path(tempfile.mkdtemp(prefix=".rows-", dir=out))  # this process's dataset, removed at the end
+    try:
+        dataset = training_dataset(data, config.negatives, use_instruction, eos or "", cache)
+        if len(dataset) == 0:
+            return []
+        checkpoint = resume_point(out, resume)
+        losses = StepLosses(resumed_from=checkpoint)
+
+        class Trainer(RecordsStepLosses, SentenceTransformerTrainer):
+            step_losses = losses
+
+        arguments = SentenceTransformerTrainingArguments(
+            **trainer_arguments(config, out, len(dataset)),
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            prompts=_prompts(model, use_instruction, config.negatives),
+        )
+        trainer = Trainer(
+            model=model,
+            args=arguments,
+            train_dataset=dataset,
+            loss=training_loss(model, config),
+            callbacks=[losses],
+        )
+        return train_to_the_end(
+            trainer,
+            out,
+            checkpoint,
+            losses,
+            config,
+            model=model_path,
+            data=data,
+            pooling=pooling,
+            instruction=use_instruction,
+            rows=len(dataset),
+        )
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)

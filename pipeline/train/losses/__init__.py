@@ -1,8 +1,12 @@
-"""Training losses, one per file."""
+"""Training losses, one per file.
 
-from .cached import cached_backward
+- ``infonce.py``: the improved InfoNCE's math on embeddings (tested against its formula).
+- ``trainer_loss.py``: the same loss as a sentence-transformers loss for the trainer (plain or
+  cached, gathered across processes; Matryoshka through sentence-transformers' wrapper).
+- ``reranker.py``: the point-wise yes/no reranker's prompt, score and loss.
+"""
+
 from .infonce import ImprovedInfoNCE
-from .matryoshka import MatryoshkaLoss
 from .reranker import pointwise_reranker_loss
 
-__all__ = ["ImprovedInfoNCE", "MatryoshkaLoss", "cached_backward", "pointwise_reranker_loss"]
+__all__ = ["ImprovedInfoNCE", "pointwise_reranker_loss"]
