@@ -529,7 +529,7 @@ def train(
     """
     from .models import resolve_embedder
 
-    folder = _data_folder(data)
+    folder = _training_inputs(data, model)
     model_path = model or resolve_embedder(None).path
     dims = tuple(int(x) for x in matryoshka.split(",") if x.strip())
     config = TrainConfig(
@@ -566,6 +566,25 @@ def _announce_device(out: Path, command: str) -> None:
     log = console.start_logging(out, False, command=name, logs=Path(out) / "logs")
     if is_main_process():
         typer.echo(f"training on {describe(best_device())}; log: {log}")
+
+
+def _training_inputs(data: Path, model: str) -> Path:
+    """The shards' folder, once the shards and a local model folder are known to exist: a bad
+    path ends in one line before any model loads."""
+    import pyarrow.parquet as pq
+
+    from .run.shards import data_shards
+
+    folder = _data_folder(data)
+    shards = data_shards(folder) if folder.is_dir() else []
+    if not shards:
+        _fail(f"{data}: no row shards (part-*.parquet) in it or in its data/ folder")
+    if not any(pq.ParquetFile(shard).metadata.num_rows for shard in shards):
+        _fail(f"{data}: its {len(shards)} shard(s) hold no rows")
+    local = Path(model).expanduser()
+    if model and (local.is_absolute() or model.startswith((".", "~"))) and not local.is_dir():
+        _fail(f"{model}: no such model folder")
+    return folder
 
 
 def _data_folder(data: Path) -> Path:
@@ -607,7 +626,7 @@ def train_reranker_command(
     seed: Annotated[int, typer.Option()] = RerankerConfig.seed,
 ) -> None:
     """Fine-tune a point-wise yes/no reranker (the paper's prompt and loss) on generated rows."""
-    folder = _data_folder(data)
+    folder = _training_inputs(data, model)
     config = RerankerConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -669,6 +688,14 @@ def evaluate_command(
     console.start_logging(Path("."), False, command="eval", logs=cache_root() / "logs")
     if rerank_depth < 1:
         raise typer.BadParameter("--rerank-depth must be at least 1")
+    split = _benchmark_split(benchmark, split)
+    if mteb_task:
+        from .train.mteb_task import retrieval_task
+
+        try:
+            retrieval_task(mteb_task)
+        except ValueError as exc:
+            _fail(str(exc))
     wanted = set(query_ids.read_text().split()) if query_ids else None
     scorer = None
     if reranker:
@@ -689,12 +716,29 @@ def evaluate_command(
     if reranker:
         result["reranker"] = reranker
     if mteb_task:
-        from .train.beir import only_split
         from .train.mteb_task import evaluate_mteb
 
-        split_name = split or only_split(benchmark)
-        result["mteb"] = evaluate_mteb(model, mteb_task, benchmark, split_name, instruction=instruction)
+        result["mteb"] = evaluate_mteb(model, mteb_task, benchmark, split, instruction=instruction)
     typer.echo(json.dumps(result))
+
+
+def _benchmark_split(benchmark: str, split: str | None) -> str:
+    """The qrels split to score, once the BEIR folder is known to hold it (one line otherwise)."""
+    from . import storage
+    from .train.beir import only_split
+
+    folder = storage.location(benchmark)
+    layout = "a BEIR folder holds corpus.jsonl, queries.jsonl, qrels/<split>.tsv"
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels"):
+        if not (folder / name).exists():
+            _fail(f"{benchmark}: no {name} ({layout})")
+    try:
+        split = split or only_split(folder)
+    except ValueError as exc:
+        _fail(str(exc))
+    if not (folder / "qrels" / f"{split}.tsv").exists():
+        _fail(f"{benchmark}: no qrels/{split}.tsv ({layout})")
+    return split
 
 
 @app.command()

@@ -287,3 +287,50 @@ def test_a_prompted_model_trains_with_its_prompts_and_a_decoder_with_the_instruc
     with_instruction = _prompts(model, instruction=True, negatives=1)
     assert with_instruction == {"positive": "search_document: ", "negative_1": "search_document: "}
     assert _prompts(sentence_model(minilm_path, 64), instruction=False, negatives=1) is None
+
+
+@pytest.mark.parametrize("case", ["no shards", "empty shard", "missing model"])
+def test_bad_training_input_is_one_line_before_any_model_loads(tmp_path, case):
+    from pipeline.run.shards import write_table
+
+    data, model = tmp_path / "run", "./no-such-model"
+    if case == "empty shard":
+        write_table([], S.ROW_SCHEMA, data / "data" / "part-00000-00000.parquet")
+    elif case == "missing model":
+        data = write_rows(tmp_path, 2)
+    else:
+        data.mkdir()
+    out = tmp_path / "model"
+    done = run([*CLI, "train", "--data", str(data), "--model", model, "--out", str(out)], dict(os.environ))
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    expected = {"no shards": "no row shards", "empty shard": "hold no rows", "missing model": "no such model"}
+    assert len(lines) == 1 and expected[case] in lines[0], done.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["no benchmark", "no such split", "unknown mteb task", "not retrieval"])
+def test_bad_evaluation_input_is_one_line_before_any_model_loads(tmp_path, case, minilm_path):
+    from .test_train import write_beir
+
+    bench = tmp_path / "bench"
+    if case != "no benchmark":
+        write_beir(bench)
+    extra = {
+        "no benchmark": [],
+        "no such split": ["--split", "dev"],
+        "unknown mteb task": ["--mteb", "NoSuchTask"],
+        "not retrieval": ["--mteb", "STSBenchmark"],
+    }[case]
+    done = run([*CLI, "eval", "--model", minilm_path, "--benchmark", str(bench), *extra], dict(os.environ))
+    expected = {
+        "no benchmark": "no corpus.jsonl",
+        "no such split": "no qrels/dev.tsv",
+        "unknown mteb task": "not an MTEB task name",
+        "not retrieval": "takes a retrieval task",
+    }[case]
+    if case in ("unknown mteb task", "not retrieval"):
+        pytest.importorskip("mteb")
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], done.stderr

@@ -70,15 +70,27 @@ class SynthModel:
         return (torch.as_tensor(np.asarray(a)) * torch.as_tensor(np.asarray(b))).sum(-1)
 
 
+def retrieval_task(name: str):
+    """mteb's task of that name, checked to be a retrieval task (ValueError naming what is wrong)."""
+    try:
+        import mteb
+        from mteb.abstasks.retrieval import AbsTaskRetrieval
+    except ImportError as exc:
+        raise ValueError("--mteb needs mteb: pip install 'synth-embed-data[mteb]'") from exc
+    try:
+        task = mteb.get_task(name)
+    except KeyError as exc:
+        raise ValueError(f"{name}: not an MTEB task name (e.g. SciFact, NFCorpus, ArguAna)") from exc
+    if not isinstance(task, AbsTaskRetrieval):
+        raise ValueError(f"{name} is an MTEB {task.metadata.type} task: --mteb takes a retrieval task")
+    return task
+
+
 def local_task(name: str, folder: str | Path, split: str):
     """mteb's retrieval task ``name`` whose ``split`` is read from the BEIR folder ``folder``."""
-    import mteb
     from datasets import Dataset
-    from mteb.abstasks.retrieval import AbsTaskRetrieval
 
-    task = mteb.get_task(name)
-    if not isinstance(task, AbsTaskRetrieval):
-        raise ValueError(f"{name} is a {task.metadata.type} task: --mteb takes a retrieval task")
+    task = retrieval_task(name)
     folder = storage.location(folder)
     qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
     corpus = [
