@@ -545,14 +545,14 @@ def train(
         save_every=save_every,
         seed=seed,
     )
-    _announce_device(out, "train")
+    _start_training(out, "train")
     from .train.trainer import train as run_training
 
     losses = run_training(folder, model_path, out, config, resume=resume)
     _report_training(losses, folder, out)
 
 
-def _announce_device(out: Path, command: str) -> None:
+def _start_training(out: Path, command: str) -> None:
     """Send the libraries' records to ``OUT/logs/<command>-<time>.log`` (one file per process of a
     multi-process run) and say where training runs and where its log is, once."""
     import os
@@ -636,7 +636,7 @@ def train_reranker_command(
         save_every=save_every,
         seed=seed,
     )
-    _announce_device(out, "train-reranker")
+    _start_training(out, "train-reranker")
     from .train.reranker_trainer import train_reranker
 
     losses = train_reranker(folder, model, out, config, resume=resume)
@@ -689,11 +689,12 @@ def evaluate_command(
     if rerank_depth < 1:
         raise typer.BadParameter("--rerank-depth must be at least 1")
     split = _benchmark_split(benchmark, split)
+    task = None
     if mteb_task:
         from .train.mteb_task import retrieval_task
 
         try:
-            retrieval_task(mteb_task)
+            task = retrieval_task(mteb_task)
         except ValueError as exc:
             _fail(str(exc))
     wanted = set(query_ids.read_text().split()) if query_ids else None
@@ -715,10 +716,10 @@ def evaluate_command(
     )
     if reranker:
         result["reranker"] = reranker
-    if mteb_task:
+    if task is not None:
         from .train.mteb_task import evaluate_mteb
 
-        result["mteb"] = evaluate_mteb(model, mteb_task, benchmark, split, instruction=instruction)
+        result["mteb"] = evaluate_mteb(model, task, benchmark, split, instruction=instruction)
     typer.echo(json.dumps(result))
 
 

@@ -20,6 +20,7 @@ from pipeline.faults import CRASH_EXIT
 from pipeline.train.losses import ImprovedInfoNCE
 
 from .test_train import write_tiny_run
+from .test_vectors import prompted_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "pipeline.cli"]
@@ -272,12 +273,8 @@ def test_a_prompted_model_trains_with_its_prompts_and_a_decoder_with_the_instruc
     instruction (decoders) get no query prompt on top."""
     from pipeline.train.trainer import _prompts, sentence_model
 
-    folder = tmp_path / "prompted"
-    shutil.copytree(minilm_path, folder)
-    config = json.loads((folder / "config_sentence_transformers.json").read_text())
-    config["prompts"] = {"query": "search_query: ", "document": "search_document: "}
-    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
-    model = sentence_model(str(folder), 64)
+    prompts = {"query": "search_query: ", "document": "search_document: "}
+    model = sentence_model(str(prompted_copy(minilm_path, tmp_path / "prompted", prompts)), 64)
     assert _prompts(model, instruction=False, negatives=2) == {
         "anchor": "search_query: ",
         "positive": "search_document: ",

@@ -1,5 +1,9 @@
 """The embedding store: computed once, reused across objects and runs, resumed after a crash."""
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -100,19 +104,23 @@ def test_a_retrained_embedder_in_the_same_folder_gets_new_vectors(tmp_path, mini
     assert retrained.store.computed == 1  # not the old model's vector
 
 
+def prompted_copy(model: str, folder: Path, prompts: dict[str, str]) -> Path:
+    """A copy of a sentence-transformers folder whose configuration names these prompts."""
+    shutil.copytree(model, folder)
+    config_file = folder / "config_sentence_transformers.json"
+    config = json.loads(config_file.read_text())
+    config["prompts"] = prompts
+    config_file.write_text(json.dumps(config))
+    return folder
+
+
 def test_a_sentence_transformers_model_gets_its_query_prompt(tmp_path, minilm_path):
     """A model whose configuration names prompts (as Qwen3-Embedding's does) gets the query one on
     the query side and the document one on the passage side; the store keys vectors by prompt."""
-    import json
-    import shutil
-
     from sentence_transformers import SentenceTransformer
 
-    folder = tmp_path / "prompted"
-    shutil.copytree(minilm_path, folder)
-    config = json.loads((folder / "config_sentence_transformers.json").read_text())
-    config["prompts"] = {"query": "Instruct: find the passage on the topic\nQuery: ", "document": ""}
-    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
+    query_prompt = "Instruct: find the passage on the topic\nQuery: "
+    folder = prompted_copy(minilm_path, tmp_path / "prompted", {"query": query_prompt, "document": ""})
     texts = ["how do tides work", "the moon pulls the sea"]
     plain = Embedder(minilm_path, "plain")
     prompted = Embedder(str(folder), "prompted", store_root=tmp_path / "store")
@@ -123,7 +131,7 @@ def test_a_sentence_transformers_model_gets_its_query_prompt(tmp_path, minilm_pa
     np.testing.assert_allclose(passages, plain.encode(texts, role="passage"), atol=1e-3)  # float16 store
     model = SentenceTransformer(minilm_path)
     by_hand = model.encode(
-        [config["prompts"]["query"] + t for t in texts], normalize_embeddings=True, convert_to_numpy=True
+        [query_prompt + t for t in texts], normalize_embeddings=True, convert_to_numpy=True
     )
     np.testing.assert_allclose(queries, by_hand, atol=1e-3)
     # read back from the store under the prompt's key, not the plain query's
@@ -134,19 +142,13 @@ def test_a_sentence_transformers_model_gets_its_query_prompt(tmp_path, minilm_pa
 def test_synth_eval_gives_a_prompted_model_its_query_prompt(tmp_path, minilm_path):
     """The evaluation encoder reads the same configured prompts: queries get theirs unless an
     instruction replaces it, and the store keeps the prompted and plain query vectors apart."""
-    import json
-    import shutil
-
     import torch
 
     from pipeline.train.encoder import Encoder
     from pipeline.train.evaluate import StoredEncoder
 
-    folder = tmp_path / "prompted"
-    shutil.copytree(minilm_path, folder)
-    config = json.loads((folder / "config_sentence_transformers.json").read_text())
-    config["prompts"] = {"query": "search_query: ", "document": "search_document: "}
-    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
+    prompts = {"query": "search_query: ", "document": "search_document: "}
+    folder = prompted_copy(minilm_path, tmp_path / "prompted", prompts)
     texts = ["how do tides work", "the moon pulls the sea"]
     encoder = Encoder(str(folder), device="cpu")
     plain = Encoder(minilm_path, device="cpu")

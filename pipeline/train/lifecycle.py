@@ -15,6 +15,9 @@ import json
 import logging
 import os
 import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,25 @@ def trainer_arguments(config: Any, out: Path, rows: int) -> dict[str, Any]:
         "data_seed": config.seed,
         "log_level": "warning",
     }
+
+
+@contextmanager
+def examples_on_disk(out: Path, make: Callable[..., Iterator[dict]], columns: dict[str, str], **kwargs: Any):
+    """What ``make(**kwargs)`` yields as an Arrow dataset with these ``{name: dtype}`` columns, written
+    to a scratch folder under ``out`` (memory-mapped: nothing grows with the run in memory) and
+    removed on exit; None when it yields nothing. Each process of a multi-process run has its own."""
+    from datasets import Dataset, Features, Value
+
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".examples-", dir=out))
+    try:
+        if not any(True for _ in make(**kwargs)):
+            yield None
+            return
+        features = Features({name: Value(dtype) for name, dtype in columns.items()})
+        yield Dataset.from_generator(make, gen_kwargs=kwargs, features=features, cache_dir=str(scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def last_checkpoint(out: Path) -> Path | None:

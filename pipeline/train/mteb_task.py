@@ -86,11 +86,10 @@ def retrieval_task(name: str):
     return task
 
 
-def local_task(name: str, folder: str | Path, split: str):
-    """mteb's retrieval task ``name`` whose ``split`` is read from the BEIR folder ``folder``."""
+def read_from_disk(task, folder: str | Path, split: str):
+    """``task`` (from :func:`retrieval_task`) with its ``split`` read from the BEIR folder ``folder``."""
     from datasets import Dataset
 
-    task = retrieval_task(name)
     folder = storage.location(folder)
     qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
     corpus = [
@@ -120,26 +119,27 @@ def local_task(name: str, folder: str | Path, split: str):
 
 def evaluate_mteb(
     model_path: str,
-    name: str,
+    task,
     folder: str | Path,
     split: str,
     instruction: str | None = None,
     max_length: int = 256,
     encoder: Encoder | None = None,
 ) -> dict[str, Any]:
-    """The task's scores as mteb computes them (its main score first), for ``synth eval --mteb``."""
+    """The scores of ``task`` (from :func:`retrieval_task`) as mteb computes them, its main score
+    first, for ``synth eval --mteb``."""
     import mteb
 
     encoder = encoder or Encoder(model_path, max_length=max_length)
     encoder.eval()
     model = SynthModel(encoder, Path(model_path).name, instruction)
-    task = local_task(name, folder, split)
+    task = read_from_disk(task, folder, split)
     result = mteb.evaluate(model, task, cache=None, show_progress_bar=False)
     scores = result.task_results[0].scores[split][0]
     main = task.metadata.main_score
     keep = ("ndcg_at_10", "recall_at_100", "mrr_at_10", "map_at_100")
     return {
-        "task": name,
+        "task": task.metadata.name,
         "split": split,
         "main_score": main,
         main: scores[main],

@@ -11,8 +11,6 @@ and processes as ``synth train`` (``lifecycle.py``).
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,14 @@ import transformers
 
 from .. import schema as S
 from .config import RerankerConfig
-from .lifecycle import RecordsStepLosses, StepLosses, resume_point, train_to_the_end, trainer_arguments
+from .lifecycle import (
+    RecordsStepLosses,
+    StepLosses,
+    examples_on_disk,
+    resume_point,
+    train_to_the_end,
+    trainer_arguments,
+)
 from .losses.reranker import (
     DEFAULT_INSTRUCTION,
     pointwise_reranker_loss,
@@ -116,22 +121,14 @@ def train_reranker(
     Runs on transformers' ``Trainer`` (devices, mixed precision, accumulation, checkpoints,
     ``resume`` and several processes as for ``synth train``) with the paper's point-wise loss.
     """
-    from datasets import Dataset, Features, Value
     from transformers import TrainingArguments
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     reranker = Reranker(model_path, config.max_length)
-    cache = Path(tempfile.mkdtemp(prefix=".pairs-", dir=out))
-    try:
-        if not any(True for _ in labelled_pairs(data, config.negatives)):
+    columns = {"prompt": "string", "label": "int64"}
+    with examples_on_disk(out, labelled_pairs, columns, data=data, negatives=config.negatives) as pairs:
+        if pairs is None:
             return []
-        pairs = Dataset.from_generator(
-            labelled_pairs,
-            gen_kwargs={"data": data, "negatives": config.negatives},
-            features=Features({"prompt": Value("string"), "label": Value("int64")}),
-            cache_dir=str(cache),
-        )
         checkpoint = resume_point(out, resume)
         losses = StepLosses(resumed_from=checkpoint)
 
@@ -153,5 +150,3 @@ def train_reranker(
         return train_to_the_end(
             trainer, out, checkpoint, losses, config, model=model_path, data=data, pairs=len(pairs)
         )
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)

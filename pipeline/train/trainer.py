@@ -21,8 +21,6 @@ holds the whole config, the device, the loss of every step and the throughput.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +32,14 @@ from ..run.shards import data_shards
 from .config import TrainConfig
 from .device import best_device
 from .encoder import is_decoder
-from .lifecycle import RecordsStepLosses, StepLosses, resume_point, train_to_the_end, trainer_arguments
+from .lifecycle import (
+    RecordsStepLosses,
+    StepLosses,
+    examples_on_disk,
+    resume_point,
+    train_to_the_end,
+    trainer_arguments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,22 +119,6 @@ def training_examples(data: Path, negatives: int, instruction: bool, eos: str = 
         yield example
 
 
-def training_dataset(data: Path, negatives: int, instruction: bool, eos: str, cache: Path):
-    """The examples as an Arrow dataset written under ``cache`` (memory-mapped, read batch by batch)."""
-    from datasets import Dataset, Features, Value
-
-    columns = ["anchor", "positive", *(f"negative_{k}" for k in range(1, negatives + 1))]
-    features = Features({name: Value("string") for name in columns})
-    if not any(True for _ in training_examples(data, negatives, instruction, eos)):
-        return Dataset.from_dict({name: [] for name in columns}, features=features)
-    return Dataset.from_generator(
-        training_examples,
-        gen_kwargs={"data": data, "negatives": negatives, "instruction": instruction, "eos": eos},
-        features=features,
-        cache_dir=str(cache),
-    )
-
-
 def training_loss(model, config: TrainConfig):
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
@@ -168,15 +157,21 @@ def train(data: Path, model_path: str, out: Path, config: TrainConfig, resume: b
     from sentence_transformers.base.sampler import BatchSamplers
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     model = sentence_model(model_path, config.max_length)
     pooling = _pooling(model)
     use_instruction = pooling == "lasttoken" if config.instruction is None else config.instruction
     eos = model.tokenizer.eos_token if pooling == "lasttoken" and not _ends_with_eos(model) else ""
-    cache = Path(tempfile.mkdtemp(prefix=".rows-", dir=out))  # this process's dataset, removed at the end
-    try:
-        dataset = training_dataset(data, config.negatives, use_instruction, eos or "", cache)
-        if len(dataset) == 0:
+    columns = ["anchor", "positive", *(f"negative_{k}" for k in range(1, config.negatives + 1))]
+    with examples_on_disk(
+        out,
+        training_examples,
+        dict.fromkeys(columns, "string"),
+        data=data,
+        negatives=config.negatives,
+        instruction=use_instruction,
+        eos=eos,
+    ) as dataset:
+        if dataset is None:
             return []
         checkpoint = resume_point(out, resume)
         losses = StepLosses(resumed_from=checkpoint)
@@ -208,5 +203,3 @@ def train(data: Path, model_path: str, out: Path, config: TrainConfig, resume: b
             instruction=use_instruction,
             rows=len(dataset),
         )
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
