@@ -3,8 +3,9 @@
 Every file the tool writes whole (shards, checkpoints, stats, manifest, card, labels,
 exports, embedding-store shards, converted models) goes through ``atomic_path`` or, when its
 bytes are already in memory, ``storage.write_bytes`` (the same temporary and rename). The
-temporary is ``.NAME.tmp`` beside the target, hidden from globs over ``*.parquet``
-and removed by the next run if a crash left it (``is_temporary``).
+temporary is ``.NAME.<pid>-<random>.tmp`` beside the target, one per writer (two processes
+writing one file at once never share it), hidden from globs over ``*.parquet``, and removed
+by a later start once it is older than the lease time (``is_temporary``).
 
 On an object store (``pipeline/storage.py``) nothing renames: the temporary is a local
 file, uploaded whole once it is complete (one PUT is atomic there), so a crash while

@@ -436,7 +436,7 @@ def _one_line_errors(out: str):
     from .generate.personas import PersonaError
     from .generate.prompts import PromptError
     from .readers.documents import CorpusError
-    from .run.folder import RunStateError
+    from .run.folder import LeaseHeld, RunStateError
     from .storage import WriteFailed
 
     try:
@@ -457,6 +457,7 @@ def _one_line_errors(out: str):
         PersonaError,
         PromptError,
         RunStateError,
+        LeaseHeld,
         EngineUnavailable,
         EngineStartError,
         RayUnavailable,
@@ -828,7 +829,10 @@ def review(
     out: Annotated[str, typer.Argument(help="Output folder of a finished run (a path or a URL).")],
     sample: Annotated[int, typer.Option(help="Rows to review, across kept and dropped rows.", min=1)] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the sample (the same seed continues a review).")] = 0,
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every address).")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(help="Address to listen on (::1 for IPv6; 0.0.0.0: every address, with a token)."),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: any free one).", min=0, max=65535)] = 8765,
     reviewer: Annotated[str | None, typer.Option(help="Name saved with each label (default: login).")] = None,
 ) -> None:
@@ -854,19 +858,24 @@ def review(
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     import uvicorn
 
-    from .review.server import Review, build_app
+    from .review.server import Review, build_app, new_token, url_host
 
     state = Review(out, sample, seed, name)
     bound = listener.getsockname()[1]
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown = url_host("127.0.0.1" if host in ("0.0.0.0", "::") else host)
+    token = new_token(host)  # off loopback: the page asks for the token printed here
     progress = state.progress()
     typer.echo(
         f"review of {out}: {progress['sample']} sampled rows, {progress['labelled']} labelled so far "
         f"(reviewer {name})"
     )
-    typer.echo(f"open http://{shown}:{bound}/  (keys: g good, q bad query, p positive does not answer,")
+    from .redaction import show
+
+    query = f"?token={token}" if token else ""
+    show(f"open http://{shown}:{bound}/{query}  (keys: g good, q bad query, p positive does not answer,")
     typer.echo("  1-9 a negative answers, s skip, n note; Ctrl+C stops, labels are saved as you go)")
-    config = uvicorn.Config(build_app(state, host), log_config=None, access_log=False, lifespan="off")
+    app_ = build_app(state, host, token)
+    config = uvicorn.Config(app_, log_config=None, access_log=False, lifespan="off")
     # uvicorn stops on Ctrl+C and then raises the signal again for the caller: a normal stop here
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[listener])
@@ -999,13 +1008,23 @@ def publish(
 
 def main() -> None:
     """The ``synth`` command: every error a user can meet is one line; an unexpected one is one
-    line too, with the log file that holds its traceback (``--verbose`` prints it as well)."""
+    line too, with the log file that holds its traceback (``--verbose`` prints it as well).
+
+    Whatever is printed passes the redaction (``pipeline/redaction.py``): no secret reaches the
+    terminal, whichever command or library wrote it.
+    """
+    from . import redaction, storage
+
+    redaction.install_on_terminal()
     try:
         app()
+    except storage.StorageError as exc:  # a place that cannot be used as given: every command
+        typer.secho(f"error: {redaction.redact(exc)}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
     except Exception as exc:  # the last line of defence: the commands name every expected error
         import traceback
 
-        from . import console, storage
+        from . import console
 
         try:
             where = f"; the traceback is in {console.crash_report(exc)}"

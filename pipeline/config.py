@@ -116,6 +116,12 @@ class ModelConfig(_Strict):
     api_key_env: str | None = Field(
         None, description="Environment variable holding the server's API key (the key is never logged)."
     )
+    revision: str | None = Field(
+        None,
+        description="The generator's revision as you know it (a commit, a tag, a deployment id): part "
+        "of the reply cache's key, so replies of another revision served under the same name never "
+        "answer for this one. The cache also keys a server's model by what its /v1/models reports.",
+    )
     concurrency: int = Field(16, ge=1, description="Requests in flight at once with the openai engine.")
     max_attempts: int = Field(
         6, ge=1, description="Tries per request on 429, 5xx and timeouts (exponential backoff with jitter)."

@@ -16,6 +16,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from .redaction import redact
 from .run.folder import RunFolder
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -32,7 +33,8 @@ class _Terminal:
     encoding = "utf-8"  # tqdm draws its unicode bar only on a stream that says so
 
     def write(self, text: str) -> int:
-        return (_redirected_terminal or sys.stderr).write(text)
+        (_redirected_terminal or sys.stderr).write(redact(text))
+        return len(text)
 
     def flush(self) -> None:
         (_redirected_terminal or sys.stderr).flush()
@@ -43,6 +45,13 @@ class _Terminal:
 
 
 terminal = _Terminal()  # for progress bars and messages meant for the user
+
+
+class RedactingFormatter(logging.Formatter):
+    """Every log line with its secrets masked (``pipeline/redaction.py``), tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def start_logging(out: Path, verbose: bool, command: str = "generate", logs: Path | None = None) -> Path:
@@ -62,15 +71,15 @@ def start_logging(out: Path, verbose: bool, command: str = "generate", logs: Pat
         handler.close()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     to_file = logging.FileHandler(path, encoding="utf-8")
-    to_file.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
+    to_file.setFormatter(RedactingFormatter(FORMAT, datefmt="%H:%M:%S"))
     root.addHandler(to_file)
     to_terminal = logging.StreamHandler(terminal)
     if verbose:
-        to_terminal.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
+        to_terminal.setFormatter(RedactingFormatter(FORMAT, datefmt="%H:%M:%S"))
     else:
         to_terminal.setLevel(logging.WARNING)
         to_terminal.addFilter(lambda record: record.name.split(".")[0] == "pipeline")
-        to_terminal.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        to_terminal.setFormatter(RedactingFormatter("%(levelname)s: %(message)s"))
     root.addHandler(to_terminal)
     _handlers = [to_file, to_terminal]
     logging.captureWarnings(True)  # library FutureWarnings and the like: to the file
@@ -102,11 +111,10 @@ def log_file() -> Path | None:
 def crash_report(exc: BaseException) -> Path:
     """Write an unexpected error's traceback to the run's log file (or a new one in the cache's
     ``logs/``) and return that file's path: the terminal gets one line, the file the details."""
+    import shlex
     import traceback
 
-    from . import storage
-
-    text = storage.redact("".join(traceback.format_exception(exc)))
+    text = redact("".join(traceback.format_exception(exc)))
     path = _log_file
     if path is None:
         from .models import cache_root
@@ -115,7 +123,7 @@ def crash_report(exc: BaseException) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     with path.open("a", encoding="utf-8") as sink:
-        sink.write(f"{time.strftime('%H:%M:%S')} ERROR unexpected: {' '.join(sys.argv)}\n{text}")
+        sink.write(f"{time.strftime('%H:%M:%S')} ERROR unexpected: {redact(shlex.join(sys.argv))}\n{text}")
     return path
 
 
@@ -169,6 +177,14 @@ def summary(result, log_path: Path | None) -> list[str]:
         top = ", ".join(f"{reason} {count}" for reason, count in dropped[:5])
         more = f" (+{len(dropped) - 5} more reasons)" if len(dropped) > 5 else ""
         lines.append(f"dropped: {top}{more}")
+    unread = {
+        k[len("skipped_files_") :]: v
+        for k, v in report.get("reading", {}).items()
+        if k.startswith("skipped_files_")
+    }
+    if unread:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(unread.items()))
+        lines.append(f"not read: {kinds} file(s) in the corpus folder (not a corpus format)")
     tokens = report.get("tokens", {})
     if tokens.get("total_tokens"):
         per_pair = tokens.get("tokens_per_kept_pair")

@@ -3,6 +3,8 @@
 Each failure is one ``InputError`` whose message names the file, the row (line number) and the
 field where there is one, and says what would be valid. Checked, in order:
 
+- no setting holds a secret (a password or key in a URL, a secret variable's value): the
+  config is written to ``config.yaml`` and the command line to the manifest and the card;
 - settings that contradict each other, and language codes nobody can detect;
 - the output folder (a folder, writable);
 - the persona file or folder (it holds personas);
@@ -33,12 +35,59 @@ class InputError(ValueError):
 
 
 def preflight(config: RunConfig) -> None:
+    check_secrets(config)
     check_settings(config)
     check_models(config)
     check_output(config.output.out_dir)
     check_personas(config)
     check_templates(config)
     check_corpus(config)
+
+
+def check_secrets(config: RunConfig) -> None:
+    """Refuse a setting that holds a secret, before ``config.yaml`` (or anything else) is written.
+
+    ``models.base_url`` gets its own advice (the key belongs in ``--api-key-env``); a storage
+    URL (``--corpus``, ``--out``, ``--cache``, ``$SYNTH_REPLY_CACHE``) the store's.
+    """
+    from . import redaction, storage
+    from .engine.reply_cache import default_root
+
+    redaction.register_variable(config.models.api_key_env)
+    base_url = config.models.base_url
+    if base_url and redaction.credentials_in(base_url):
+        raise InputError(
+            f"models.base_url (--base-url): {redaction.redact(base_url)} holds "
+            f"{redaction.credentials_in(base_url)}, which would be written to config.yaml, the manifest "
+            "and the card: give the server's URL alone and the key in an environment variable named by "
+            "--api-key-env (models.api_key_env)"
+        )
+    places = [("SYNTH_REPLY_CACHE", default_root()), *_settings(config.model_dump(mode="json"))]
+    for key, value in places:
+        try:
+            if isinstance(value, str):
+                storage.check_url(value)
+        except storage.StorageError as exc:
+            raise InputError(f"{key}: {exc}") from None
+    for key, value in places:
+        if isinstance(value, str) and redaction.redact(value) != value:
+            raise InputError(
+                f"{key}: {redaction.redact(value)} holds a secret (a password or key in a URL, or the value "
+                "of a secret environment variable), which would be written to config.yaml: give "
+                "credentials through the environment (AWS_*, HF_TOKEN, --api-key-env) instead"
+            )
+
+
+def _settings(node: object, prefix: str = ""):
+    """(dotted key, value) of every leaf setting."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _settings(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for number, value in enumerate(node):
+            yield from _settings(value, f"{prefix}{number}.")
+    else:
+        yield prefix.rstrip("."), node
 
 
 def known_language_codes() -> set[str]:

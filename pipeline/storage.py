@@ -24,18 +24,61 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from .faults import disk_full, no_space
+from .redaction import credentials_in, redact
 
 LOCAL_PROTOCOLS = ("", "file", "local")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-# user:secret@ after the scheme; the secret may hold "/" (AWS keys do), so not urllib's parse
-_CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*:[^@]*@")
 
 
-TEMPORARY_GLOB = ".*.tmp"  # a local file being written: hidden, never a shard, removed on the next start
+TEMPORARY_GLOB = ".*.tmp"  # a local file being written: hidden, never a shard, swept when stale
+
+
+def machine() -> str:
+    """This process's machine as far as process ids go: the host name and the PID namespace
+    (containers that share a host name but not their process ids are different machines)."""
+    import socket
+
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def machine_tag() -> str:
+    return hashlib.sha256(machine().encode()).hexdigest()[:8]
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def temporary_of(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
+    """A hidden temporary beside ``path`` named for this writer alone (machine, process id and a
+    random part), so processes writing one file at once (ranks finishing together) never share one."""
+    import uuid
+
+    return path.with_name(f".{path.name}.{machine_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def stale_temporary(path: Path, max_age: float) -> bool:
+    """Whether a local temporary was left by a writer that is gone: its process is not running on
+    this machine, or it is older than ``max_age`` seconds (a writer elsewhere on a shared disk)."""
+    import time
+
+    parts = path.name[: -len(".tmp")].rsplit(".", 1)[-1].split("-")
+    try:
+        if len(parts) == 3 and parts[0] == machine_tag() and not process_alive(int(parts[1])):
+            return True
+        return time.time() - path.stat().st_mtime > max_age
+    except (ValueError, FileNotFoundError):
+        return False
 
 
 def is_temporary(path: Path) -> bool:
@@ -52,16 +95,12 @@ def is_url(path: str | os.PathLike) -> bool:
 
 def check_url(path: str) -> None:
     """Refuse a URL with a password or key in it: credentials come from the environment."""
-    if is_url(path) and _CREDENTIALS.match(str(path)):
+    found = credentials_in(str(path)) if is_url(path) else None
+    if found:
         raise StorageError(
-            f"{redact(path)}: credentials in a URL would be written to the run's config and logs; "
+            f"{redact(path)}: credentials in a URL ({found}) would be written to the run's config and logs; "
             "give them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a profile), HF_TOKEN, ..."
         )
-
-
-def redact(path: str | os.PathLike) -> str:
-    """The location with any user and password removed, for messages."""
-    return _CREDENTIALS.sub(r"\1***@", str(path))
 
 
 def location(path: str | os.PathLike) -> Path:
@@ -108,21 +147,17 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         return handle.read()
 
 
-def write_bytes(path: Path, data: bytes, shared: bool = False) -> None:
+def write_bytes(path: Path, data: bytes) -> None:
     """Write a whole file so that no reader sees half of it: one PUT remotely, temp + rename locally.
 
-    ``shared``: other processes may write the same path at once (the reply cache), so the
-    temporary carries this writer's own name instead of the one ``temporary_of`` gives.
+    Other processes may write the same path at once (the reply cache, ranks finishing
+    together): each has its own temporary, and the last rename wins whole.
     """
     if is_remote(path):
         fs, name = fs_path(path)
         fs.pipe_file(name, data)
         return
     tmp = temporary_of(path)
-    if shared:
-        import uuid
-
-        tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if disk_full(path):
@@ -155,18 +190,23 @@ class WriteFailed(OSError):
 def create_exclusive(path: Path, data: bytes) -> bool:
     """Write ``path`` only if it does not exist; False if it does (one creator wins).
 
-    Local files use ``O_EXCL``; S3 (and S3-compatible stores that honour it) a PUT with
-    ``If-None-Match: *``. Other stores have no such write: there an existence check comes
-    first, which two writers starting in the same instant can both pass (docs/running.md).
+    Local files are written to a temporary and hard-linked into place (the link fails if the
+    name exists), so a reader never sees the file empty or half written; S3 (and S3-compatible
+    stores that honour it) takes a PUT with ``If-None-Match: *``. Other stores have no such
+    write: there an existence check comes first, which two writers starting in the same
+    instant can both pass (docs/running.md).
     """
     if not is_remote(path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_of(path)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            tmp.write_bytes(data)
+            os.link(tmp, path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         return True
     fs, name = fs_path(path)
     if path.protocol in ("s3", "s3a"):
@@ -179,6 +219,39 @@ def create_exclusive(path: Path, data: bytes) -> bool:
         return False
     fs.pipe_file(name, data)
     return True
+
+
+def list_names(folder: Path) -> list[str]:
+    """The names of the files directly in ``folder`` (one listing request remotely); [] if it is absent."""
+    try:
+        if not is_remote(folder):
+            return os.listdir(folder)
+        fs, name = fs_path(folder)
+        return [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(name, detail=False, refresh=True)]
+    except FileNotFoundError:
+        return []
+
+
+def clock(folder: Path) -> float:
+    """The time now on the clock of the store that holds ``folder``: a probe file written there
+    and its modification time read back (so ages of files in it never compare two machines' clocks)."""
+    import uuid
+
+    probe = folder / f".clock-{uuid.uuid4().hex[:12]}"
+    if not is_remote(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        try:
+            return probe.stat().st_mtime
+        finally:
+            probe.unlink(missing_ok=True)
+    fs, name = fs_path(probe)
+    fs.pipe_file(name, b"")
+    try:
+        return fs.modified(name).timestamp()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(name)
 
 
 def list_files(url: str) -> list[tuple[str, int]]:
@@ -211,9 +284,9 @@ def remove(path: Path) -> None:
     import shutil
 
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+        shutil.rmtree(path, ignore_errors=True)  # another process may be removing it too
+    else:
+        path.unlink(missing_ok=True)
 
 
 def modified(path: Path) -> float:
@@ -273,11 +346,7 @@ def read_table(path: Path, columns: list[str] | None = None):
 
 def reason(exc: BaseException) -> str:
     """A store's error in a few words (class and message), with no credential in it."""
-    text = str(exc).strip() or type(exc).__name__
-    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN", "AWS_ACCESS_KEY_ID"):
-        secret = os.environ.get(name)
-        if secret:
-            text = text.replace(secret, "***")
+    text = redact(str(exc).strip() or type(exc).__name__)
     return f"{type(exc).__name__}: {text.splitlines()[0]}"
 
 

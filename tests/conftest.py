@@ -237,6 +237,30 @@ def child_env():
     return env
 
 
+def checkpoint_of(out, task: int = 0) -> dict:
+    """The committed checkpoint of one task (its newest commit), as a record."""
+    from pipeline.run.folder import RunFolder
+
+    checkpoint = RunFolder(out).task(task).load()
+    return {
+        "chunks_done": checkpoint.chunks_done,
+        "stats": checkpoint.stats,
+        "shards": list(checkpoint.shards),
+    }
+
+
+def chunks_committed(out, task: int = 0) -> int:
+    """How many chunks one task has committed (0 before its first commit)."""
+    return checkpoint_of(out, task)["chunks_done"]
+
+
+def lease_holders(out, num_tasks: int) -> list[dict]:
+    """The records of the writers holding a task's lease now (their pid, host)."""
+    from pipeline.run.folder import RunFolder
+
+    return [h for t in range(num_tasks) if (h := RunFolder(out).task(t).lease_holder())]
+
+
 def generate_args(out, embedder, *, lang="en", limit=8, model=None, sets=(), extra=()):
     """Arguments of a `synth generate` command line (for CliRunner or a subprocess)."""
     args = ["generate", "--lang", lang, "--limit", str(limit), "--embedder", embedder, "--out", str(out)]

@@ -45,6 +45,7 @@ class LoopbackHub:
         self.commits: list[dict] = []
         self.bytes_served = 0
         self.faults: list[dict] = []  # {"path", "method"?, "kind", "times", "status"?, "retry_after"?, ...}
+        self.shas: dict[str, str] = {}  # repo id -> the commit its revision reports (default 40 zeros)
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -160,7 +161,8 @@ class LoopbackHub:
             files = [p for p in folder.rglob("*") if p.is_file()]
             siblings = [{"rfilename": p.relative_to(folder).as_posix()} for p in files]
             private = self.repos.get(repo_id, {}).get("private", False)
-            return 200, {"id": repo_id, "sha": "0" * 40, "private": private, "siblings": siblings}
+            sha = self.shas.get(repo_id, "0" * 40)
+            return 200, {"id": repo_id, "sha": sha, "private": private, "siblings": siblings}
         if action == "tree":
             start = folder / inner if inner else folder
             if not start.is_dir():

@@ -36,7 +36,7 @@ import psutil
 from pipeline.executors import run_generate
 from pipeline.executors.ray import RayOptions
 from pipeline.storage import location
-from tests.conftest import default_answer
+from tests.conftest import default_answer, lease_holders
 from tests.test_ray_executor import SlowEngine, fake_config
 
 cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0, "include_dashboard": False}})
@@ -65,12 +65,9 @@ progress, data = location(out) / "progress", location(out) / "data"
 removed = None
 deadline = time.time() + 300
 while removed is None and driver.is_alive() and time.time() < deadline:
-    leases = list(progress.glob("*.lease")) if progress.exists() else []
-    if leases and data.exists() and list(data.rglob("part-*.parquet")):
-        try:
-            pid = json.loads(leases[0].read_text())["pid"]
-        except (FileNotFoundError, ValueError):
-            continue
+    holders = lease_holders(out, 3)
+    if holders and data.exists() and list(data.rglob("part-*.parquet")):
+        pid = holders[0]["pid"]
         try:  # the node whose raylet started the lease holder's worker process
             ancestors = {{p.pid for p in psutil.Process(pid).parents()}}
         except psutil.NoSuchProcess:

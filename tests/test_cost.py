@@ -116,6 +116,50 @@ def test_a_changed_seed_temperature_schema_or_model_file_misses(tmp_path):
     assert len(inner.calls) == 8
 
 
+def test_a_change_in_the_middle_of_a_weights_file_misses(tmp_path):
+    """Every byte of a model's files counts (an edge-only hash missed a change to middle tensors)."""
+    import os
+
+    cache = ReplyCache(str(tmp_path / "replies"), 1 << 30)
+    inner = FakeEngine(lambda prompt, output: json.dumps({"text": prompt[:5]}))
+    model = tmp_path / "model"
+    model.mkdir()
+    weights = model / "model.safetensors"
+    data = bytearray(os.urandom(5 << 20))
+    weights.write_bytes(bytes(data))
+    first = model_identity(str(model), "m")
+    assert model_identity(str(model), "m") == first  # remembered, and the same
+    data[len(data) // 2] ^= 0xFF  # one byte in the middle, same size
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    second = model_identity(str(model), "m")
+    assert second != first
+    chat = [[{"role": "user", "content": "hello there"}]]
+    CachingEngine(lambda: inner, cache, first, "m", Sampling(0.7, 0.9)).generate(chat, Answer, 16, seeds=[1])
+    CachingEngine(lambda: inner, cache, second, "m", Sampling(0.7, 0.9)).generate(chat, Answer, 16, seeds=[1])
+    assert len(inner.calls) == 2
+    assert model_identity(str(model), "m", revision="v2") != second  # a stated revision counts too
+
+
+def test_a_store_that_fails_to_answer_keeps_the_entry(tmp_path, monkeypatch):
+    cache = ReplyCache(str(tmp_path / "replies"), 1 << 30)
+    cache.put("model", "a" * 64, {"raw": "{}"})
+    path = cache._path("model", "a" * 64)
+    real = type(path).read_bytes
+
+    def unavailable(self):
+        if self == path:
+            raise OSError(5, "503 Slow Down")
+        return real(self)
+
+    monkeypatch.setattr(type(path), "read_bytes", unavailable)
+    assert cache.get("model", "a" * 64) is None and path.exists()  # a miss that keeps the entry
+    monkeypatch.setattr(type(path), "read_bytes", real)
+    assert cache.get("model", "a" * 64) == {"raw": "{}"}
+    path.write_text("{half an entr")
+    assert cache.get("model", "a" * 64) is None and not path.exists()  # damaged: removed
+
+
 def _fill(root: str, worker: int, count: int) -> None:
     cache = ReplyCache(root, 1 << 30)
     for i in range(count):

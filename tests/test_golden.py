@@ -67,11 +67,13 @@ def _config(out: Path, minilm_path: str):
 
 
 ATTEMPT = re.compile(r"(part-\d{5}-\d{5})-[0-9a-f]{8}(\.parquet)")
+LEASE_VERSION = re.compile(r"(commit)-\d{10}(-\d{6}\.json)")
 
 
 def attempt_free(name: str) -> str:
-    """A shard's name without the writer's attempt id (random per writer, not content)."""
-    return ATTEMPT.sub(r"\1-<ATTEMPT>\2", name)
+    """A shard's name without the writer's attempt id, a commit's without the lease version it was
+    written under (both depend on who wrote it and how often it renewed its lease, not content)."""
+    return LEASE_VERSION.sub(r"\1-<LEASE>\2", ATTEMPT.sub(r"\1-<ATTEMPT>\2", name))
 
 
 def _scrub(value, out: dict[str, str]):
@@ -105,8 +107,8 @@ def snapshot(out: Path, embedder: str | None = None) -> dict[str, object]:
     files: dict[str, object] = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         name = attempt_free(path.relative_to(out).as_posix())
-        if name.startswith("logs/"):
-            continue
+        if name.startswith("logs/") or path.name.startswith("lease-"):
+            continue  # a lease holds its writer's random token, host and process id
         if path.suffix == ".parquet":
             files[name] = _rows(path, root)
         elif path.suffix == ".json":
@@ -114,6 +116,8 @@ def snapshot(out: Path, embedder: str | None = None) -> dict[str, object]:
             if name == "manifest.json":
                 data.pop("created", None)
                 data.pop("command", None)
+            if "/commit-" in name:
+                data.pop("lease", None)
             if name == "run.json":
                 data.pop("corpus", None)  # file sizes and times of this checkout's sample corpus
                 data.pop("fingerprint", None)  # a hash of config.yaml, paths included: compared there

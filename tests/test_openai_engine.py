@@ -18,7 +18,7 @@ from pipeline.cli import app
 from pipeline.engine.openai_engine import EngineStopped, EngineUnavailable, OpenAIEngine
 from pipeline.generate.replies import QueryOutput, configure_output
 
-from .conftest import child_env, default_answer, generate_args, send_json
+from .conftest import checkpoint_of, child_env, chunks_committed, default_answer, generate_args, send_json
 
 
 class FakeServer:
@@ -28,8 +28,11 @@ class FakeServer:
         self.fail_first, self.status, self.delay_s = fail_first, status, delay_s
         self.posts, self.failures, self.auth = 0, 0, set()
         self.too_long = too_long  # prompts holding this text are over the "context length"
+        self.echo = None  # prompts holding this text get a 400 that repeats the request's key
+        self.refuse_key = False  # every completion answers 401, repeating the key it was sent
         self.dead_after: int | None = None  # from this many posts on, every connection is dropped
         self.model = "fake-served-model"  # what replies name (a test may switch it mid-run)
+        self.card = {"root": "/models/fake-v1", "created": 1700000000}  # what /v1/models says of it
         lock = threading.Lock()
         server = self
 
@@ -41,7 +44,7 @@ class FakeServer:
                 send_json(self, code, body)
 
             def do_GET(self):
-                self._send(200, {"data": [{"id": "fake-served-model"}]})
+                self._send(200, {"data": [{"id": "fake-served-model", "object": "model", **server.card}]})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -59,6 +62,13 @@ class FakeServer:
                     self._send(server.status, {"error": "busy"})
                     return
                 prompt = body["messages"][-1]["content"]
+                said = f"the key {self.headers.get('Authorization')} cannot ask that"  # a careless server
+                if server.refuse_key:
+                    self._send(401, {"error": {"message": said}})
+                    return
+                if server.echo and server.echo in prompt:
+                    self._send(400, {"error": {"message": said}})
+                    return
                 if server.too_long and server.too_long in prompt:
                     message = (
                         "This model's maximum context length is 2048 tokens. However, you requested 9000."
@@ -209,14 +219,14 @@ def test_sigterm_stops_cleanly_and_the_rerun_resumes(server, tmp_path, minilm_pa
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (out / "progress" / "task-00000.json").exists():
+    while not chunks_committed(out):
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     assert "run the same command again" in stderr
-    done = json.loads((out / "progress" / "task-00000.json").read_text())["chunks_done"]
+    done = chunks_committed(out)
     assert 1 <= done < 4
     assert not list(out.rglob(".*.tmp"))  # nothing half-written is visible
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -242,7 +252,7 @@ def test_workers_share_the_tasks(server, tmp_path, minilm_path):
 
 def _wait_for_checkpoint(out, proc, deadline_s=120):
     deadline = time.time() + deadline_s
-    while not (out / "progress" / "task-00000.json").exists():
+    while not chunks_committed(out):
         assert proc.poll() is None and time.time() < deadline, proc.poll()
         time.sleep(0.05)
 
@@ -263,7 +273,7 @@ def test_a_server_that_dies_ends_the_run_in_one_line_and_the_rerun_resumes(serve
     assert "Traceback" not in stderr
     (line,) = [x for x in stderr.splitlines() if x.startswith("error:")]
     assert "stopped answering" in line and "run the same command again to resume" in line, line
-    done = json.loads((out / "progress" / "task-00000.json").read_text())["chunks_done"]
+    done = chunks_committed(out)
     assert 1 <= done < 4 and not list(out.rglob(".*.tmp"))
     srv.dead_after = None  # the server is back
     again = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=300)
@@ -287,6 +297,33 @@ def test_a_prompt_over_the_context_drops_that_row_and_the_run_goes_on(server, tm
     assert len(rejected) == too_long and "maximum context length" in rejected[0][S.DETAIL]
 
 
+def test_the_reply_cache_never_answers_for_another_model_under_the_same_name(server, tmp_path, minilm_path):
+    """The server is restarted with retrained weights under the same name: no old reply is served."""
+    srv = server()
+    cache = ["--cache", str(tmp_path / "replies")]
+    runner = CliRunner()
+    for name in ("first", "again"):
+        result = runner.invoke(app, http_args(srv, tmp_path / name, minilm_path, limit=4, extra=cache))
+        assert result.exit_code == 0, result.output
+    asked = srv.posts
+    assert (
+        asked > 0
+        and json.loads((tmp_path / "again" / "stats.json").read_text())["tokens"]["reply_cache_hits"]
+    )
+    srv.card = {"root": "/models/fake-v2-retrained", "created": 1700000000}
+    result = runner.invoke(app, http_args(srv, tmp_path / "retrained", minilm_path, limit=4, extra=cache))
+    assert result.exit_code == 0, result.output
+    assert srv.posts == 2 * asked  # every request asked again
+    assert not json.loads((tmp_path / "retrained" / "stats.json").read_text())["tokens"].get(
+        "reply_cache_hits"
+    )
+    # the same model behind another address is another model too
+    other = server()
+    other.card = dict(srv.card)
+    result = runner.invoke(app, http_args(other, tmp_path / "elsewhere", minilm_path, limit=4, extra=cache))
+    assert result.exit_code == 0 and other.posts == asked, result.output
+
+
 def test_a_server_that_switches_model_stops_the_run(server, tmp_path, minilm_path):
     srv = server(delay_s=0.2)
     out = tmp_path / "switch"
@@ -301,5 +338,5 @@ def test_a_server_that_switches_model_stops_the_run(server, tmp_path, minilm_pat
     (line,) = [x for x in stderr.splitlines() if x.startswith("error:")]
     assert "'another-model'" in line and "'fake-served-model'" in line and "never mix" in line, line
     rows = pq.read_table(out / "data").to_pylist() if list(out.rglob("data/**/*.parquet")) else []
-    committed = json.loads((out / "progress" / "task-00000.json").read_text())
+    committed = checkpoint_of(out)
     assert committed["chunks_done"] >= 1 and {r[S.MODEL] for r in rows} <= {"fake-served-model"}

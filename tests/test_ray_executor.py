@@ -20,7 +20,16 @@ from pipeline.executors import run_generate
 from pipeline.executors.ray import RayOptions
 from pipeline.readers.documents import CorpusError
 
-from .conftest import OPEN_GATE, FakeEngine, child_env, deadline, default_answer, generate_args
+from .conftest import (
+    OPEN_GATE,
+    FakeEngine,
+    child_env,
+    chunks_committed,
+    deadline,
+    default_answer,
+    generate_args,
+    lease_holders,
+)
 from .test_golden import attempt_free
 
 pytest.importorskip("ray")
@@ -138,12 +147,9 @@ def test_a_replica_killed_mid_run_is_replaced_and_its_task_resumes(ray_cluster, 
     deadline_at = time.time() + 240
     while killed is None and driver.is_alive():
         assert time.time() < deadline_at, "no shard landed in time"
-        leases = list((out / "progress").glob("*.lease")) if (out / "progress").exists() else []
-        if leases and list((out / "data").rglob("part-*.parquet")):
-            try:
-                killed = json.loads(leases[0].read_text())["pid"]
-            except (FileNotFoundError, ValueError):
-                continue
+        holders = lease_holders(out, 3)
+        if holders and list((out / "data").rglob("part-*.parquet")):
+            killed = holders[0]["pid"]
             os.kill(killed, signal.SIGKILL)  # the replica's worker process, mid-task
         time.sleep(0.2)
     driver.join(timeout=400)
@@ -214,7 +220,7 @@ def test_ray_run_killed_then_resumed_loses_and_duplicates_nothing(
         first = subprocess.Popen(command, env=child_env(), stdout=log, stderr=log, start_new_session=True)
     deadline_at = time.time() + 400
     # killed once a chunk is committed (a checkpoint written), not merely once a shard landed
-    while not (out / "progress").exists() or not list((out / "progress").glob("task-*.json")):
+    while not any(chunks_committed(out, task) for task in range(2)):
         assert first.poll() is None, log_path.read_text()[-3000:]
         assert time.time() < deadline_at, "no chunk was committed in time"
         time.sleep(0.5)
@@ -223,7 +229,7 @@ def test_ray_run_killed_then_resumed_loses_and_duplicates_nothing(
     while ray.available_resources().get("CPU", 0) < 2:
         assert time.time() < deadline_at + 60, "the dead run's replica was never reclaimed"
         time.sleep(0.5)
-    done = [json.loads(p.read_text())["chunks_done"] for p in (out / "progress").glob("*.json")]
+    done = [chunks_committed(out, task) for task in range(2)]
     assert 1 <= sum(done) < 4  # 8 passages in 2 tasks of 2 chunks each: killed mid-run
 
     second = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=500)

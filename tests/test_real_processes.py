@@ -22,7 +22,7 @@ from pipeline import schema as S
 from pipeline.cli import app
 from pipeline.faults import CRASH_EXIT, ENV
 
-from .conftest import OPEN_GATE, child_env, generate_args
+from .conftest import OPEN_GATE, checkpoint_of, child_env, chunks_committed, generate_args
 
 pytestmark = pytest.mark.engine
 
@@ -62,13 +62,13 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(reference_run, tiny_qw
     first = subprocess.Popen(command, env=child_env(), stdout=log, stderr=log, start_new_session=True)
     deadline = time.time() + 400
     # killed once a chunk is committed (its checkpoint written), not merely once a shard landed
-    while not (out / "progress" / "task-00000.json").exists():
+    while not chunks_committed(out):
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert time.time() < deadline, "no chunk was committed in time"
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    progress = json.loads((out / "progress" / "task-00000.json").read_text())
+    progress = checkpoint_of(out)
     assert 1 <= progress["chunks_done"] < 4  # killed mid-run: 8 passages make 4 chunks
     assert not (out / "completions").exists() or not any((out / "completions").iterdir())
 
@@ -99,7 +99,7 @@ def test_a_real_engine_run_dies_inside_its_checkpoint_and_the_rerun_writes_its_r
     env = {**child_env(), ENV: "mid_checkpoint@2"}  # the second chunk's checkpoint, half written
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == CRASH_EXIT, first.stderr[-3000:]
-    assert json.loads((out / "progress" / "task-00000.json").read_text())["chunks_done"] == 1
+    assert chunks_committed(out) == 1
     again = CliRunner().invoke(app, args_for(tiny_qwen3, minilm_path, out))  # the shared engine
     assert again.exit_code == 0, again.output
     assert queries(out) == queries(reference_run)  # the same sampled replies, none twice, none lost

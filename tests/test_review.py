@@ -62,15 +62,19 @@ class ReviewServer:
                 break
             self.lines.append(line)
             if line.startswith("open http://"):
-                self.url = line.split()[1].rstrip("/")
+                address = line.split()[1]
+                self.url, _, self.token = address.partition("/?token=")
+                self.url = self.url.rstrip("/")
                 self.port = int(self.url.rsplit(":", 1)[1])
+                self.host = self.url.split("//", 1)[1].rsplit(":", 1)[0].strip("[]")
                 return
         self.process.kill()
         raise RuntimeError("synth review did not start: " + "".join(self.lines))
 
     def request(self, method: str, path: str, body=None, headers=None) -> tuple[int, str]:
         """One raw request: the path is sent exactly as given (no client-side normalising)."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        host = self.host if ":" in self.host else "127.0.0.1"
+        connection = http.client.HTTPConnection(host, self.port, timeout=30)
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         sent = {"Content-Type": "application/json"} if data is not None else {}
         connection.request(method, path, body=data, headers={**sent, **(headers or {})})
@@ -184,6 +188,56 @@ def test_paths_outside_the_page_are_refused(server, run):
     assert status == 400
 
 
+def test_the_page_serves_on_ipv6_loopback(run):
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        started = ReviewServer(run, "--sample", "4", "--reviewer", "tester", "--host", "::1")
+    except RuntimeError as exc:
+        if "Cannot assign requested address" in str(exc) or "cannot listen" in str(exc):
+            pytest.skip("no IPv6 loopback here")
+        raise
+    try:
+        assert started.url.startswith("http://[::1]:") and not started.token
+        assert started.request("GET", "/api/progress")[0] == 200
+        status, _ = started.request("GET", "/row/0", headers={"Host": "attacker.example"})
+        assert status == 400
+    finally:
+        started.stop()
+
+
+def test_off_loopback_every_request_needs_the_printed_token(run):
+    started = ReviewServer(run, "--sample", "4", "--reviewer", "tester", "--host", "0.0.0.0")
+    try:
+        token = started.token
+        assert token and len(token) >= 24
+        assert started.request("GET", "/api/progress")[0] == 403
+        assert started.request("GET", "/row/0")[0] == 403
+        assert started.request("GET", "/?token=wrong" + token[5:])[0] == 403
+        status, _ = started.request("POST", "/api/labels", {"row_id": "x"})
+        assert status == 403  # no write without the token either
+        # the printed address: a cookie, then the page without the token in its address
+        connection = http.client.HTTPConnection("127.0.0.1", started.port, timeout=30)
+        connection.request("GET", f"/row/0?token={token}")
+        reply = connection.getresponse()
+        reply.read()
+        cookie = reply.getheader("Set-Cookie")
+        assert reply.status == 303 and reply.getheader("Location") == "/row/0"
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        connection.close()
+        jar = cookie.split(";")[0]
+        assert started.request("GET", "/api/progress", headers={"Cookie": jar})[0] == 200
+        # the Host check still holds: a rebound DNS name with a stolen cookie is still refused
+        status, _ = started.request(
+            "GET", "/api/progress", headers={"Cookie": jar, "Host": "attacker.example"}
+        )
+        assert status == 400
+    finally:
+        started.stop()
+
+
 def test_malformed_label_posts_get_4xx_and_write_nothing(server, run):
     from pipeline.review.sample import draw_sample
 
@@ -204,6 +258,17 @@ def test_malformed_label_posts_get_4xx_and_write_nothing(server, run):
         ({**good, "note": "x" * 3000}, None, 422),
         ({**good, "extra": 1}, None, 422),
         (b"{" + b" " * 20_000 + b"}", None, 413),
+        (b"[" * 4000 + b"]" * 4000, None, 400),  # nested past the parser's depth, under the size limit
+        (b"{" * 3000, None, 400),
+        (b'{"decision_id": ' * 1000, None, 400),
+        ({**good, "row_id": ["x"]}, None, 422),
+        ({**good, "row_id": {"a": 1}}, None, 422),
+        ({**good, "decision_id": None}, None, 422),
+        ({**good, "note": {"x": [1]}}, None, 422),
+        ({**good, "false_negatives": {"1": 1}}, None, 422),
+        (b"null", None, 422),
+        (b'"just a string"', None, 422),
+        (b"1e999999", None, 422),
     ]
     for body, headers, expected in cases:
         status, text = server.request("POST", "/api/labels", body, headers)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from pipeline import schema as S
 from pipeline.cli import app
 from pipeline.readers.documents import sample_corpus_path
-from pipeline.run.folder import Lease, LeaseHeld, RunFolder, RunStateError
+from pipeline.run.folder import LeaseHeld, RunFolder, RunStateError
 
 from .conftest import S3_SECRET, child_env, run_fake
 from .test_golden import snapshot
@@ -163,22 +164,31 @@ def test_a_changed_object_stops_the_rerun_by_name(bucket_run, s3_server, minilm_
         fs.pipe_file(target, original)
 
 
-def test_a_second_writer_is_refused_while_the_bucket_lease_is_live(s3_server):
+def test_a_second_writer_is_refused_while_the_bucket_lease_is_live(s3_server, monkeypatch):
+    from pipeline.run.lease import newest, version_path
+
     out = s3_server.bucket("runs-lease") + "/run"
     state = RunFolder(out).task(0)
     with state.lease(wait=0) as first:
         with pytest.raises(LeaseHeld, match="task-00000 is being written by process"):
             state.lease(wait=0.5).acquire()
-        first.confirm()  # still the owner
-    # released: the next writer takes it at once; a dead writer's lease is taken over
-    with state.lease(wait=0):
-        pass
-    stale = Lease(state.lease_file, state.name, wait=0)
-    stale.path.fs.pipe_file(
-        stale.path.path, json.dumps({"owner": "gone", "host": "x", "heartbeat": 0}).encode()
+        assert first.confirm() == first.version  # still the owner
+    # released: the next writer takes it at once
+    with state.lease(wait=0) as second:
+        assert second.version == first.version + 1  # after the released version first wrote
+    # a writer elsewhere that stopped renewing longer ago than the lease time (the store's clock)
+    monkeypatch.setenv("SYNTH_LEASE_SECONDS", "2")
+    version = newest(state.task_folder)[0] + 1
+    path = version_path(state.task_folder, version)
+    path.fs.pipe_file(
+        path.path, json.dumps({"owner": "gone", "state": "held", "host": "x", "pid": 1}).encode()
     )
+    with pytest.raises(LeaseHeld):
+        state.lease(wait=0).acquire()
+    time.sleep(3)
     with state.lease(wait=0) as taker:
-        assert json.loads(state.lease_file.read_text())["owner"] == taker.owner
+        assert newest(state.task_folder) == (version + 1, newest(state.task_folder)[1])
+        assert newest(state.task_folder)[1]["owner"] == taker.owner
 
 
 def test_a_bad_location_is_one_line_before_any_model_loads(s3_server, tmp_path):
@@ -232,7 +242,9 @@ def test_an_hf_corpus_is_read_file_by_file_with_range_requests(minilm_path, tmp_
     ]
     assert sorted(ids[0]) == sorted(ids[1]) and on_hub.stats.rows_in == local.stats.rows_in > 0
     run = json.loads((tmp_path / "hub-run" / "run.json").read_text())
-    assert [f["source"].rsplit("/", 1)[-1] for f in run["corpus"]["files"]] == ["en.jsonl", "zh.parquet"]
+    sources = [f["source"].rsplit("/", 1)[-1] for f in run["corpus"]["files"]]
+    assert sources == ["en.jsonl", "zh.parquet", "(files not read)"]  # the README: counted, not read
+    assert on_hub.stats.reading["skipped_files_.md"] == 1
     # every request for file bytes is a range request; a JSON Lines file is read block by block,
     # never fetched whole (a Parquet file this small is: its footer read spans it)
     assert ranges and all("range" in {k.lower() for k in r["headers"]} for r in ranges)
@@ -247,3 +259,46 @@ def _span(request: dict) -> int:
     wanted = next(v for k, v in request["headers"].items() if k.lower() == "range")
     first, _, last = wanted.removeprefix("bytes=").partition("-")
     return int(last) + 1 - int(first)
+
+
+def test_a_hub_dataset_is_pinned_to_its_commit_and_an_update_stops_the_resume(
+    minilm_path, tmp_path, monkeypatch
+):
+    """``--corpus ORG/NAME``: the commit the Hub serves is asked once, recorded in run.json and
+    loaded; the same name at another commit before a resume stops it, naming both commits."""
+    import datasets
+    import huggingface_hub.constants
+
+    from pipeline.run.folder import RunStateError
+
+    from .hub_server import LoopbackHub
+
+    (tmp_path / "hub" / "team" / "corpus" / "main").mkdir(parents=True)
+    rows = [json.loads(line) for line in sample_corpus_path("en").read_text().splitlines() if line.strip()]
+    loaded = []
+
+    def load_dataset(name, split=None, revision=None):  # the download: the bytes are not what is tested
+        loaded.append((name, split, revision))
+        return datasets.Dataset.from_list(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    sets = [
+        f"models.embedder={minilm_path}",
+        "generation.tasks=[retrieval]",
+        "limit=4",
+        "corpus.path=team/corpus",
+    ]
+    out = f"output.out_dir={tmp_path / 'run'}"
+    with LoopbackHub(tmp_path / "hub", "hf_unused") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        hub.shas["team/corpus"] = "a" * 40
+        run_fake(out, *sets, "output.shard_rows=2")
+        run = json.loads((tmp_path / "run" / "run.json").read_text())
+        assert run["corpus"]["files"] == [{"source": "team/corpus", "split": "train", "revision": "a" * 40}]
+        assert loaded and {revision for _, _, revision in loaded} == {"a" * 40}
+        hub.shas["team/corpus"] = "b" * 40  # an upstream update before the resume
+        with pytest.raises(
+            RunStateError, match=r"team/corpus changed since the run started \(commit a+ -> b+"
+        ):
+            run_fake(out, *sets, "output.shard_rows=2")

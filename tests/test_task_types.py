@@ -110,6 +110,38 @@ def test_passage_language_mix_follows_the_weights_and_skips_others():
     assert [p.passage_id for p in again] == [p.passage_id for p in mixed]
 
 
+def test_a_language_after_a_long_run_of_another_is_read_ahead_to_disk_and_never_lost():
+    """One file per language, more passages than the buffer: every passage of both languages comes
+    out, in the asked-for mix from the start, with at most ``buffer_limit`` of them in memory."""
+    from pipeline.readers.passages import SpillQueue
+
+    corpus = [passage(i, "en") for i in range(300)] + [passage(i, "zh") for i in range(300)]
+    stats = ReadStats()
+    peaks = []
+    append = SpillQueue.append
+
+    def watched(self, item):
+        append(self, item)
+        peaks.append(len(self._memory))
+
+    SpillQueue.append = watched
+    try:
+        mixed = list(
+            mix_languages(iter(corpus), {"zh": 0.5, "en": 0.5}, seed=3, stats=stats, buffer_limit=16)
+        )
+    finally:
+        SpillQueue.append = append
+    assert sorted(p.passage_id for p in mixed) == sorted(p.passage_id for p in corpus)
+    assert 35 < sum(p.language == "zh" for p in mixed[:100]) < 65  # the mix holds from the start
+    assert max(peaks) <= 16 and stats.counts["passages_read_ahead"] == 0
+    # a consumer that stops early (--limit) leaves the passages read ahead counted
+    stats = ReadStats()
+    stream = mix_languages(iter(corpus), {"zh": 0.5, "en": 0.5}, seed=3, stats=stats, buffer_limit=16)
+    taken = [next(stream) for _ in range(50)]
+    read = 300 + sum(p.language == "zh" for p in taken)  # every en passage was read to reach zh
+    assert stats.counts["passages_read_ahead"] == read - len(taken)
+
+
 def run_fake(tmp_path, *sets, engine=None):
     config = load_config(None, [f"output.out_dir={tmp_path / 'out'}", *sets])
     config.models.generator = "fake-engine"

@@ -10,7 +10,7 @@ from pipeline.config import load_config
 from pipeline.executors import run_generate
 from pipeline.run.folder import RunStateError
 
-from .conftest import FakeEngine, default_answer
+from .conftest import FakeEngine, checkpoint_of, chunks_committed, default_answer
 
 
 def config_for(out, minilm_path, *extra):
@@ -75,7 +75,7 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, minilm_path, reference
     with pytest.raises(Crash):
         # 14 passages in chunks of 3: each chunk makes 3 configure calls; crash in the third chunk
         run_generate(config_for(out, minilm_path), engine=FakeEngine(crashing_answer(7)))
-    progress = json.loads((out / "progress" / "task-00000.json").read_text())
+    progress = checkpoint_of(out)
     assert progress["chunks_done"] == 2
     assert not (out / "completions").exists() or not any((out / "completions").iterdir())
     engine = FakeEngine(default_answer)
@@ -86,6 +86,21 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, minilm_path, reference
     assert json.loads((out / "stats.json").read_text())["rows_in"] == 14
     rejected = pq.read_table(out / "rejected").to_pylist() if any((out / "rejected").iterdir()) else []
     assert len(ids(out)) + len(rejected) == 14
+
+
+def test_a_resumed_run_counts_what_its_finished_chunks_read(tmp_path, minilm_path):
+    """The reading counts of a crashed-then-resumed run equal an uninterrupted run's, the task
+    types a passage did not apply to included (the finished chunks are read again to count them)."""
+    both = ("generation.tasks=[retrieval, code_translation]", "cache.enabled=false")  # code: no text passage
+    whole = tmp_path / "whole"
+    run_generate(config_for(whole, minilm_path, *both), engine=FakeEngine(default_answer))
+    out = tmp_path / "crash"
+    with pytest.raises(Crash):
+        run_generate(config_for(out, minilm_path, *both), engine=FakeEngine(crashing_answer(7)))
+    run_generate(config_for(out, minilm_path, *both), engine=FakeEngine(default_answer))
+    reading = json.loads((out / "stats.json").read_text())["reading"]
+    assert reading["not_applicable_code_translation"] == 14
+    assert reading == json.loads((whole / "stats.json").read_text())["reading"]
 
 
 def test_rerun_of_a_finished_run_does_nothing(tmp_path, minilm_path):
@@ -130,7 +145,7 @@ def test_mixed_task_types_resume_like_an_uninterrupted_run(tmp_path, minilm_path
     out = tmp_path / "crash"
     with pytest.raises(Crash):
         run_generate(config_for(out, minilm_path, *mixed), engine=FakeEngine(crashing_answer(7)))
-    assert json.loads((out / "progress" / "task-00000.json").read_text())["chunks_done"] == 2
+    assert chunks_committed(out) == 2
     run_generate(config_for(out, minilm_path, *mixed), engine=FakeEngine(default_answer))
     assert ids(out) == ids(reference)
     assert {r[S.TASK_TYPE] for r in pq.read_table(out / "data").to_pylist()} == {"retrieval", "bitext", "sts"}

@@ -83,11 +83,7 @@ class OpenAIEngine(ChatEngine):
         top_p: float = 0.9,
     ):
         self.base_url = base_url.rstrip("/")
-        key = os.environ.get(api_key_env, "") if api_key_env else ""
-        if api_key_env and not key:
-            raise EngineUnavailable(f"environment variable {api_key_env} is empty or not set")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self.client = _client(self.base_url, api_key_env, timeout_s)
         self.concurrency = concurrency
         self.temperature = temperature
         self.top_p = top_p
@@ -105,19 +101,7 @@ class OpenAIEngine(ChatEngine):
         self._lock = threading.Lock()
 
     def _check_server(self, model: str | None) -> str:
-        try:
-            response = self.client.get("/models")
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise EngineUnavailable(f"no OpenAI-compatible server answers at {self.base_url}: {exc}") from exc
-        served = [m["id"] for m in response.json().get("data", [])]
-        if model is None:
-            if not served:
-                raise EngineUnavailable(f"{self.base_url} lists no models; name one with --model")
-            return served[0]
-        if served and model not in served:
-            raise EngineUnavailable(f"{self.base_url} does not serve {model!r}; it serves {served}")
-        return model
+        return str(_served(self.client, self.base_url, model).get("id") or model)
 
     def _post_once(self, body: dict) -> dict:
         response = self.client.post("/chat/completions", json=body)
@@ -227,6 +211,39 @@ class OpenAIEngine(ChatEngine):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _client(base_url: str, api_key_env: str | None, timeout_s: float) -> httpx.Client:
+    key = os.environ.get(api_key_env, "") if api_key_env else ""
+    if api_key_env and not key:
+        raise EngineUnavailable(f"environment variable {api_key_env} is empty or not set")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s)
+
+
+def _served(client: httpx.Client, base_url: str, model: str | None) -> dict:
+    """The server's ``/v1/models`` entry of ``model`` (None: the first it lists)."""
+    try:
+        response = client.get("/models")
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise EngineUnavailable(f"no OpenAI-compatible server answers at {base_url}: {exc}") from exc
+    cards = [m for m in response.json().get("data", []) if isinstance(m, dict) and m.get("id")]
+    served = [m["id"] for m in cards]
+    if model is None:
+        if not served:
+            raise EngineUnavailable(f"{base_url} lists no models; name one with --model")
+        return cards[0]
+    if served and model not in served:
+        raise EngineUnavailable(f"{base_url} does not serve {model!r}; it serves {served}")
+    return next((m for m in cards if m["id"] == model), {"id": model})
+
+
+def model_card(base_url: str, model: str | None, api_key_env: str | None = None) -> dict:
+    """What the server at ``base_url`` says of ``model`` (its ``/v1/models`` entry): the reply
+    cache keys the model by it (``reply_cache.server_identity``)."""
+    with _client(base_url.rstrip("/"), api_key_env, 30.0) as client:
+        return _served(client, base_url.rstrip("/"), model)
 
 
 def _said(exc: BaseException) -> str:

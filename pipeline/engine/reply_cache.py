@@ -1,15 +1,19 @@
 """The reply cache: every LLM reply kept under what was asked, so a rerun pays only for what changed.
 
-The key of a request is a hash of everything that decides its reply: the generator's identity
-(its files, not its path: ``model_identity``), the rendered chat, the output schema, the token
-budget, temperature, top-p and the request's seed. The value is the reply text, its finish
-reason and the token counts the engine reported. A request with no seed at a temperature above
-zero is never cached: its reply is a fresh draw each time.
+The key of a request is a hash of everything that decides its reply: the generator's identity,
+the rendered chat, the output schema, the token budget, temperature, top-p and the request's
+seed. A local model is known by its files' content, every byte of them, not by its path
+(``model_identity``); a server's model by the server's URL and what its ``/v1/models``
+says of it (``server_identity``); both by ``models.revision`` when the user states one.
+The value is the reply text, its finish reason and the token counts the engine reported.
+A request with no seed at a temperature above zero is never cached: its reply is a fresh
+draw each time.
 
 Entries are small JSON files, ``ROOT/<identity>/<ab>/<key>.json``, written whole (a temporary and
 a rename locally, one PUT on an object store), so processes and Ray actors on several machines
 may fill one cache at once: a reader sees a whole entry or none, and two writers of one key
-write the same reply. An entry that cannot be read is a miss.
+write the same reply. An entry that is not there or does not parse is a miss, and a damaged
+one is removed; any other error reading it (a store's 503, a timeout) is a miss that keeps it.
 
 Eviction: past ``cache.max_gib`` the entries used least recently go first (a hit refreshes an
 entry's modification time on local disk; on an object store the time is the write's), down to
@@ -24,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +50,14 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
-KEY_VERSION = 1  # bump when the key's recipe changes: old entries then simply miss
+KEY_VERSION = 2  # bump when the key's recipe changes: old entries then simply miss
 SWEEP_EVERY = 2000
 KEEP_SHARE = 0.8  # an eviction sweep stops at this share of the bound
-SMALL_FILE_BYTES = 1 << 20  # model files up to this size are hashed whole
-EDGE_BYTES = 1 << 20  # of a larger file (weights): its size and its first and last MiB
+HASH_BLOCK = 8 << 20  # bytes read at a time while hashing a model file
+# /v1/models fields that say which model answers; vLLM and SGLang report `created` as the time of
+# the listing itself, so a value that close to now says nothing about the model and is left out
+MODEL_CARD_FIELDS = ("id", "root", "parent", "created", "owned_by", "revision", "fingerprint", "digest")
+LISTING_TIME_SECONDS = 600
 
 
 def default_root() -> str:
@@ -59,28 +67,59 @@ def default_root() -> str:
     return os.environ.get("SYNTH_REPLY_CACHE") or str(cache_root() / "replies")
 
 
-def model_identity(path: str | None, name: str) -> str:
-    """What pins a generator's weights: its files' content, not where they are.
+def model_identity(path: str | None, name: str, revision: str | None = None) -> str:
+    """What pins a local generator's weights: every byte of its files, not where they are.
 
-    Small files (config, tokenizer) are hashed whole, larger ones (weights) by size and their
-    first and last MiB; a safetensors file's first MiB is its tensor index. A model with no
-    local folder (a server's model, a test's fake) is known by its name.
+    Each file is hashed whole once; the hash is remembered by the file's path, size and
+    modification time (``file_hash``), so a later run reads the model's files again only when
+    one changed. A model with no local folder (a test's fake) is known by its name.
     """
     folder = Path(path) if path else None
+    digest = hashlib.sha256(f"revision:{revision or ''}\n".encode())
     if folder is None or not folder.is_dir():
-        return hashlib.sha256(f"name:{name}".encode()).hexdigest()[:24]
-    digest = hashlib.sha256()
+        digest.update(f"name:{name}".encode())
+        return digest.hexdigest()[:24]
     for file in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        size = file.stat().st_size
-        digest.update(f"{file.relative_to(folder)}:{size}\n".encode())
-        with file.open("rb") as handle:
-            if size <= SMALL_FILE_BYTES:
-                digest.update(handle.read())
-            else:
-                digest.update(handle.read(EDGE_BYTES))
-                handle.seek(size - EDGE_BYTES)
-                digest.update(handle.read(EDGE_BYTES))
+        digest.update(f"{file.relative_to(folder)}:{file_hash(file)}\n".encode())
     return digest.hexdigest()[:24]
+
+
+def file_hash(file: Path) -> str:
+    """The sha256 of a file's bytes, remembered in the tool's cache folder by path, size and mtime."""
+    from ..models import cache_root
+
+    stat = file.stat()
+    resolved = str(file.resolve())
+    memo = cache_root() / "file-hashes" / f"{hashlib.sha256(resolved.encode()).hexdigest()[:32]}.json"
+    seen = {"path": resolved, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    with contextlib.suppress(OSError, ValueError):
+        known = json.loads(memo.read_text(encoding="utf-8"))
+        if {k: known.get(k) for k in seen} == seen:
+            return str(known["sha256"])
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        while block := handle.read(HASH_BLOCK):
+            digest.update(block)
+    with contextlib.suppress(OSError):  # a read-only cache folder: hashed again next time
+        storage.write_bytes(memo, json.dumps({**seen, "sha256": digest.hexdigest()}).encode())
+    return digest.hexdigest()
+
+
+def server_identity(base_url: str, card: dict, revision: str | None = None) -> str:
+    """What pins a server's model: the server's URL and what its ``/v1/models`` entry says of it.
+
+    ``card`` is that entry (``id``, and where the server gives them ``root`` (the weights it
+    loaded), ``parent``, ``created``, ``owned_by``, a revision or a fingerprint). A model
+    retrained and served again under the same name, or the same name on another server, gets
+    another identity, so none of the old model's replies answer for it. ``created`` is left out
+    when it is the listing's own time (within ``LISTING_TIME_SECONDS`` of now).
+    """
+    fields = {key: card[key] for key in MODEL_CARD_FIELDS if card.get(key) is not None}
+    created = fields.get("created")
+    if isinstance(created, int | float) and abs(time.time() - created) < LISTING_TIME_SECONDS:
+        fields.pop("created")
+    recipe = {"server": base_url.rstrip("/"), "model": fields, "revision": revision}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def request_key(
@@ -122,10 +161,13 @@ class ReplyCache:
             data = json.loads(path.read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:  # a damaged entry: drop it, ask the engine again
-            log.warning("reply cache: unreadable entry %s (%s): removed", path, exc)
+        except ValueError as exc:  # a damaged entry (half a file, not JSON): drop it, ask the engine again
+            log.warning("reply cache: damaged entry %s (%s): removed", path, exc)
             with contextlib.suppress(Exception):
                 storage.remove(path)
+            return None
+        except Exception as exc:  # the store failed to answer (a 503, a timeout): the entry may be fine
+            log.warning("reply cache: cannot read %s now (%s): asking the engine", path, storage.reason(exc))
             return None
         if not isinstance(data, dict) or "raw" not in data:
             return None
@@ -136,7 +178,7 @@ class ReplyCache:
 
     def put(self, identity: str, key: str, value: dict) -> None:
         data = json.dumps(value, ensure_ascii=False).encode()
-        storage.write_bytes(self._path(identity, key), data, shared=True)  # whole, writer by writer
+        storage.write_bytes(self._path(identity, key), data)  # whole, writer by writer
         self.written += 1
         if self.written % SWEEP_EVERY == 0:
             self.sweep()

@@ -24,7 +24,7 @@ from ..readers import Corpus
 from ..readers.documents import ReadStats
 from ..readers.passages import Passage, task_passages
 from ..run.budget import Budget
-from ..run.folder import DATA, REJECTED, Checkpoint, TaskState
+from ..run.folder import DATA, REJECTED, Checkpoint, LeaseLost, TaskState
 from ..run.plan import RunPlan
 from ..run.shards import records_by_task_type, rejected_records, write_table
 from ..run.stats import RunStats
@@ -104,14 +104,25 @@ def run_task(
     already finished are read again (to keep the stream's order) but not processed;
     stateful steps are rebuilt from their committed shards.
     ``on_chunk(passages, rows kept)`` is called after each finished chunk.
+
+    A writer whose lease was taken over while it stalled (``LeaseLost``) leaves the task to its
+    new owner quietly and returns None; the run goes on with its other tasks.
     """
     with state.lease(lease_wait) as lease:  # one writer per task: a second one waits, then stops
-        return _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested, lease)
+        try:
+            return _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested, lease)
+        except LeaseLost as exc:
+            log.warning("%s (it stalled past the lease time); its new owner finishes it", exc)
+            return None
 
 
 def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested, lease) -> RunStats:
     config, folder = plan.config, plan.folder
     checkpoint = state.load()
+    if checkpoint.chunks_done or checkpoint.shards:
+        # commit again under this writer's lease version first: a stalled former owner's later
+        # commits (under its older version) then never count, whatever they list
+        state.save(checkpoint, lease.confirm())
     chunks_done, committed = checkpoint.chunks_done, list(checkpoint.shards)
     stats = RunStats.from_json(checkpoint.stats) if checkpoint.stats else RunStats()
     for step in steps:
@@ -130,8 +141,10 @@ def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested
     budget = Budget(config.budget)
     passages = task_passages(config, corpus, state.task, count_tokens, read_stats)
     for chunk, batch in enumerate(_chunks(passages, config.output.shard_rows)):
-        if chunk < chunks_done:
-            continue  # written by an earlier run
+        if chunk < chunks_done:  # written by an earlier run: read again only to count what it read
+            for passage in batch:
+                new_rows(passage, config, read_stats.counts)
+            continue
         if stop_requested():
             raise Interrupted(state.name)
         budget.check(folder, plan.split.num_tasks)  # the whole run's spending, from the checkpoints
@@ -153,14 +166,13 @@ def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested
         stats.reading = Counter(read_stats.counts)
         chunks_done = chunk + 1
         crash_point("before_checkpoint")
-        lease.confirm()
-        # the commit: only after every shard of the chunk exists
-        state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)))
+        # the commit: only after every shard of the chunk exists, under the lease version held
+        state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)), lease.confirm())
         crash_point("after_checkpoint")
         on_chunk(len(batch), len(rows))
     stats.reading = Counter(read_stats.counts)  # the task's whole input was read in this pass
-    lease.confirm()
-    state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)))
+    state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)), lease.confirm())
     crash_point("before_complete")
+    lease.confirm()
     state.complete()
     return stats

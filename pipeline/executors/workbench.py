@@ -20,7 +20,7 @@ from ..embed.embedder import Embedder
 from ..embed.pool import PassagePool
 from ..engine import ChatEngine
 from ..engine.factory import get_engine
-from ..engine.reply_cache import CachingEngine, ReplyCache, Sampling, model_identity
+from ..engine.reply_cache import CachingEngine, ReplyCache, Sampling, model_identity, server_identity
 from ..filters.code import CodeParses
 from ..filters.copycheck import CopyCheck
 from ..filters.cosine import CosineFilter
@@ -303,5 +303,12 @@ def cached(plan: RunPlan, start: Callable[[], ChatEngine], model: ResolvedModel)
         return start()
     cache = ReplyCache(plan.reply_cache, int(config.cache.max_gib * (1 << 30)))
     sampling = Sampling(config.models.temperature, config.models.top_p)
-    identity = model_identity(model.path if not plan.models.remote else None, model.name)
+    revision = config.models.revision
+    if plan.models.remote:  # the server's URL and what it says of the model, asked now (one GET)
+        from ..engine.openai_engine import model_card
+
+        card = model_card(config.models.base_url or "", model.path or None, config.models.api_key_env)
+        identity = server_identity(config.models.base_url or "", card, revision)
+    else:
+        identity = model_identity(model.path, model.name, revision)
     return CachingEngine(start, cache, identity, model.name, sampling)

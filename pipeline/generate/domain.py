@@ -100,17 +100,20 @@ def brainstorm(
 def load_or_brainstorm(
     path, engine: ChatEngine, prompts: PromptLibrary, config: DomainConfig, languages: list[str], seed: int
 ) -> dict[str, list[str]]:
-    """The run's task lists: read from ``path`` when a run already made them, else brainstormed and saved."""
+    """The run's task lists: read from ``path`` when a run already made them, else brainstormed and
+    saved; created only if absent, so processes brainstorming at once all use the first one saved."""
     from ..atomic import write_json
+    from .labels import create_once
 
+    wanted = {f"{d}/{lang}" for d in config.names for lang in languages}
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        wanted = {f"{d}/{lang}" for d in config.names for lang in languages}
         if wanted <= set(saved):
             return saved
-    tasks = brainstorm(engine, prompts, config, languages, seed)
-    write_json(path, tasks)
-    return tasks
+        tasks = brainstorm(engine, prompts, config, languages, seed)
+        write_json(path, tasks)  # an older run's lists lack some domains: replaced whole
+        return tasks
+    return create_once(path, brainstorm(engine, prompts, config, languages, seed))
 
 
 class DomainTask(Step):

@@ -1,7 +1,9 @@
 """The label set of classification rows: from the config, or proposed once by the LLM.
 
 A proposed set is saved in the run folder's ``labels.json`` before any row uses it, so a
-resumed run (or another worker) classifies against the very same labels.
+resumed run (or another worker) classifies against the very same labels. The file is created
+only if absent: when ranks or workers propose at the same moment, the first file written is
+the run's, and every other process reads it back and uses it instead of its own proposal.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from .. import atomic
+from .. import storage
 from ..engine import ChatEngine
 from ..step import request_seed
 from .prompts import PromptLibrary
@@ -54,8 +56,15 @@ def load_or_propose(
     if labels is None:
         log.warning("classification labels: using the built-in topic set (%s)", ", ".join(FALLBACK_LABELS))
         labels = dict(FALLBACK_LABELS)
-    atomic.write_json(path, labels)
-    return labels
+    return create_once(path, labels)
+
+
+def create_once(path: Path, value):
+    """``value`` saved at ``path`` as JSON if no process saved one first; else the one saved first."""
+    data = json.dumps(value, indent=2, ensure_ascii=False).encode()
+    if storage.create_exclusive(path, data):
+        return value
+    return json.loads(storage.read_bytes(path))
 
 
 def propose(

@@ -16,6 +16,7 @@ import yaml
 
 from .. import atomic
 from .. import schema as S
+from ..redaction import redact
 from ..review.calibrate import calibrate_run
 from ..run.folder import RunFolder
 
@@ -208,5 +209,5 @@ def _drops(stage: dict) -> str:
 
 
 def write_card(folder: RunFolder, license: str) -> Path:
-    atomic.write_text(folder.card_file, card_text(folder, license))
+    atomic.write_text(folder.card_file, redact(card_text(folder, license)))
     return folder.card_file

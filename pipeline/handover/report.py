@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import atomic, storage
 from .. import schema as S
+from ..redaction import redact
 from ..review.calibrate import calibrate_run
 from ..run.folder import RunFolder
 from ..text import tokens
@@ -378,5 +379,5 @@ def build_report(out: Path, seed: int = 0) -> str:
 
 def write_report(out: Path, path: Path | None = None, seed: int = 0) -> Path:
     path = storage.location(path) if path else RunFolder(out).report_file
-    atomic.write_text(path, build_report(out, seed))
+    atomic.write_text(path, redact(build_report(out, seed)))
     return path

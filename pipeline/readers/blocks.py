@@ -19,7 +19,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .. import storage
 from ..config import CorpusConfig
@@ -108,13 +108,13 @@ def _readers_of(source: str, config: CorpusConfig, code: bool = False) -> list[R
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             return [HFReader(source, config.hf_split, config.block_bytes)]
+        # hidden files and folders inside the corpus are skipped; the path given may itself be one
         files = sorted(
-            p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts)
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
-        readers = [r for p in files if (r := _file_reader(p, path, config, strict=False))]
-        if not readers:
-            raise CorpusError(f"{path}: no corpus files in this folder ({FORMATS})")
-        return readers
+        return _folder_readers(str(path), [(str(p), None) for p in files], config)
     if source.startswith((".", "/")) or split_suffixes(source)[0] in JSONL_SUFFIXES | {".parquet", ".txt"}:
         raise CorpusError(f"{source}: no such file or folder")
     return [HFReader(source, config.hf_split, config.block_bytes)]
@@ -140,11 +140,67 @@ def _remote_readers(source: str, config: CorpusConfig, code: bool = False) -> li
         if len(readers) == 1:
             raise CorpusError(f"{storage.redact(source)}: no source or documentation files in this folder")
         return readers
-    readers = [_file_reader(path, source, config, strict=False, size=size) for path, size in files]
-    readers = [reader for reader in readers if reader is not None]
+    return _folder_readers(source, files, config)
+
+
+def _folder_readers(folder: str, files: list[tuple[str, int | None]], config: CorpusConfig) -> list[Reader]:
+    """A reader per corpus file of a folder; the other files are counted by type (``SkippedFiles``)."""
+    readers: list[Reader] = []
+    skipped: Counter = Counter()
+    for path, size in files:
+        reader = _file_reader(path, folder, config, strict=False, size=size)
+        if reader is None:
+            skipped[_kind(path)] += 1
+        else:
+            readers.append(reader)
     if not readers:
-        raise CorpusError(f"{storage.redact(source)}: no corpus files in this folder ({FORMATS})")
+        found = f"; found {_kinds(skipped)}" if skipped else ""
+        raise CorpusError(f"{storage.redact(folder)}: no corpus files in this folder ({FORMATS}){found}")
+    if skipped:
+        log.warning(
+            "%s: %s not read (not a corpus format: %s)", storage.redact(folder), _kinds(skipped), FORMATS
+        )
+        readers.append(SkippedFiles(folder, skipped))
     return readers
+
+
+PACKED = {".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".7z", ".br", ".snappy", ".tgz"}
+
+
+def _kind(path: str) -> str:
+    """A file's type as its name says it: ``.arrow``, ``.jsonl.lz4`` (a packed file: both suffixes)."""
+    suffixes = PurePosixPath(path.rsplit("/", 1)[-1]).suffixes
+    if len(suffixes) >= 2 and suffixes[-1].lower() in PACKED:
+        return "".join(suffixes[-2:]).lower()
+    return suffixes[-1].lower() if suffixes else "(no extension)"
+
+
+def _kinds(skipped: Counter) -> str:
+    return ", ".join(f"{count} {kind} file(s)" for kind, count in sorted(skipped.items()))
+
+
+class SkippedFiles(Reader):
+    """The files of a corpus folder that no reader knows (``.arrow``, ``.txt.gz``, a README.md):
+    no rows, one block, and a count per type in the run's reading counts (``skipped_files_.EXT``),
+    so the funnel names what was not read."""
+
+    def __init__(self, folder: str, skipped: Counter):
+        self.source = f"{folder.rstrip('/')}/(files not read)"
+        self.skipped = skipped
+
+    def size(self) -> int:
+        return 0
+
+    def blocks(self) -> list[Block]:
+        return [Block(self.source, size=0)]
+
+    def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
+        for kind, count in self.skipped.items():
+            counts[f"skipped_files_{kind}"] += count
+        return iter(())
+
+    def identity(self) -> dict:
+        return {"source": self.source, "skipped": dict(sorted(self.skipped.items()))}
 
 
 def _file_reader(

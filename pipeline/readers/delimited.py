@@ -7,7 +7,9 @@ The first line is a header when it names a known column (``id``/``_id``/``docid`
 TSV has no quoting (a tab or newline cannot sit inside a field), so a plain ``.tsv`` file is cut
 into byte ranges like JSON Lines and spread over the tasks; every task reads the header from the
 file's first line. A CSV field may hold a quoted newline, so a ``.csv`` file is one block, read
-by one task; so is every compressed file (``pipeline/readers/compressed.py``).
+by one task; so is every compressed file (``pipeline/readers/compressed.py``). CSV is parsed
+strictly: a quote that is never closed (which would swallow every row after it into one
+field) or a character after a closing quote stops the run, naming the line the record starts on.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ class DelimitedReader(Reader):
             if header and first:
                 continue
             if not any(field.strip() for field in fields):
-                continue  # a blank line
+                counts["skipped_blank_line"] += 1
+                continue
             if len(fields) != len(names):
                 raise CorpusError(
                     f"{where}: {len(fields)} field(s), the file has {len(names)} columns ({', '.join(names)})"
@@ -135,7 +138,8 @@ class DelimitedReader(Reader):
                     raise CorpusError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
 
         with stream:
-            reader = csv.reader(decoded(), delimiter=self.delimiter)
+            reader = csv.reader(decoded(), delimiter=self.delimiter, strict=True)
+            ended = 0
             try:
                 ended = 0  # the last line of the record before
                 for count, fields in enumerate(reader):
@@ -144,6 +148,11 @@ class DelimitedReader(Reader):
                     yield f"{self.source}:{ended + 1}", fields, count == 0
                     ended = physical
             except csv.Error as exc:
+                if "unexpected end of data" in str(exc):
+                    raise CorpusError(
+                        f"{self.source}:{ended + 1}: a quoted field opened on this line is never closed "
+                        f'(the file ends at line {physical}): close the quote or escape it as ""'
+                    ) from None
                 raise CorpusError(f"{self.source}:{physical}: not valid CSV ({exc})") from None
             except EOFError as exc:
                 raise CorpusError(

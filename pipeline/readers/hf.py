@@ -2,17 +2,24 @@
 
 A dataset saved with ``save_to_disk`` is memory-mapped Arrow, so a shard touches
 only its own rows. A hub name is loaded with ``datasets.load_dataset`` (which
-needs the hub or its cache).
+needs the hub or its cache), pinned to the commit the Hub serves when the run
+starts: the commit is part of the input's identity in ``run.json``, so an
+upstream update before a resume stops it as a changed file does, and every task
+of the run loads that same commit.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections import Counter
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 
 from .base import Block, CorpusError, RawRow, Reader
+
+log = logging.getLogger(__name__)
 
 
 class HFReader(Reader):
@@ -32,9 +39,29 @@ class HFReader(Reader):
                 dataset = dataset[self.split]
             return dataset
         try:
-            return datasets.load_dataset(self.source, split=self.split)
+            return datasets.load_dataset(self.source, split=self.split, revision=self.revision)
         except Exception as exc:  # the hub may be unreachable; say what was tried
             raise CorpusError(f"{self.source}: could not load as a Hugging Face dataset ({exc})") from exc
+
+    @cached_property
+    def revision(self) -> str | None:
+        """The commit of a Hub dataset as the Hub serves it now (None for a saved dataset, or offline)."""
+        if Path(self.source).is_dir():
+            return None
+        try:
+            from huggingface_hub import HfApi
+
+            return HfApi(endpoint=os.environ.get("HF_ENDPOINT")).dataset_info(self.source).sha
+        except Exception as exc:  # offline, or a hub that does not say
+            log.warning(
+                "%s: the Hub did not say which commit it serves (%s): pinned by name only", self.source, exc
+            )
+            return None
+
+    def identity(self) -> dict:
+        if Path(self.source).is_dir():
+            return super().identity()
+        return {"source": self.source, "split": self.split, "revision": self.revision}
 
     def size(self) -> int:
         return int(self.dataset.data.nbytes)

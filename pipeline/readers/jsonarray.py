@@ -3,7 +3,8 @@
 The array is one block, read by one task, and parsed one element at a time from a streamed
 buffer, so memory holds about one element and a read-ahead piece, never the file. Messages
 name the line an element starts on. (A ``.json`` file whose first character is not ``[`` is
-read as JSON Lines.)
+read as JSON Lines.) Anything but whitespace after the closing ``]`` (a second array, a stray
+object) stops the run with its line: it would otherwise be rows nobody reads.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ class JsonArrayReader(WholeFileReader):
             if at >= len(buffer):
                 raise CorpusError(f"{self.source}:{line}: the array is not closed (is the file cut short?)")
             if buffer[at] == "]" and index == 0:
+                at += 1
+                skip_space()
+                self._nothing_after(buffer, at, line)
                 return
             wanted = PIECE
             while True:
@@ -99,7 +103,17 @@ class JsonArrayReader(WholeFileReader):
             if at >= len(buffer):
                 raise CorpusError(f"{self.source}:{line}: the array is not closed (is the file cut short?)")
             if buffer[at] == "]":
+                at += 1
+                skip_space()
+                self._nothing_after(buffer, at, line)
                 return
             if buffer[at] != ",":
                 raise CorpusError(f"{self.source}:{line}: expected ',' or ']' after element {index}")
             at += 1
+
+    def _nothing_after(self, buffer: str, at: int, line: int) -> None:
+        if at < len(buffer):
+            raise CorpusError(
+                f"{self.source}:{line}: data after the end of the JSON array ({buffer[at : at + 20]!r}...): "
+                "a .json file holds one array; write several arrays as several files, or use JSON Lines"
+            )

@@ -76,7 +76,9 @@ class JsonlReader(Reader):
             for number, line in numbered_lines(self.source, self.compression, counts):
                 where = f"{self.source}:{number}"
                 row = parse_line(line, where, CorpusError)
-                if row is not None:
+                if row is None:
+                    counts["skipped_blank_line"] += 1
+                else:
                     yield where, row
             return
         with CountingFile(self.source, counts) as handle:
@@ -84,7 +86,9 @@ class JsonlReader(Reader):
             for offset, line in _lines(handle, block.start, block.end, piece):
                 where = LineAt(self.source, offset)
                 row = parse_line(line, where, CorpusError)
-                if row is not None:
+                if row is None:
+                    counts["skipped_blank_line"] += 1
+                else:
                     yield where, row
 
 

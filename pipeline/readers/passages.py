@@ -11,9 +11,11 @@ shard before it has been written.
 from __future__ import annotations
 
 import itertools
+import json
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import CorpusConfig, RunConfig
@@ -155,42 +157,93 @@ def mix_languages(
 ) -> Iterator[Passage]:
     """Interleave the passages of the listed languages in proportion to ``weights``.
 
-    Each next passage's language is drawn with ``seed`` among the languages still
-    available; passages of other languages are skipped and counted
-    (``skipped_passage_language``). Reading ahead buffers passages of the languages
-    not drawn yet; a language whose passages have run out (or that would need more
-    than ``buffer_limit`` passages of read-ahead) leaves the draw, so a corpus
-    that cannot give the asked-for mix gives what it has instead of stalling.
-    The order depends only on the corpus order and the seed, so every task and
-    every resumed run sees the same sequence.
+    Each next passage's language is drawn with ``seed`` among the languages that still have
+    passages; passages of other languages are skipped and counted (``skipped_passage_language``).
+    Reading ahead keeps the passages of the languages not drawn yet, in memory up to
+    ``buffer_limit`` per language and on disk past it (``SpillQueue``), so a corpus laid out
+    one language after another (one file per language) keeps the asked-for mix and loses no
+    passage, with memory bounded. A language leaves the draw only when the corpus has no
+    passage of it left; the mix then goes on with the others. Passages read ahead but not
+    handed on yet are counted as ``passages_read_ahead`` (what is left there when the run
+    stops, at ``--limit``, was read and not used). The order depends only on the corpus order
+    and the seed, so every task and every resumed run sees the same sequence.
     """
     import random
-    from collections import deque
 
     rng = random.Random(seed)
     active = {k: w for k, w in weights.items() if w > 0}
-    buffers: dict[str, deque[Passage]] = {k: deque() for k in active}
+    queues = {k: SpillQueue(buffer_limit) for k in active}
     exhausted = False
-    while active:
-        names = list(active)
-        language = rng.choices(names, weights=[active[n] for n in names], k=1)[0]
-        while not buffers[language] and not exhausted:
-            try:
-                passage = next(passages)
-            except StopIteration:
-                exhausted = True
-                break
-            if passage.language not in buffers:
-                stats.counts["skipped_passage_language"] += 1
-                continue
-            buffers[passage.language].append(passage)
-            if len(buffers[passage.language]) > buffer_limit:
-                break  # the drawn language is too rare here to keep the ratio
-        if buffers[language]:
-            yield buffers[language].popleft()
-        else:
-            del active[language]
-            stats.counts[f"passage_language_exhausted_{language}"] += 1
+    try:
+        while active:
+            names = list(active)
+            language = rng.choices(names, weights=[active[n] for n in names], k=1)[0]
+            while not queues[language] and not exhausted:
+                try:
+                    passage = next(passages)
+                except StopIteration:
+                    exhausted = True
+                    break
+                if passage.language not in queues:
+                    stats.counts["skipped_passage_language"] += 1
+                    continue
+                queues[passage.language].append(passage)
+                stats.counts["passages_read_ahead"] += 1
+            if queues[language]:
+                stats.counts["passages_read_ahead"] -= 1
+                yield queues[language].popleft()
+            else:
+                del active[language]
+                stats.counts[f"passage_language_exhausted_{language}"] += 1
+    finally:
+        for queue in queues.values():
+            queue.close()
+
+
+class SpillQueue:
+    """A first-in first-out queue of passages: the first ``limit`` in memory, the rest in a
+    temporary file, read back ``limit`` at a time (memory stays bounded however far the mix
+    has to read ahead)."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, limit)
+        self._memory: deque[Passage] = deque()
+        self._file = None
+        self._on_disk = 0  # passages written to the file and not read back yet
+        self._read_at = 0  # where the next passage to read back starts in the file
+
+    def __len__(self) -> int:
+        return len(self._memory) + self._on_disk
+
+    def append(self, passage: Passage) -> None:
+        if not self._on_disk and len(self._memory) < self.limit:
+            self._memory.append(passage)
+            return
+        if self._file is None:
+            import tempfile
+
+            self._file = tempfile.TemporaryFile(prefix="synth-mix-")  # noqa: SIM115 - closed by close()
+        self._file.seek(0, 2)
+        self._file.write(json.dumps(asdict(passage), ensure_ascii=False).encode() + b"\n")
+        self._on_disk += 1
+
+    def popleft(self) -> Passage:
+        if not self._memory and self._on_disk:
+            self._file.seek(self._read_at)
+            for _ in range(min(self.limit, self._on_disk)):
+                self._memory.append(Passage(**json.loads(self._file.readline())))
+                self._on_disk -= 1
+            self._read_at = self._file.tell()
+            if not self._on_disk:  # all read back: start the file over
+                self._file.seek(0)
+                self._file.truncate()
+                self._read_at = 0
+        return self._memory.popleft()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def read_passages(

@@ -109,7 +109,7 @@ def _table(records: list[dict]) -> pa.Table:
 def _write(path: Path, records: list[dict]) -> None:
     buffer = pa.BufferOutputStream()
     pq.write_table(_table(records), buffer, compression="zstd")
-    storage.write_bytes(path, buffer.getvalue().to_pybytes(), shared=True)
+    storage.write_bytes(path, buffer.getvalue().to_pybytes())
 
 
 def _file_name() -> str:

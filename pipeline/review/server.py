@@ -8,17 +8,26 @@ encoded paths) finds no route and is refused. The server reads the run's shards 
 only its labels (``pipeline/review/labels.py``). Requests must name this server as their
 host (so another site cannot reach it through a rebound DNS name), and a label post must be
 JSON from this page's own origin.
+
+Bound to a loopback address (``127.0.0.1``, ``::1``) the page is open to whoever can reach that
+address: the user of this machine. Bound to any other address (``0.0.0.0``, a LAN address) it
+also asks for a token: printed with the page's address at the start (``/?token=...``, as
+notebook servers do), exchanged for a cookie on the first visit, and required of every request
+after it; a request without it gets 403.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import secrets
+import socket
 import threading
+from http.cookies import SimpleCookie
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -97,7 +106,7 @@ class Review:
         }
 
 
-def build_app(review: Review, host: str) -> Starlette:
+def build_app(review: Review, host: str, token: str | None = None) -> Guard:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
     def page(request: Request, name: str, context: dict, status: int = 200) -> Response:
@@ -150,10 +159,14 @@ def build_app(review: Review, host: str) -> Starlette:
             decision = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        except RecursionError:  # [[[[... under the size limit: deeper than the parser goes
+            return JSONResponse({"error": "the body is nested too deeply"}, status_code=400)
         try:
             saved = review.save(decision)
         except LabelError as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
+        except (TypeError, ValueError, KeyError, RecursionError) as exc:  # a shape check_decision missed
+            return JSONResponse({"error": f"not a decision ({type(exc).__name__})"}, status_code=422)
         return JSONResponse(saved, status_code=201, headers=SECURITY_HEADERS)
 
     async def static(request: Request) -> Response:
@@ -163,7 +176,6 @@ def build_app(review: Review, host: str) -> Starlette:
         media_type, data = found
         return Response(data, media_type=media_type, headers=SECURITY_HEADERS)
 
-    hosts = sorted({"127.0.0.1", "localhost", host})
     routes = [
         Route("/", home),
         Route("/row/{position:int}", row_page),
@@ -172,6 +184,99 @@ def build_app(review: Review, host: str) -> Starlette:
         Route("/api/labels", save, methods=["POST"]),
         Route("/static/{name}", static),
     ]
-    wildcard = host in ("0.0.0.0", "::")  # bound to every address: the user chose to be reachable
-    middleware = [] if wildcard else [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
-    return Starlette(routes=routes, middleware=middleware)
+    return Guard(Starlette(routes=routes), allowed_hosts(host), token)
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+TOKEN_COOKIE = "synth_review_token"
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches (``127.0.0.1``, ``::1``, ``localhost``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def new_token(host: str) -> str | None:
+    """The page's token when bound to ``host``: none on a loopback address, a fresh one otherwise."""
+    return None if is_loopback(host) else secrets.token_urlsafe(24)
+
+
+def url_host(host: str) -> str:
+    """``host`` as a URL and a Host header name it (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def allowed_hosts(host: str) -> set[str]:
+    """The names a request's Host header may give: loopback, the bound address, and, bound to every
+    address, this machine's own names and addresses (the names a person on the network uses)."""
+    names = {*LOOPBACK_NAMES, url_host(host).lower()}
+    if host in ("0.0.0.0", "::"):
+        machine = {socket.gethostname(), socket.getfqdn()}
+        for name in list(machine):
+            try:
+                machine |= {url_host(str(info[4][0])) for info in socket.getaddrinfo(name, None)}
+            except OSError:
+                continue
+        names |= {name.lower() for name in machine if name}
+    return names
+
+
+def host_name(header: str) -> str:
+    """The host part of a Host header, without its port: ``[::1]:8765`` -> ``[::1]``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[: header.find("]") + 1] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class Guard:
+    """ASGI middleware in front of the page: the Host check, then the token where there is one.
+
+    A request whose Host is not one of ``hosts`` gets 400 (a rebound DNS name). With a
+    ``token``, a request carrying ``?token=`` gets a cookie and a redirect to the same page
+    without it; every other request must bring the cookie (or the token), else 403.
+    """
+
+    def __init__(self, app, hosts: set[str], token: str | None):
+        self.app, self.hosts, self.token = app, hosts, token
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if host_name(headers.get("host", "")) not in self.hosts:
+            await _plain(send, 400, "Invalid host header")
+            return
+        if self.token is not None:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            given = (query.get("token") or [""])[0]
+            if given and secrets.compare_digest(given, self.token):
+                rest = urlencode({k: v for k, v in query.items() if k != "token"}, doseq=True)
+                cookie = f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+                where = scope["path"] + (f"?{rest}" if rest else "")
+                await _plain(send, 303, "", [("location", where), ("set-cookie", cookie)])
+                return
+            jar = SimpleCookie()
+            try:
+                jar.load(headers.get("cookie", ""))
+            except Exception:
+                jar = SimpleCookie()
+            held = jar.get(TOKEN_COOKIE)
+            if held is None or not secrets.compare_digest(held.value, self.token):
+                await _plain(send, 403, "open the address with its ?token= that synth review printed")
+                return
+        await self.app(scope, receive, send)
+
+
+async def _plain(send, status: int, text: str, headers: list[tuple[str, str]] = ()) -> None:
+    body = text.encode()
+    fields = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    fields += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    await send({"type": "http.response.start", "status": status, "headers": fields})
+    await send({"type": "http.response.body", "body": body})

@@ -8,11 +8,13 @@ types*); per task:
 - ``data/<task_type>/part-TTTTT-CCCCC-AAAAAAAA.parquet`` and ``rejected/part-...``: the kept
   and dropped rows of task T's chunk C, written by attempt A (the writer's lease id), each
   written whole (temporary + rename locally, one PUT on an object store);
-- ``progress/task-TTTTT.json``: the checkpoint, rewritten whole after each chunk's shards
-  have landed: chunks done, the task's cumulative stats and the shards it commits. It is
-  the only truth: a shard it does not list (a crashed or overtaken attempt's) is never
-  read and is removed on the next start and when the run finishes;
-- ``progress/task-TTTTT.lease``: the one writer's lease while the task runs;
+- ``progress/task-TTTTT/commit-VVVVVVVVVV-CCCCCC.json``: the checkpoint, written whole after
+  each chunk's shards have landed: chunks done (C), the task's cumulative stats and the
+  shards it commits, under the lease version (V) its writer held. The commit of the highest
+  (V, C) is the only truth: a shard it does not list (a crashed or overtaken attempt's) is
+  never read and is removed on the next start and when the run finishes; a commit under a
+  version that was taken over no longer counts (``pipeline/run/lease.py``);
+- ``progress/task-TTTTT/lease-VVVVVVVVVV.json``: the one writer's lease, a version per renewal;
 - ``completions/task-TTTTT``: written when the task has finished.
 
 Which blocks of the input a task reads is decided by ``pipeline/readers/blocks.py``.
@@ -20,14 +22,8 @@ Which blocks of the input a task reads is decided by ``pipeline/readers/blocks.p
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import socket
-import threading
-import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +31,9 @@ from typing import Any
 from .. import atomic, storage
 from ..config import RunConfig, config_text
 from ..faults import crash_point
+from .lease import Lease, LeaseHeld, LeaseLost, fences
+
+__all__ = ["Lease", "LeaseHeld", "LeaseLost", "RunFolder", "RunStateError", "TaskState", "fences"]
 
 # every name a run folder holds, once
 DATA, REJECTED, PROGRESS, COMPLETIONS, EXPORT, LOGS, REVIEW = (
@@ -49,9 +48,7 @@ DATA, REJECTED, PROGRESS, COMPLETIONS, EXPORT, LOGS, REVIEW = (
 RUN_FILE, CONFIG_FILE, STATS_FILE, MANIFEST_FILE = "run.json", "config.yaml", "stats.json", "manifest.json"
 CARD_FILE, LABELS_FILE, REPORT_FILE = "README.md", "labels.json", "report.html"
 DOMAIN_TASKS_FILE = "domain_tasks.json"
-LEASE_SECONDS = 300  # a writer that sent no heartbeat for this long is taken for dead
-LEASE_WAIT = 30  # how long a second writer waits for a live lease before it stops
-UNREADABLE_LEASE_SECONDS = 5  # an empty lease file older than this was left by a writer that died
+COMMIT_PREFIX = "commit-"
 
 
 class RunStateError(RuntimeError):
@@ -64,6 +61,8 @@ def config_fingerprint(config: RunConfig) -> str:
     data["output"].pop("out_dir", None)
     data["output"].pop("license", None)  # only the card says it; a run may be relicensed and rerun
     data["models"].pop("engine_progress", None)  # display only
+    if data["models"].get("revision") is None:
+        data["models"].pop("revision", None)  # unset: the fingerprint of runs made before it existed
     data.pop("cache", None)  # where replies come from never changes them
     data.pop("budget", None)  # a run stopped by its budget resumes with a larger one
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -283,7 +282,9 @@ class RunFolder:
                 f"{out} already holds shards of an unknown run ({leftovers[0]}): choose an empty folder, "
                 "or pass --overwrite to delete them"
             )
-        atomic.write_json(self.run_file, {"fingerprint": fingerprint, "num_tasks": config.output.num_tasks})
+        record = {"fingerprint": fingerprint, "num_tasks": config.output.num_tasks}
+        if not storage.create_exclusive(self.run_file, json.dumps(record, indent=2).encode()):
+            self.claim(config)  # another rank created it a moment ago: check this run against it
 
     def pin_corpus(self, corpus: dict, num_tasks: int, accept_change: bool = False) -> None:
         """Record the input's identity, or check that it is the one the run started from.
@@ -301,7 +302,7 @@ class RunFolder:
             for state in self.tasks(num_tasks):
                 if not state.is_complete():
                     state.remove_uncommitted(keep=())
-                    storage.remove(state.progress_file)
+                    state.forget()
         if previous != corpus:
             atomic.write_json(self.run_file, {**record, "corpus": corpus})
 
@@ -310,12 +311,17 @@ class RunFolder:
         return int(json.loads(self.run_file.read_text(encoding="utf-8"))["num_tasks"])
 
     def remove_stale_temporaries(self) -> None:
-        """Half-written files of a killed run: hidden, never read, removed on the next start."""
-        for tmp in self._root.glob(atomic.TEMPORARY_GLOB):
-            tmp.unlink(missing_ok=True)
-        for kind in (DATA, REJECTED, PROGRESS, COMPLETIONS):
-            for tmp in (self._root / kind).rglob(atomic.TEMPORARY_GLOB):
-                tmp.unlink(missing_ok=True)
+        """Half-written files of a killed run: hidden, never read, removed by a later start.
+
+        Only a dead writer's go (``storage.stale_temporary``: its process is gone from this
+        machine, or the file is older than the lease time): ranks start at once and each
+        sweeps, and another rank's temporary may be a write in progress.
+        """
+        folders = [(self._root, "glob")] + [(self._root / k, "rglob") for k in (DATA, REJECTED, PROGRESS)]
+        for folder, pattern in [*folders, (self._root / COMPLETIONS, "rglob")]:
+            for tmp in getattr(folder, pattern)(atomic.TEMPORARY_GLOB):
+                if storage.stale_temporary(tmp, Lease.seconds()):
+                    tmp.unlink(missing_ok=True)
 
     # -- tasks -----------------------------------------------------------------------
     def task(self, task: int) -> TaskState:
@@ -331,7 +337,13 @@ def _corpus_change(out: Path, previous: dict, now: dict) -> str:
     changed = sorted(s for s in before.keys() & after.keys() if before[s] != after[s])
     if changed:
         old, new = before[changed[0]], after[changed[0]]
-        what = f"{changed[0]} changed since the run started (size {old.get('size')} -> {new.get('size')})"
+        if "revision" in old or "revision" in new:
+            what = (
+                f"{changed[0]} changed since the run started (commit {old.get('revision')} -> "
+                f"{new.get('revision')} on the Hub)"
+            )
+        else:
+            what = f"{changed[0]} changed since the run started (size {old.get('size')} -> {new.get('size')})"
     elif before.keys() != after.keys():
         gone, added = sorted(before.keys() - after.keys()), sorted(after.keys() - before.keys())
         what = f"the corpus files changed since the run started (gone: {gone[:3]}, new: {added[:3]})"
@@ -357,7 +369,7 @@ class Checkpoint:
 
 @dataclass
 class TaskState:
-    """One task's checkpoint and completion marker."""
+    """One task's checkpoint (its commits), lease and completion marker."""
 
     folder: RunFolder
     task: int
@@ -367,7 +379,13 @@ class TaskState:
         return f"task-{self.task:05d}"
 
     @property
-    def progress_file(self) -> Path:
+    def task_folder(self) -> Path:
+        """``progress/task-TTTTT/``: the task's commits and its lease."""
+        return self.folder.root / PROGRESS / self.name
+
+    @property
+    def legacy_progress_file(self) -> Path:
+        """Where runs made before fenced leases kept their one checkpoint (read when no commit exists)."""
         return self.folder.root / PROGRESS / f"{self.name}.json"
 
     @property
@@ -377,21 +395,48 @@ class TaskState:
     def is_complete(self) -> bool:
         return self.completion_file.exists()
 
-    def load(self) -> Checkpoint:
-        """The task's checkpoint; an empty one if it has none yet."""
-        try:
-            data = json.loads(self.progress_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return Checkpoint()
-        return Checkpoint(int(data["chunks_done"]), data["stats"], tuple(data.get("shards", ())))
+    def commit_path(self, version: int, chunks_done: int) -> Path:
+        return self.task_folder / f"{COMMIT_PREFIX}{version:010d}-{chunks_done:06d}.json"
 
-    def save(self, checkpoint: Checkpoint) -> None:
-        """The commit of a chunk: written whole, only after every shard it lists exists."""
+    def _commits(self) -> list[str]:
+        names = storage.list_names(self.task_folder)
+        return sorted(n for n in names if n.startswith(COMMIT_PREFIX) and n.endswith(".json"))
+
+    def load(self) -> Checkpoint:
+        """The task's checkpoint: the commit of the highest lease version and chunk count; an empty
+        one if it has none yet."""
+        for _ in range(5):  # the newest commit listed may be replaced (and the old one removed) meanwhile
+            commits = self._commits()
+            path = self.task_folder / commits[-1] if commits else self.legacy_progress_file
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                if not commits:
+                    return Checkpoint()
+                continue
+            return Checkpoint(int(data["chunks_done"]), data["stats"], tuple(data.get("shards", ())))
+        raise RunStateError(f"{self.task_folder}: the commits keep changing while being read; rerun")
+
+    def save(self, checkpoint: Checkpoint, version: int) -> None:
+        """The commit of a chunk under lease ``version``: written whole, only after every shard it
+        lists exists; the writer's older commits are removed after it."""
         record = {"chunks_done": checkpoint.chunks_done, "stats": checkpoint.stats}
         record["shards"] = list(checkpoint.shards)
-        with atomic.atomic_path(self.progress_file) as tmp:
+        record["lease"] = version
+        path = self.commit_path(version, checkpoint.chunks_done)
+        with atomic.atomic_path(path) as tmp:
             tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
             crash_point("mid_checkpoint")
+        for name in self._commits():
+            if name < path.name:
+                storage.remove(self.task_folder / name)
+        storage.remove(self.legacy_progress_file)
+
+    def forget(self) -> None:
+        """Remove the task's commits (``--accept-corpus-change``: it starts over); the lease stays."""
+        for name in self._commits():
+            storage.remove(self.task_folder / name)
+        storage.remove(self.legacy_progress_file)
 
     def complete(self) -> None:
         atomic.write_text(self.completion_file, "done\n")
@@ -415,140 +460,13 @@ class TaskState:
                     removed.append(self.folder.relative(path))
         return removed
 
-    @property
-    def lease_file(self) -> Path:
-        return self.folder.root / PROGRESS / f"{self.name}.lease"
-
     def lease(self, wait: float | None = None) -> Lease:
         """The one-writer lease of this task (``with state.lease(): ...``)."""
-        return Lease(self.lease_file, self.name, wait)
+        return Lease(self.task_folder, self.name, wait)
 
+    def lease_holder(self) -> dict | None:
+        """The record of the live writer holding this task's lease, or None (free or released)."""
+        from .lease import newest
 
-class LeaseHeld(RunStateError):
-    """Another live writer holds the task."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class Lease:
-    """One writer per task: a lease file created only if absent, kept alive by a heartbeat.
-
-    The file holds the owner (a random id), host, process id and the time of its last
-    heartbeat, refreshed every third of ``LEASE_SECONDS`` while the task runs. Another writer
-    is refused while the lease is live; a lease is stale (and taken over) when its heartbeat
-    is older than ``LEASE_SECONDS`` (``SYNTH_LEASE_SECONDS``), or at once when its process is
-    gone from this host (a crash, a SIGKILL).
-    """
-
-    def __init__(self, path: Path, name: str, wait: float | None = None):
-        self.path = path
-        self.name = name
-        self.wait = float(os.environ.get("SYNTH_LEASE_WAIT", LEASE_WAIT)) if wait is None else wait
-        self.owner = uuid.uuid4().hex
-        self.attempt = self.owner[:8]  # in the names of the shards this writer writes
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @staticmethod
-    def seconds() -> float:
-        return float(os.environ.get("SYNTH_LEASE_SECONDS", LEASE_SECONDS))
-
-    def _record(self) -> str:
-        return json.dumps(
-            {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
-        )
-
-    def _create(self) -> bool:
-        return storage.create_exclusive(self.path, self._record().encode())
-
-    def _held(self) -> dict | None:
-        """The lease on disk: {} when it is gone, None while it cannot be read (being written)."""
-        try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except ValueError:
-            return None
-
-    def _stale(self, held: dict | None) -> bool:
-        if held is None:  # a writer that died between creating the file and writing it leaves it empty
-            with contextlib.suppress(FileNotFoundError):
-                return time.time() - storage.modified(self.path) > UNREADABLE_LEASE_SECONDS
-            return True
-        if time.time() - float(held.get("heartbeat", 0)) > self.seconds():
-            return True
-        return held.get("host") == socket.gethostname() and not _alive(int(held.get("pid", 0)))
-
-    def acquire(self) -> None:
-        """Take the lease; a live one held by another writer is waited for up to ``SYNTH_LEASE_WAIT``
-        seconds (default 30: a stopped run's workers may take a moment to go), then refused."""
-        give_up = time.time() + self.wait
-        while not self._create():
-            held = self._held()
-            if self._stale(held):
-                self._take_over()
-                continue
-            if time.time() >= give_up:
-                held = held or {}
-                age = time.time() - float(held.get("heartbeat", 0))
-                raise LeaseHeld(
-                    f"{self.name} is being written by process {held.get('pid')} on {held.get('host')} "
-                    f"(last heartbeat {age:.0f} s ago): two writers would duplicate rows. Wait for it to "
-                    f"finish, or stop it; a dead writer's lease expires {self.seconds():.0f} s after its "
-                    "last heartbeat"
-                )
-            time.sleep(min(1.0, max(0.0, give_up - time.time())))
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{self.name}", daemon=True)
-        self._thread.start()
-
-    def _take_over(self) -> None:
-        """Remove a stale lease so that the create-if-absent write can be tried again."""
-        if storage.is_remote(self.path):
-            # no rename on an object store: two takers may both delete; the later one's
-            # confirm() before every write finds the lease is not its own and stops
-            storage.remove(self.path)
-            return
-        # move it aside under a unique name (one taker wins the rename), then create ours
-        aside = self.path.with_name(f".{self.path.name}.{self.owner}.stale")
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(self.path, aside)
-            os.unlink(aside)
-
-    def _mine(self) -> bool:
-        return (self._held() or {}).get("owner") == self.owner
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.seconds() / 3):
-            if not self._mine():
-                return  # taken over after we stalled: the new writer owns the task now
-            try:
-                atomic.write_text(self.path, self._record())
-            except OSError:
-                return
-
-    def confirm(self) -> None:
-        """Before a commit: stop if another writer took the lease over (this one stalled too long)."""
-        if not self._mine():
-            raise LeaseHeld(f"{self.name}: another writer took this task over; this one stops uncommitted")
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self._mine():
-            storage.remove(self.path)
-
-    def __enter__(self) -> Lease:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
+        _, held = newest(self.task_folder)
+        return held if held and held.get("state") == "held" else None

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from .. import atomic, storage
 from .. import schema as S
 from ..faults import crash_point
+from ..redaction import redact_data
 from .folder import DATA, REJECTED, RunFolder, RunStateError
 from .plan import RunPlan
 from .stats import RunStats
@@ -68,5 +69,5 @@ def write_manifest(plan: RunPlan, stats: RunStats, committed: list[str]) -> None
     if folder.labels_file.exists():
         manifest["labels"] = json.loads(folder.labels_file.read_text(encoding="utf-8"))
     with atomic.atomic_path(folder.manifest_file) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+        tmp.write_text(json.dumps(redact_data(manifest), indent=2, ensure_ascii=False), encoding="utf-8")
         crash_point("mid_manifest")

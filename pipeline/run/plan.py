@@ -20,7 +20,8 @@ from ..config import RunConfig
 from ..engine.reply_cache import default_root
 from ..generate.prompts import PromptLibrary, templates_of
 from ..models import SMOLLM2_NAME, ResolvedModel, resolve_embedder, resolve_generator
-from .folder import RunFolder, TaskState
+from ..redaction import redact
+from .folder import RunFolder, RunStateError, TaskState, fences
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +203,21 @@ def resolve_plan(
     """The plan of a run of ``config``; warns once when the judge is switched off by the default."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    folder = RunFolder(config.output.out_dir)
+    parallel = workers > 1 or world_size > 1 or executor == "ray"
+    if parallel and not fences(folder.root / "progress"):
+        raise RunStateError(
+            f"{folder}: this store cannot create a file only if it is absent, so two writers of one task "
+            "could both run (docs/running.md): write the run to local disk or S3, or run one process "
+            "(no --workers, --world-size or --executor ray)"
+        )
     models = resolve_models(config)
     judge_on, why_not = judge_decision(config, models.generator)
     if why_not:
         log.warning(why_not)
     return RunPlan(
         config=config,
-        folder=RunFolder(config.output.out_dir),
+        folder=folder,
         models=models,
         judge_on=judge_on,
         recipe=step_recipe(config, judge_on),
@@ -217,7 +226,9 @@ def resolve_plan(
         ray=ray or RayOptions(),
         workers=workers,
         overwrite=overwrite,
-        command=command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        command=redact(
+            command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        ),
         verbose=verbose,
         accept_corpus_change=accept_corpus_change,
         reply_cache=(config.cache.path or default_root()) if config.cache.enabled else None,

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from .. import schema as S
 from .. import storage
+from ..redaction import redact
 from ..step import Dropped, Row
 
 
@@ -65,7 +66,7 @@ def rejected_records(stage: str, dropped: list[Dropped]) -> list[dict]:
             S.PERSONA: d.row.get(S.PERSONA),
             S.STAGE: stage,
             S.REASON: d.reason,
-            S.DETAIL: d.detail,
+            S.DETAIL: redact(d.detail) if d.detail else d.detail,  # a server's words may repeat a key
             S.RAW_OUTPUT: d.raw_output,
             S.QUERY: d.row.get(S.QUERY),
             S.POSITIVE: d.row.get(S.POSITIVE),

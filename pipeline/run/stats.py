@@ -12,6 +12,7 @@ import numpy as np
 from .. import atomic
 from .. import schema as S
 from ..engine.base import Usage
+from ..redaction import redact_data
 from ..step import Dropped, Row, StepResult
 from .folder import TaskState
 
@@ -160,6 +161,7 @@ class RunStats:
             "rows_out": self.rows_out,
             "dropped": dict(sorted(dropped.items())),
             "reading": dict(sorted(self.reading.items())),
+            "input": input_accounting(self.reading),
             "stages": {name: counts.to_json() for name, counts in self.stages.items()},
             "tokens": self.token_summary(),
             "engine": self.engine,
@@ -237,7 +239,7 @@ class RunStats:
                 self.groups.setdefault(dimension, {}).setdefault(value, Counter()).update(counts)
 
     def write(self, path: Path) -> None:
-        atomic.write_json(path, self.to_json())
+        atomic.write_json(path, redact_data(self.to_json()))
 
     @classmethod
     def of_tasks(cls, tasks: list[TaskState]) -> RunStats:
@@ -272,6 +274,41 @@ def format_groups(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+ROW_SKIPS = ("skipped_empty_document", "skipped_duplicate_id")  # rows read and not used, by reason
+
+
+def input_accounting(reading: Counter | dict) -> dict[str, Any]:
+    """Every input row read, and where it went: ``rows_read = documents + sum(rows_skipped)``.
+
+    A row no reader could read stops the run naming its file and line, so it is never in
+    here; blank lines and files of types no reader knows are counted beside the rows.
+    """
+    rows_read = int(reading.get("documents_read", 0))
+    skipped = {name[len("skipped_") :]: int(reading.get(name, 0)) for name in ROW_SKIPS if reading.get(name)}
+    files = {k[len("skipped_files_") :]: int(v) for k, v in reading.items() if k.startswith("skipped_files_")}
+    if reading.get("skipped_binary_file"):
+        files["binary .txt"] = int(reading["skipped_binary_file"])
+    return {
+        "rows_read": rows_read,
+        "documents": rows_read - sum(skipped.values()),
+        "rows_skipped": skipped,
+        "blank_lines": int(reading.get("skipped_blank_line", 0)),
+        "files_not_read": dict(sorted(files.items())),
+    }
+
+
+def format_input(accounting: dict[str, Any]) -> str:
+    """The input's accounting as one line: rows read = documents + each skip; what was not read."""
+    skips = "".join(f" + {n} {reason.replace('_', ' ')}" for reason, n in accounting["rows_skipped"].items())
+    line = f"input: {accounting['rows_read']} rows read = {accounting['documents']} documents{skips}"
+    if accounting["blank_lines"]:
+        line += f"; {accounting['blank_lines']} blank lines"
+    if accounting["files_not_read"]:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in accounting["files_not_read"].items())
+        line += f"; files not read: {kinds}"
+    return line
+
+
 def format_funnel(stats: dict[str, Any]) -> str:
     """The funnel of a stats.json as a plain-text table, then the score histograms."""
     lines = [f"{'stage':<18}{'in':>8}{'out':>8}  dropped"]
@@ -286,6 +323,7 @@ def format_funnel(stats: dict[str, Any]) -> str:
     lines.append(f"{'total':<18}{stats.get('rows_in', 0):>8}{stats.get('rows_out', 0):>8}")
     reading = stats.get("reading", {})
     if reading:
+        lines.append(format_input(stats.get("input") or input_accounting(reading)))
         lines.append("reading: " + ", ".join(f"{k}={v}" for k, v in reading.items()))
     for name, hist in stats.get("histograms", {}).items():
         edges = hist["edges"]
