@@ -127,6 +127,14 @@ class ModelConfig(_Strict):
         6, ge=1, description="Tries per request on 429, 5xx and timeouts (exponential backoff with jitter)."
     )
     max_model_len: int = Field(4096, ge=256, description="Context length given to the engine.")
+    batch_invariant: bool | None = Field(
+        None,
+        description="vLLM's batch-invariant mode (VLLM_BATCH_INVARIANT=1): a reply then does not depend on "
+        "the batch it ran in, so a resumed run redoes a chunk with the replies of an uninterrupted one "
+        "(docs/running.md). None: on where vLLM supports it (NVIDIA GPUs of compute capability 8.0 or "
+        "more), off elsewhere (CPU). Its kernels are slower: false where GPU hours count for more than "
+        "byte-equal resumes.",
+    )
     dtype: str = Field(
         "auto",
         description="Weight dtype for vLLM (`auto`, `bfloat16`, `float32`, ...). `auto` on a CPU: bfloat16 "

@@ -21,6 +21,7 @@ ENV = "SYNTH_CRASH_AT"
 DISK_FULL_ENV = "SYNTH_DISK_FULL_AT"
 CRASH_EXIT = 86
 RUN_POINTS = (  # synth generate: each is in the crash matrix of tests/test_crash_points.py
+    "after_replies",  # every reply of a chunk is back (kept in the cache or the journal), nothing written
     "before_shard",  # a chunk's rows are ready, its first shard not written
     "after_shard",  # one shard of the chunk landed, the others may not have
     "before_checkpoint",  # every shard of the chunk landed, the checkpoint not written

@@ -37,6 +37,7 @@ SETTINGS = [
 # the point and how often it is passed before the process dies there: late enough that
 # something is already on disk, early enough that work is left
 CASES = [
+    "after_replies@2",
     "before_shard@4",
     "after_shard@4",
     "before_checkpoint@2",

@@ -208,7 +208,9 @@ def test_a_paused_writer_resumed_after_a_takeover_cannot_commit(tmp_path, minilm
         first.send_signal(signal.SIGSTOP)
         time.sleep(4)  # past the lease time: its lease is stale now
         second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(6)  # the second takes the task over and goes on
+        while (RunFolder(out).task(0).lease_holder() or {}).get("pid") != second.pid:  # taken over
+            assert second.poll() is None and time.time() < deadline, second.communicate()[1][-3000:]
+            time.sleep(0.1)
         first.send_signal(signal.SIGCONT)
         _, first_err = first.communicate(timeout=240)
         _, second_err = second.communicate(timeout=240)

@@ -15,6 +15,11 @@ may fill one cache at once: a reader sees a whole entry or none, and two writers
 write the same reply. An entry that is not there or does not parse is a miss, and a damaged
 one is removed; any other error reading it (a store's 503, a timeout) is a miss that keeps it.
 
+With the cache off (``--no-cache``) the same entries are still written, to the task's own
+journal of the chunk in flight (``progress/task-TTTTT/replies/``, set by ``journal``), and
+removed once the chunk is committed: a chunk killed part way is redone with the replies it had
+already received, so only the requests that had no reply yet are asked again.
+
 Eviction: past ``cache.max_gib`` the entries used least recently go first (a hit refreshes an
 entry's modification time on local disk; on an object store the time is the write's), down to
 80% of the bound. The size is checked when a worker closes its engine and every
@@ -29,7 +34,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,6 +217,20 @@ class ReplyCache:
         return (p for p in self.root.rglob("*.json") if not storage.is_temporary(p))
 
 
+_JOURNAL: ContextVar[ReplyCache | None] = ContextVar("reply_journal", default=None)
+JOURNAL_BYTES = 1 << 50  # a chunk's replies: never swept, removed whole once the chunk is committed
+
+
+@contextlib.contextmanager
+def journal(folder: Path) -> Iterator[None]:
+    """Meanwhile, the replies of a cache-less engine are also kept in ``folder`` (this thread's task)."""
+    token = _JOURNAL.set(ReplyCache(str(folder), JOURNAL_BYTES))
+    try:
+        yield
+    finally:
+        _JOURNAL.reset(token)
+
+
 @dataclass
 class Sampling:
     """The engine's own sampling settings, the ones a request does not carry."""
@@ -223,13 +243,14 @@ class CachingEngine(ChatEngine):
     """An engine that answers what it was asked before from the cache, and starts the real one lazily.
 
     ``start`` builds (or hands over) the real engine; it runs on the first miss, so a run whose
-    every request is cached never loads the model.
+    every request is cached never loads the model. With no ``cache`` (``--no-cache``) only the
+    journal of the chunk in flight answers (``journal``).
     """
 
     def __init__(
         self,
         start: Callable[[], ChatEngine],
-        cache: ReplyCache,
+        cache: ReplyCache | None,
         identity: str,
         model_name: str,
         sampling: Sampling,
@@ -275,9 +296,10 @@ class CachingEngine(ChatEngine):
                 if cacheable
                 else None
             )
+        stores = [self.cache] if self.cache is not None else [j for j in [_JOURNAL.get()] if j is not None]
         answers: list[Generation | None] = []
         for key in keys:
-            entry = self.cache.get(self.identity, key) if key else None
+            entry = next((e for store in stores if key and (e := store.get(self.identity, key))), None)
             answers.append(_from_entry(entry, output) if entry else None)
         missing = [i for i, answer in enumerate(answers) if answer is None]
         if missing:
@@ -293,13 +315,15 @@ class CachingEngine(ChatEngine):
                 answers[i] = generation
                 key = keys[i]
                 if key and generation.finish_reason not in (REQUEST_FAILED, PROMPT_TOO_LONG):
-                    self.cache.put(self.identity, key, _entry(generation))
+                    for store in stores:
+                        store.put(self.identity, key, _entry(generation))
         return answers  # type: ignore[return-value] - every slot is filled
 
     def close(self) -> None:
         """Check the cache's size; the real engine belongs to whoever started it (the factory)."""
         try:
-            self.cache.sweep()
+            if self.cache is not None:
+                self.cache.sweep()
         except Exception as exc:  # a full or unreachable cache must not fail a finished run
             log.warning("reply cache: size check failed: %s", storage.reason(exc))
 

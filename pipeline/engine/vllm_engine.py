@@ -79,6 +79,17 @@ def configure_cpu_environment(config: ModelConfig) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
+def batch_invariant(wanted: bool | None, on_gpu: bool) -> bool:
+    """Whether to run vLLM batch-invariant: as set, else where vLLM supports it (CUDA 8.0 and up)."""
+    if wanted is not None:
+        return wanted
+    if not on_gpu:
+        return False
+    import torch
+
+    return torch.cuda.get_device_capability() >= (8, 0)
+
+
 class VLLMEngine(ChatEngine):
     def __init__(self, model_path: str, model_name: str, config: ModelConfig, seed: int = 0):
         self.model_name = model_name
@@ -87,6 +98,9 @@ class VLLMEngine(ChatEngine):
         if not on_gpu:
             configure_cpu_environment(config)
         started = time.perf_counter()
+        self.batch_invariant = batch_invariant(config.batch_invariant, on_gpu)
+        if self.batch_invariant:  # read by vLLM when it builds its kernels
+            os.environ["VLLM_BATCH_INVARIANT"] = "1"
         from vllm import LLM  # deferred: importing vllm alone takes ~20 s on CPU
 
         self.dtype, why = config.dtype, "set in the config"
@@ -137,6 +151,7 @@ class VLLMEngine(ChatEngine):
             "block_size": cache.block_size,
             "structured_backend": config.structured_backend,
             "tensor_parallel_size": config.tensor_parallel_size,
+            "batch_invariant": self.batch_invariant,
         }
         self.start_seconds = time.perf_counter() - started
         log.info("vLLM engine for %s ready in %.1f s", model_name, self.start_seconds)

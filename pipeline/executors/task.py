@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from .. import schema as S
 from .. import storage
 from ..console import say
+from ..engine.reply_cache import journal
 from ..faults import crash_point
 from ..generate.rows import new_rows
 from ..readers import Corpus
@@ -149,7 +150,9 @@ def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested
             raise Interrupted(state.name)
         budget.check(folder, plan.split.num_tasks)  # the whole run's spending, from the checkpoints
         rows = [row for passage in batch for row in new_rows(passage, config, read_stats.counts)]
-        rows, rejected = process_chunk(steps, rows, stats)
+        with journal(state.replies_folder):  # a chunk killed part way is redone with the replies it had
+            rows, rejected = process_chunk(steps, rows, stats)
+        crash_point("after_replies")
         attempt = lease.attempt
         shards = [
             (records, S.ROW_SCHEMA, folder.data_shard(task_type, state.task, chunk, attempt))
@@ -169,6 +172,7 @@ def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested
         # the commit: only after every shard of the chunk exists, under the lease version held
         state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)), lease.confirm())
         crash_point("after_checkpoint")
+        storage.remove(state.replies_folder)  # committed: its replies are in its rows now
         on_chunk(len(batch), len(rows))
     stats.reading = Counter(read_stats.counts)  # the task's whole input was read in this pass
     state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)), lease.confirm())

@@ -297,11 +297,12 @@ class Workbench:
 
 
 def cached(plan: RunPlan, start: Callable[[], ChatEngine], model: ResolvedModel) -> ChatEngine:
-    """The engine behind the reply cache (``cache.enabled``), or the engine itself, started now."""
+    """The engine behind the reply cache (``cache.enabled``); with the cache off, behind the journal of
+    the chunk in flight only (``reply_cache.journal``). Either way it starts at the first miss."""
     config = plan.config
-    if plan.reply_cache is None:
-        return start()
-    cache = ReplyCache(plan.reply_cache, int(config.cache.max_gib * (1 << 30)))
+    cache = None
+    if plan.reply_cache is not None:
+        cache = ReplyCache(plan.reply_cache, int(config.cache.max_gib * (1 << 30)))
     sampling = Sampling(config.models.temperature, config.models.top_p)
     revision = config.models.revision
     if plan.models.remote:  # the server's URL and what it says of the model, asked now (one GET)

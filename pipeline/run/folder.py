@@ -61,8 +61,9 @@ def config_fingerprint(config: RunConfig) -> str:
     data["output"].pop("out_dir", None)
     data["output"].pop("license", None)  # only the card says it; a run may be relicensed and rerun
     data["models"].pop("engine_progress", None)  # display only
-    if data["models"].get("revision") is None:
-        data["models"].pop("revision", None)  # unset: the fingerprint of runs made before it existed
+    for key in ("revision", "batch_invariant"):  # unset: the fingerprint of runs made before they existed
+        if data["models"].get(key) is None:
+            data["models"].pop(key, None)
     data.pop("cache", None)  # where replies come from never changes them
     data.pop("budget", None)  # a run stopped by its budget resumes with a larger one
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -382,6 +383,11 @@ class TaskState:
     def task_folder(self) -> Path:
         """``progress/task-TTTTT/``: the task's commits and its lease."""
         return self.folder.root / PROGRESS / self.name
+
+    @property
+    def replies_folder(self) -> Path:
+        """The replies of the chunk in flight when the reply cache is off (``reply_cache.journal``)."""
+        return self.task_folder / "replies"
 
     @property
     def legacy_progress_file(self) -> Path:
