@@ -16,6 +16,7 @@ manifest or the card.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -204,6 +205,10 @@ def create_exclusive(path: Path, data: bytes) -> bool:
             os.link(tmp, path)
         except FileExistsError:
             return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            return _create_excl(path, data)  # a filesystem without hard links: exclusive, not whole
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -218,6 +223,16 @@ def create_exclusive(path: Path, data: bytes) -> bool:
     if fs.exists(name):
         return False
     fs.pipe_file(name, data)
+    return True
+
+
+def _create_excl(path: Path, data: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
     return True
 
 
