@@ -57,9 +57,9 @@ def persona_spread(out: Path) -> dict:
 
     import pyarrow.parquet as pq
 
-    from pipeline.run.shards import data_shards
+    from pipeline.run.folder import shards_under
 
-    shards = data_shards(out / "data")
+    shards = shards_under(out / "data")
     personas = [p for s in shards for p in pq.read_table(s, columns=["persona"]).column(0).to_pylist()]
     if len(personas) < 2:
         return {"distinct_personas": len(set(personas)), "persona_entropy": 0.0}

@@ -160,36 +160,32 @@ def generate(
     Exit status 3: the budget stopped the run at a chunk boundary (finished chunks are saved).
     """
     cfg = _run_config(locals())
-    if not 0 <= rank < world_size:
-        _fail(f"--rank must be in [0, {world_size}) for --world-size {world_size}, got {rank}")
-    if executor not in ("local", "ray"):
-        _fail(f"--executor must be local or ray, got {executor!r}")
-    if executor == "ray" and (workers > 1 or world_size > 1):
-        _fail("--executor ray spreads the tasks itself: drop --workers / --world-size")
-    if replicas < 1:
-        _fail("--replicas must be at least 1")
     from . import console
-    from .run.plan import RayOptions, resolve_plan
+    from .run.plan import RayOptions, check_executor
+
+    try:
+        check_executor(executor, rank=rank, world_size=world_size, workers=workers, replicas=replicas)
+    except ValueError as exc:
+        _fail(str(exc))
 
     console.start_logging(cfg.output.out_dir, verbose)
     ray = RayOptions(
         address=address, replicas=replicas, cpus_per_replica=cpus_per_replica, show_worker_logs=verbose
     )
     with _one_line_errors(cfg.output.out_dir):
-        plan = resolve_plan(
+        from .executors import run_generate
+
+        result = run_generate(
             cfg,
             rank=rank,
             world_size=world_size,
             executor=executor,
-            ray=ray,
+            ray_options=ray,
             workers=workers,
             overwrite=overwrite,
             verbose=verbose,
             accept_corpus_change=accept_corpus_change,
         )
-        from .executors import execute
-
-        result = execute(plan)
     if verbose:
         from .run.stats import format_funnel
 
@@ -332,10 +328,9 @@ def regate(
     cfg = _checked_config(str(previous.config_file), changes, flags)
     console.start_logging(cfg.output.out_dir, verbose)
     with _one_line_errors(cfg.output.out_dir):
-        from .executors import execute
-        from .run.plan import resolve_plan
+        from .executors import run_generate
 
-        result = execute(resolve_plan(cfg, verbose=verbose))
+        result = run_generate(cfg, verbose=verbose)
     from .run.stats import format_comparison
 
     old_stats = json.loads(previous.stats_file.read_text(encoding="utf-8"))
@@ -570,30 +565,13 @@ def _start_training(out: Path, command: str) -> None:
 
 
 def _training_inputs(data: Path, model: str) -> Path:
-    """The shards' folder, once the shards and a local model folder are known to exist: a bad
-    path ends in one line before any model loads."""
-    import pyarrow.parquet as pq
+    """The shards' folder (``preflight.check_training_inputs``), or one line and exit 2."""
+    from .preflight import InputError, check_training_inputs
 
-    from .run.shards import data_shards
-
-    folder = _data_folder(data)
-    shards = data_shards(folder) if folder.is_dir() else []
-    if not shards:
-        _fail(f"{data}: no row shards (part-*.parquet) in it or in its data/ folder")
-    if not any(pq.ParquetFile(shard).metadata.num_rows for shard in shards):
-        _fail(f"{data}: its {len(shards)} shard(s) hold no rows")
-    local = Path(model).expanduser()
-    if model and (local.is_absolute() or model.startswith((".", "~"))) and not local.is_dir():
-        _fail(f"{model}: no such model folder")
-    return folder
-
-
-def _data_folder(data: Path) -> Path:
-    """A run folder's data/ shards, or the folder itself when it holds the shards."""
-    from .run.folder import RunFolder
-
-    folder = RunFolder(data).data_folder
-    return folder if folder.is_dir() else data
+    try:
+        return check_training_inputs(data, model)
+    except InputError as exc:
+        _fail(str(exc))
 
 
 def _report_training(losses: list[float], folder: Path, out: Path) -> None:
@@ -725,22 +703,13 @@ def evaluate_command(
 
 
 def _benchmark_split(benchmark: str, split: str | None) -> str:
-    """The qrels split to score, once the BEIR folder is known to hold it (one line otherwise)."""
-    from . import storage
-    from .train.beir import only_split
+    """The qrels split to score (``preflight.check_benchmark``), or one line and exit 2."""
+    from .preflight import InputError, check_benchmark
 
-    folder = storage.location(benchmark)
-    layout = "a BEIR folder holds corpus.jsonl, queries.jsonl, qrels/<split>.tsv"
-    for name in ("corpus.jsonl", "queries.jsonl", "qrels"):
-        if not (folder / name).exists():
-            _fail(f"{benchmark}: no {name} ({layout})")
     try:
-        split = split or only_split(folder)
-    except ValueError as exc:
+        return check_benchmark(benchmark, split)
+    except InputError as exc:
         _fail(str(exc))
-    if not (folder / "qrels" / f"{split}.tsv").exists():
-        _fail(f"{benchmark}: no qrels/{split}.tsv ({layout})")
-    return split
 
 
 @app.command()

@@ -316,3 +316,42 @@ def _first_rows(reader, block, counts):
         if number >= FIRST_LOOK_ROWS:
             return
         yield row
+
+
+def check_training_inputs(data: Path, model: str) -> Path:
+    """``synth train`` / ``train-reranker``: the folder of row shards to train on (a run folder's
+    ``data/``, or the folder itself), once it holds rows and a local model folder exists."""
+    import pyarrow.parquet as pq
+
+    from .run.folder import RunFolder, shards_under
+
+    folder = RunFolder(data).data_folder
+    folder = folder if folder.is_dir() else data
+    shards = shards_under(folder) if folder.is_dir() else []
+    if not shards:
+        raise InputError(f"{data}: no row shards (part-*.parquet) in it or in its data/ folder")
+    if not any(pq.ParquetFile(shard).metadata.num_rows for shard in shards):
+        raise InputError(f"{data}: its {len(shards)} shard(s) hold no rows")
+    local = Path(model).expanduser()
+    if model and (local.is_absolute() or model.startswith((".", "~"))) and not local.is_dir():
+        raise InputError(f"{model}: no such model folder")
+    return folder
+
+
+def check_benchmark(benchmark: str, split: str | None) -> str:
+    """``synth eval``: the qrels split to score, once the BEIR folder is known to hold it."""
+    from . import storage
+    from .train.beir import only_split
+
+    folder = storage.location(benchmark)
+    layout = "a BEIR folder holds corpus.jsonl, queries.jsonl, qrels/<split>.tsv"
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels"):
+        if not (folder / name).exists():
+            raise InputError(f"{benchmark}: no {name} ({layout})")
+    try:
+        split = split or only_split(folder)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if not (folder / "qrels" / f"{split}.tsv").exists():
+        raise InputError(f"{benchmark}: no qrels/{split}.tsv ({layout})")
+    return split

@@ -37,11 +37,6 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(normalise(text))
 
 
-def is_cjk(char: str) -> bool:
-    """One character of CJK script (Han, kana, Hangul)."""
-    return bool(_CJK.match(char))
-
-
 def mostly_cjk(items: list[str]) -> bool:
     """More than half of the tokens are CJK characters: count n-grams in characters, not words."""
     return sum(1 for t in items if len(t) == 1 and _CJK.match(t)) * 2 > len(items)

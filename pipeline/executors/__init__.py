@@ -40,9 +40,24 @@ def run_generate(
     overwrite: bool = False,
     executor: str = "local",
     ray_options: RayOptions | None = None,
+    workers: int = 1,
+    verbose: bool = False,
+    accept_corpus_change: bool = False,
 ) -> RunResult:
-    """Generate into ``config.output.out_dir`` with the chosen executor; rerun to resume."""
+    """Generate into ``config.output.out_dir`` with the chosen executor; rerun to resume.
+
+    The one entry into a run: ``synth generate`` and ``synth regate`` call it with their flags,
+    the tests and the benches with theirs (and a fake ``engine`` where they need one).
+    """
     plan = resolve_plan(
-        config, rank=rank, world_size=world_size, executor=executor, ray=ray_options, overwrite=overwrite
+        config,
+        rank=rank,
+        world_size=world_size,
+        executor=executor,
+        ray=ray_options,
+        workers=workers,
+        overwrite=overwrite,
+        verbose=verbose,
+        accept_corpus_change=accept_corpus_change,
     )
     return execute(plan, engine)

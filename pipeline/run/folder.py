@@ -78,6 +78,19 @@ def chunk_of(path: Path | str) -> int:
     return int(str(path).rsplit("/", 1)[-1].split(".")[0].split("-")[2])
 
 
+def shards_under(folder: Path, pattern: str = "part-*.parquet") -> list[Path]:
+    """Every finished shard under ``folder``, in name order: the one listing of shards (a run's,
+    and ``synth train --data`` on a folder of them). Hidden files and folders inside it, the
+    temporaries among them, never match; the folder itself may be under a hidden one."""
+    if not folder.exists():
+        return []
+    root = str(folder).rstrip("/")
+    found = (p for p in folder.rglob(pattern) if storage.is_remote(p) or p.is_file())
+    return sorted(
+        (p for p in found if not any(x.startswith(".") for x in str(p)[len(root) + 1 :].split("/"))), key=str
+    )
+
+
 class RunFolder:
     """One run's output folder and every file in it."""
 
@@ -218,12 +231,7 @@ class RunFolder:
         return self._root / relative
 
     def _shards(self, kind: str, pattern: str) -> list[Path]:
-        folder = self._root / kind
-        if not folder.exists():
-            return []
-        found = (p for p in folder.rglob(pattern) if storage.is_remote(p) or p.is_file())
-        shown = [p for p in found if not any(x.startswith(".") for x in self.relative(p).split("/"))]
-        return sorted(shown, key=str)
+        return shards_under(self._root / kind, pattern)
 
     # -- a run's life ----------------------------------------------------------------
     def exists(self) -> bool:

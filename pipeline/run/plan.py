@@ -187,6 +187,19 @@ def step_recipe(config: RunConfig, judge_on: bool) -> tuple[str, ...]:
     return (*recipe, *(name for name, on in optional if on))
 
 
+def check_executor(executor: str, *, rank: int, world_size: int, workers: int, replicas: int) -> None:
+    """Whether the executor options make a run (one ``ValueError`` line if not): the one place
+    they are judged, before anything loads (the command line) and again by ``resolve_plan``."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"--rank must be in [0, {world_size}) for --world-size {world_size}, got {rank}")
+    if executor == "ray" and (workers > 1 or world_size > 1):
+        raise ValueError("--executor ray spreads the tasks itself: drop --workers / --world-size")
+    if replicas < 1:
+        raise ValueError("--replicas must be at least 1")
+
+
 def resolve_plan(
     config: RunConfig,
     *,
@@ -201,8 +214,9 @@ def resolve_plan(
     accept_corpus_change: bool = False,
 ) -> RunPlan:
     """The plan of a run of ``config``; warns once when the judge is switched off by the default."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    check_executor(
+        executor, rank=rank, world_size=world_size, workers=workers, replicas=(ray or RayOptions()).replicas
+    )
     folder = RunFolder(config.output.out_dir)
     parallel = workers > 1 or world_size > 1 or executor == "ray"
     if parallel and not fences(folder.root / "progress"):

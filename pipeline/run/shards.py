@@ -14,13 +14,6 @@ from ..redaction import redact
 from ..step import Dropped, Row
 
 
-def data_shards(folder: Path) -> list[Path]:
-    """Every finished shard under a folder of shards (``synth train --data``; runs: ``RunFolder``)."""
-    return sorted(
-        p for p in Path(folder).rglob("part-*.parquet") if not any(x.startswith(".") for x in p.parts)
-    )
-
-
 def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> Path:
     """Write a shard whole (temporary + rename, or one PUT): a reader never sees half of one.
 

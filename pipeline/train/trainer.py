@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from .. import schema as S
 from ..generate.instructions import format_query
-from ..run.shards import data_shards
+from ..run.folder import shards_under
 from .config import TrainConfig
 from .device import best_device
 from .encoder import is_decoder
@@ -45,15 +45,11 @@ log = logging.getLogger(__name__)
 
 
 def stream_rows(data: Path) -> Iterator[dict]:
-    for shard in data_shards(Path(data)):
+    for shard in shards_under(Path(data)):
         for batch in pq.ParquetFile(shard).iter_batches(
             batch_size=256, columns=[S.QUERY, S.POSITIVE, S.NEGATIVES, S.INSTRUCTION]
         ):
             yield from batch.to_pylist()
-
-
-def count_rows(data: Path) -> int:
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in data_shards(Path(data)))
 
 
 def sentence_model(model_path: str, max_length: int):
