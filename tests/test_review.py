@@ -535,7 +535,7 @@ def test_calibration_equals_a_hand_computation(tmp_path):
 def test_suggested_settings_feed_regate_and_a_new_run(tmp_path):
     import yaml
 
-    from pipeline.cli import _settings_file
+    from pipeline.cli.options import settings_file
     from pipeline.config import load_config
     from pipeline.review.calibrate import calibrate, suggested_settings
 
@@ -547,7 +547,7 @@ def test_suggested_settings_feed_regate_and_a_new_run(tmp_path):
     }
     path = tmp_path / "suggested.yaml"
     path.write_text(yaml.safe_dump(settings))
-    regated = load_config(None, _settings_file(str(path)))  # what `synth regate --config` applies
+    regated = load_config(None, settings_file(str(path)))  # what `synth regate --config` applies
     assert regated.filters.cosine.threshold == 0.75 and regated.filters.judge.min_positive_score == 3
     assert regated.negatives.relative_margin == 0.12
     assert load_config(str(path)).filters.cosine.threshold == 0.75  # `synth generate --config` reads it too

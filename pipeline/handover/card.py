@@ -211,3 +211,9 @@ def _drops(stage: dict) -> str:
 def write_card(folder: RunFolder, license: str) -> Path:
     atomic.write_text(folder.card_file, redact(card_text(folder, license)))
     return folder.card_file
+
+
+def refresh_card(folder: RunFolder) -> Path:
+    """Write the card again with the run's own license (``config.yaml``): after a calibration."""
+    config = yaml.safe_load(folder.config_file.read_text(encoding="utf-8")) or {}
+    return write_card(folder, config.get("output", {}).get("license") or "unknown")

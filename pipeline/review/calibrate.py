@@ -27,6 +27,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from .. import schema as S
 from ..config import CODE_TASK_TYPES
@@ -421,3 +422,16 @@ def calibrate_run(out, target: float = 0.9, records: list[dict] | None = None) -
         return None
     order, config = run_settings(out)
     return calibrate(records, order, config, target)
+
+
+def write_suggested(result: dict, path: str, out: str, precision: float) -> None:
+    """The settings ``suggested_settings`` gives, as a YAML file for ``synth regate --config``."""
+    import yaml
+
+    settings = suggested_settings(result)
+    header = (
+        f"# settings suggested by `synth calibrate {out} --precision {precision:g}` from "
+        f"{result['labels']} labels\n# use: synth regate {out} --out NEW --config {path}\n"
+    )
+    body = yaml.safe_dump(settings, sort_keys=True) if settings else "# nothing to change\n"
+    Path(path).write_text(header + body, encoding="utf-8")

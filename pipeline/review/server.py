@@ -280,3 +280,30 @@ async def _plain(send, status: int, text: str, headers: list[tuple[str, str]] = 
     fields += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     await send({"type": "http.response.start", "status": status, "headers": fields})
     await send({"type": "http.response.body", "body": body})
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (IPv6 for an address with a colon); ``OSError`` if it cannot."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(64)
+    return listener
+
+
+def page_address(host: str, listener: socket.socket, token: str | None) -> str:
+    """The address a person opens: loopback for a wildcard bind, the token in it off loopback."""
+    shown = url_host("127.0.0.1" if host in ("0.0.0.0", "::") else host)
+    return f"http://{shown}:{listener.getsockname()[1]}/" + (f"?token={token}" if token else "")
+
+
+def serve(review: Review, host: str, listener: socket.socket, token: str | None) -> None:
+    """Serve the page on ``listener`` until Ctrl+C (a normal stop: the labels are saved as they come)."""
+    import contextlib
+
+    import uvicorn
+
+    config = uvicorn.Config(build_app(review, host, token), log_config=None, access_log=False, lifespan="off")
+    # uvicorn stops on Ctrl+C and then raises the signal again for the caller
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[listener])

@@ -47,6 +47,35 @@ PUBLISHED_THROUGHPUT = {
 }
 
 
+def price_list(path: str | None, **given: float | None) -> dict[str, float] | None:
+    """Prices per million tokens (input, cached, output): a JSON file's, each given one winning.
+    None when no price is known; ``ValueError`` naming the file when it is not a price list."""
+    from pathlib import Path
+
+    cost = dict(given)
+    if path:
+        try:
+            cost = {
+                **json.loads(Path(path).read_text(encoding="utf-8")),
+                **{k: v for k, v in given.items() if v},
+            }
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a JSON file of prices ({exc})") from None
+    cost = {k: float(v) for k, v in cost.items() if v is not None}
+    return cost or None
+
+
+def published_throughput(gpu: str | None, model_size: str | None) -> tuple | None:
+    """The published figure for a GPU and a generator size, or None when neither is given."""
+    if not (gpu or model_size):
+        return None
+    key = ((gpu or "").lower(), (model_size or "").lower())
+    if key not in PUBLISHED_THROUGHPUT:
+        known = ", ".join(f"--gpu {g.upper()} --model-size {m.upper()}" for g, m in PUBLISHED_THROUGHPUT)
+        raise ValueError(f"no published throughput for {gpu} / {model_size}; known: {known}")
+    return PUBLISHED_THROUGHPUT[key]
+
+
 @dataclass
 class InputCount:
     passages: int

@@ -200,3 +200,31 @@ def evaluate(
     if reranker is not None:
         result["rerank_depth"] = rerank_depth
     return result
+
+
+def evaluate_benchmark(
+    model: str,
+    benchmark: str,
+    split: str,
+    *,
+    reranker: str | None = None,
+    mteb_task=None,
+    **options,
+) -> dict:
+    """``synth eval``: ``evaluate`` with a reranker loaded from its folder (``reranker``), and with
+    mteb's own scores beside ours when ``mteb_task`` (from ``mteb_task.retrieval_task``) is given."""
+    scorer = None
+    if reranker:
+        from .reranker_trainer import Reranker
+
+        scorer = Reranker(reranker)
+    result = evaluate(model, benchmark, split=split, reranker=scorer, **options)
+    if reranker:
+        result["reranker"] = reranker
+    if mteb_task is not None:
+        from .mteb_task import evaluate_mteb
+
+        result["mteb"] = evaluate_mteb(
+            model, mteb_task, benchmark, split, instruction=options.get("instruction")
+        )
+    return result

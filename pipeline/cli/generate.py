@@ -1,0 +1,246 @@
+"""``synth generate``, ``synth plan``, ``synth regate`` and ``synth prepare``: making a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import options as o
+from .app import app, checked, fail, one_line_errors
+
+
+@app.command()
+def generate(
+    lang: o.Lang = None,
+    tasks: o.Tasks = None,
+    query_langs: o.QueryLangs = None,
+    passage_langs: o.PassageLangs = None,
+    corpus: o.Corpus = None,
+    limit: o.Limit = None,
+    domains: o.Domains = None,
+    count: o.Count = None,
+    model: o.Model = None,
+    embedder: o.Embedder = None,
+    out: o.Out = None,
+    config: o.Config = None,
+    set_: o.Sets = None,
+    num_tasks: o.NumTasks = None,
+    workers: o.Workers = 1,
+    rank: o.Rank = 0,
+    world_size: o.WorldSize = 1,
+    overwrite: o.Overwrite = False,
+    engine: o.Engine = None,
+    base_url: o.BaseUrl = None,
+    api_key_env: o.ApiKeyEnv = None,
+    executor: o.Executor = "local",
+    address: o.Address = None,
+    replicas: o.Replicas = 1,
+    tensor_parallel: o.TensorParallel = None,
+    cpus_per_replica: o.CpusPerReplica = None,
+    accept_corpus_change: o.AcceptCorpusChange = False,
+    shard_rows: o.ShardRows = None,
+    cache: o.Cache = None,
+    no_cache: o.NoCache = False,
+    budget_tokens: o.BudgetTokens = None,
+    budget_engine_hours: o.BudgetEngineHours = None,
+    verbose: o.Verbose = False,
+) -> None:
+    """Turn a corpus into query / positive training rows. Rerun the same command to resume.
+
+    Exit status 3: the budget stopped the run at a chunk boundary (finished chunks are saved).
+    """
+    flags = o.GenerateOptions.of(locals())
+    cfg = o.run_config(flags)
+    from .. import console
+    from ..executors import run_generate
+    from ..run.plan import RayOptions, check_executor
+
+    with checked(ValueError):
+        check_executor(executor, rank=rank, world_size=world_size, workers=workers, replicas=replicas)
+    console.start_logging(cfg.output.out_dir, verbose)
+    ray = RayOptions(address, replicas, cpus_per_replica, show_worker_logs=verbose)
+    with one_line_errors(cfg.output.out_dir):
+        result = run_generate(
+            cfg,
+            rank=rank,
+            world_size=world_size,
+            executor=executor,
+            ray_options=ray,
+            workers=workers,
+            overwrite=overwrite,
+            verbose=verbose,
+            accept_corpus_change=accept_corpus_change,
+        )
+    summarize(result, verbose)
+
+
+def summarize(result, verbose: bool) -> None:
+    """The closing lines of a run (the whole funnel too with ``--verbose``); exit 3 on a budget stop."""
+    from .. import console
+
+    if verbose:
+        from ..run.stats import format_funnel
+
+        typer.echo(format_funnel(result.stats.to_json()), err=True)
+    for line in console.summary(result, console.log_file()):
+        typer.echo(line, err=True)
+    if result.budget_stop:
+        from ..run.budget import BUDGET_EXIT
+
+        raise typer.Exit(BUDGET_EXIT)
+
+
+@app.command("plan")
+def plan_command(
+    pilot: Annotated[int, typer.Option(help="Passages the pilot runs through the engine and the gate.")] = 32,
+    price_input: Annotated[
+        float | None, typer.Option(help="Price per million prompt tokens not served from a cache.")
+    ] = None,
+    price_cached: Annotated[
+        float | None, typer.Option(help="Price per million cached prompt tokens.")
+    ] = None,
+    price_output: Annotated[float | None, typer.Option(help="Price per million output tokens.")] = None,
+    prices: Annotated[
+        str | None, typer.Option(help="JSON file of prices per million tokens: {input, cached, output}.")
+    ] = None,
+    gpu: Annotated[
+        str | None, typer.Option(help="With --model-size: project with a published throughput.")
+    ] = None,
+    model_size: Annotated[str | None, typer.Option(help="Generator size for --gpu, e.g. 32B.")] = None,
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="Write the plan as JSON here ('-': stdout).")
+    ] = None,
+    pilot_out: Annotated[
+        str | None, typer.Option(help="Keep the pilot's run folder here (default: a removed scratch folder).")
+    ] = None,
+    lang: o.Lang = None,
+    tasks: o.Tasks = None,
+    query_langs: o.QueryLangs = None,
+    passage_langs: o.PassageLangs = None,
+    corpus: o.Corpus = None,
+    limit: o.Limit = None,
+    domains: o.Domains = None,
+    count: o.Count = None,
+    model: o.Model = None,
+    embedder: o.Embedder = None,
+    out: o.Out = None,
+    config: o.Config = None,
+    set_: o.Sets = None,
+    num_tasks: o.NumTasks = None,
+    workers: o.Workers = 1,
+    rank: o.Rank = 0,
+    world_size: o.WorldSize = 1,
+    overwrite: o.Overwrite = False,
+    engine: o.Engine = None,
+    base_url: o.BaseUrl = None,
+    api_key_env: o.ApiKeyEnv = None,
+    executor: o.Executor = "local",
+    address: o.Address = None,
+    replicas: o.Replicas = 1,
+    tensor_parallel: o.TensorParallel = None,
+    cpus_per_replica: o.CpusPerReplica = None,
+    accept_corpus_change: o.AcceptCorpusChange = False,
+    shard_rows: o.ShardRows = None,
+    cache: o.Cache = None,
+    no_cache: o.NoCache = False,
+    budget_tokens: o.BudgetTokens = None,
+    budget_engine_hours: o.BudgetEngineHours = None,
+    verbose: o.Verbose = False,
+) -> None:
+    """What a run will cost before it starts: a pilot through the real engine and gate, then the
+    projection (requests, tokens, kept pairs, engine hours, money) with 95% intervals.
+
+    Takes the same arguments as `synth generate`; the pilot runs in a scratch folder (--pilot-out
+    keeps it), never in --out.
+    """
+    import shutil
+    import tempfile
+
+    from .. import console
+    from ..executors.pilot import plan_run
+    from ..run.projection import format_projection, plan_json, price_list, published_throughput
+
+    if pilot < 2:
+        fail("--pilot must be at least 2 passages")
+    with checked(ValueError):
+        cost = price_list(prices, input=price_input, cached=price_cached, output=price_output)
+        throughput = published_throughput(gpu, model_size)
+    flags = o.GenerateOptions.of(locals())
+    scratch = pilot_out or tempfile.mkdtemp(prefix="synth-plan-")
+    flags.out = scratch  # the pilot's folder: the run's own --out is not touched
+    cfg = o.run_config(flags)
+    console.start_logging(scratch, verbose)
+    with one_line_errors(scratch):  # a failed pilot keeps its folder: its log says why
+        projection, passages = plan_run(cfg, pilot, scratch=scratch, prices=cost, throughput=throughput)
+    console.stop_logging()
+    if not pilot_out:
+        shutil.rmtree(scratch, ignore_errors=True)
+    typer.echo(format_projection(projection, passages))
+    if json_out == "-":
+        typer.echo(plan_json(projection))
+    elif json_out:
+        Path(json_out).write_text(plan_json(projection) + "\n", encoding="utf-8")
+        typer.echo(f"plan: {json_out}", err=True)
+
+
+@app.command()
+def regate(
+    old: Annotated[str, typer.Argument(help="A finished (or stopped) run's output folder.")],
+    out: Annotated[str, typer.Option(help="New output folder for the rerun.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="A setting to change, e.g. filters.cosine.threshold=0.5."),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", help="YAML file of settings to change (synth calibrate --write-config)."),
+    ] = None,
+    cache: Annotated[str | None, typer.Option(help="Reply cache folder, if not the default one.")] = None,
+    verbose: o.Verbose = False,
+) -> None:
+    """Rerun a run's gate with new settings through the reply cache, and compare the funnels.
+
+    OLD's own config.yaml with the --config file's and then the --set changes, into --out: every
+    prompt the change leaves alone is answered by the reply cache, so only rows that now reach
+    a later LLM stage (negatives, judge) cost tokens.
+    """
+    from .. import console
+    from ..executors import run_generate
+    from ..run.folder import RunFolder
+    from ..run.stats import format_comparison
+
+    previous = RunFolder(old)
+    if not previous.config_file.exists():
+        fail(f"{old}: no config.yaml: not a run folder")
+    if not previous.stats_file.exists():
+        fail(f"{old}: no stats.json: the run has not written anything yet")
+    flags = {"output.out_dir": out, "cache.path": cache, "cache.enabled": True}
+    changes = [*(o.settings_file(config) if config else []), *(set_ or [])]
+    cfg = o.checked_config(str(previous.config_file), changes, flags)
+    console.start_logging(cfg.output.out_dir, verbose)
+    with one_line_errors(cfg.output.out_dir):
+        result = run_generate(cfg, verbose=verbose)
+    old_stats = json.loads(previous.stats_file.read_text(encoding="utf-8"))
+    typer.echo(format_comparison(old_stats, result.stats.to_json()))
+    summarize(result, False)
+
+
+@app.command()
+def prepare(
+    model: Annotated[str | None, typer.Option(help="Generator to resolve instead of the default.")] = None,
+) -> None:
+    """Resolve the default models now (converting the packaged SmolLM2 once) and print them."""
+    import logging
+
+    from ..models import resolve_embedder, resolve_generator
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    generator = resolve_generator(model)
+    embedder = resolve_embedder(None)
+    typer.echo(f"generator: {generator.name}\n  at {generator.path}")
+    typer.echo(f"embedder: {embedder.name}\n  at {embedder.path}")
