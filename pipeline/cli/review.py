@@ -85,8 +85,10 @@ def calibrate(
 ) -> None:
     """Each filter's precision and recall on this run from your labels, and the settings for a target.
 
-    Also rewrites the run's dataset card with the measured precision of its kept rows.
+    With the run's own labels, also saves the figures as OUT/review/calibration.json and rewrites
+    the dataset card with the measured precision of its kept rows (`synth report` shows them too).
     """
+    from .. import atomic
     from ..handover.card import refresh_card
     from ..review.calibrate import calibrate_run, format_calibration, write_suggested
     from ..review.labels import load_labels
@@ -112,5 +114,7 @@ def calibrate(
     if write_config:
         write_suggested(result, write_config, out, precision)
         typer.echo(f"suggested settings: {write_config}", err=json_out == "-")
-    if labels is None and manifest:
-        refresh_card(RunFolder(out))
+    if labels is None and manifest:  # the run's own labels: the card and the report show them
+        folder = RunFolder(out)
+        atomic.write_json(folder.calibration_file, result)
+        refresh_card(folder)

@@ -17,7 +17,7 @@ from ..step import Dropped, Row, StepResult
 from ..text import normalise, tokens
 from . import sampling
 from .budgets import JSON_OVERHEAD, approx_words, capped, words_budget
-from .llm_call import LLM, LLMStep, copies_example, unusable_translation
+from .llm_call import LLM, LLMStep, keep_translation
 from .replies import SENTENCE_MAX_CHARS, bitext_output
 
 TEMPLATE = "bitext/translate"
@@ -95,25 +95,16 @@ class WriteBitext(LLMStep):
         )
         result.dropped.extend(asked.dropped)
         result.usage.merge(asked.usage)
+
+        def in_target(text: str, row: Row) -> bool:
+            return check_language(text, row[S.TARGET_LANGUAGE])[0]
+
+        language_ok = in_target if self.check_language else None
         for row, answer, prompt in answered:
-            translation = " ".join(answer.translation.split())
-            unusable = unusable_translation(row, translation, prompt, normalise)
-            if unusable:
-                result.dropped.append(unusable)
-                continue
-            negatives = []
-            for text in answer.near_misses:
-                text = " ".join(text.split())
-                if normalise(text) in (normalise(translation), normalise(row[S.QUERY])):
-                    result.events["near_misses_removed_identical"] += 1
-                elif copies_example(text, prompt):
-                    result.events["near_misses_removed_copied_example"] += 1
-                elif self.check_language and not check_language(text, row[S.TARGET_LANGUAGE])[0]:
-                    result.events["near_misses_removed_wrong_language"] += 1
-                elif text not in negatives:
-                    negatives.append(text)
-            row[S.POSITIVE] = translation
-            row[S.NEGATIVES] = negatives
-            row[S.NEGATIVE_SOURCES] = ["llm"] * len(negatives)
-            self.accept(row, result)
+            if keep_translation(row, answer, prompt, result, normalise, _one_line, language_ok):
+                self.accept(row, result)
         return result
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

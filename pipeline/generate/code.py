@@ -21,7 +21,7 @@ from ..langid import language_name
 from ..step import Dropped, Row, StepResult
 from . import sampling
 from .budgets import JSON_OVERHEAD, capped, words_budget
-from .llm_call import LLM, LLMStep, copies_example, unusable_translation
+from .llm_call import LLM, LLMStep, copies_example, keep_translation
 from .negatives import WriteNegatives
 from .replies import CODE_MAX_CHARS, QueryOutput, code_negatives_output, code_translation_output
 
@@ -139,24 +139,8 @@ class WriteCodeTranslation(LLMStep):
         result.dropped += asked.dropped
         result.usage.merge(asked.usage)
         for row, answer, prompt in answered:
-            translation = answer.translation.strip("\n")
-            unusable = unusable_translation(row, translation, prompt, same_code)
-            if unusable:
-                result.dropped.append(unusable)
-                continue
-            negatives = []
-            for text in answer.near_misses:
-                text = text.strip("\n")
-                if same_code(text) in (same_code(translation), same_code(row[S.QUERY])):
-                    result.events["near_misses_removed_identical"] += 1
-                elif copies_example(text, prompt):
-                    result.events["near_misses_removed_copied_example"] += 1
-                elif text not in negatives:
-                    negatives.append(text)
-            row[S.POSITIVE] = translation
-            row[S.NEGATIVES] = negatives
-            row[S.NEGATIVE_SOURCES] = ["llm"] * len(negatives)
-            self.accept(row, result)
+            if keep_translation(row, answer, prompt, result, same_code, lambda t: t.strip("\n")):
+                self.accept(row, result)
         return result
 
 

@@ -76,6 +76,40 @@ def unusable_translation(
     return None
 
 
+def keep_translation(
+    row: Row,
+    answer: BaseModel,
+    prompt: str,
+    result: StepResult,
+    same: Callable[[str], str],
+    clean: Callable[[str], str],
+    language_ok: Callable[[str, Row], bool] | None = None,
+) -> bool:
+    """Put a translation answer on its row (bitext, code translation): the translation as the
+    positive, its near misses as LLM negatives. False, with the row dropped in ``result``, when the
+    translation is unusable; a near miss that equals either side, copies a worked example or is not
+    in the target language (``language_ok``) is left out and counted."""
+    translation = clean(answer.translation)
+    unusable = unusable_translation(row, translation, prompt, same)
+    if unusable:
+        result.dropped.append(unusable)
+        return False
+    negatives: list[str] = []
+    for text in (clean(t) for t in answer.near_misses):
+        if same(text) in (same(translation), same(row[S.QUERY])):
+            result.events["near_misses_removed_identical"] += 1
+        elif copies_example(text, prompt):
+            result.events["near_misses_removed_copied_example"] += 1
+        elif language_ok is not None and not language_ok(text, row):
+            result.events["near_misses_removed_wrong_language"] += 1
+        elif text not in negatives:
+            negatives.append(text)
+    row[S.POSITIVE] = translation
+    row[S.NEGATIVES] = negatives
+    row[S.NEGATIVE_SOURCES] = ["llm"] * len(negatives)
+    return True
+
+
 def ask(
     engine: ChatEngine,
     prompts: PromptLibrary,

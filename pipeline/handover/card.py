@@ -17,7 +17,6 @@ import yaml
 from .. import atomic
 from .. import schema as S
 from ..redaction import redact
-from ..review.calibrate import calibrate_run
 from ..run.folder import RunFolder
 
 HUB_TASK_CATEGORIES = {
@@ -154,7 +153,7 @@ def card_text(folder: RunFolder, license: str) -> str:
             + ", ".join(f"{reason} {count}" for reason, count in dropped.most_common())
             + ". Each dropped row is kept with its reason in `rejected/` of the run folder.\n"
         )
-    review = calibrate_run(folder.root)
+    review = calibration(folder)
     if review is not None:
         parts.append("### Human review\n")
         parts.append(review_text(review) + "\n")
@@ -179,6 +178,20 @@ def card_text(folder: RunFolder, license: str) -> str:
     parts.append("## Columns\n")
     parts.append("\n".join(f"- `{column}`" for column in manifest.get("schema", [])) + "\n")
     return "\n".join(parts).rstrip() + "\n"
+
+
+def calibration(folder: RunFolder) -> dict | None:
+    """What ``synth calibrate`` measured on the run (``review/calibration.json``), or None."""
+    if not folder.calibration_file.exists():
+        return None
+    return json.loads(folder.calibration_file.read_text(encoding="utf-8"))
+
+
+def figure(found: dict | None) -> str:
+    """A share with its interval: ``0.82 [0.70, 0.90]`` (``-`` when there is none)."""
+    if found is None:
+        return "-"
+    return f"{found['value']:.2f} [{found['low']:.2f}, {found['high']:.2f}]"
 
 
 def review_text(review: dict) -> str:

@@ -20,9 +20,9 @@ from pathlib import Path
 from .. import atomic, storage
 from .. import schema as S
 from ..redaction import redact
-from ..review.calibrate import calibrate_run
 from ..run.folder import RunFolder
 from ..text import tokens
+from .card import calibration
 
 SAMPLE_ROWS = 12
 LENGTH_BINS = [0, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024]
@@ -238,8 +238,7 @@ def plot_false_negatives(negatives: dict) -> str:
 
 def review_section(review: dict) -> list[str]:
     """The report's part on a person's labels (``synth calibrate`` prints the same figures)."""
-    from ..review.calibrate import figure
-    from .card import review_text
+    from .card import figure, review_text
 
     rows = "".join(
         f"<tr><td>{html.escape(f['filter'])}</td><td>{f['reached']}</td><td>{f['dropped']}</td>"
@@ -366,7 +365,7 @@ def build_report(out: Path, seed: int = 0) -> str:
     ]
     for title, image in images:
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='{image}'>")
-    review = calibrate_run(out)
+    review = calibration(folder)
     if review is not None:
         parts += review_section(review)
     parts.append(f"<h2>Random kept rows ({len(kept.items)} of {kept.seen})</h2>")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from .. import schema as S
 from ..config import CODE_TASK_TYPES
+from ..handover.card import figure
 
 Z = 1.959964  # 95% two-sided
 GATE_FILTERS = ("language", "repetition", "copy_check", "dedup", "cosine", "code_parses", "judge")
@@ -322,13 +323,6 @@ def suggested_settings(result: dict) -> dict:
     if margin.get("suggested") is not None and margin["suggested"] != margin.get("current"):
         put(margin["setting"], margin["suggested"])
     return found
-
-
-def figure(found: dict | None) -> str:
-    """A share with its interval: ``0.82 [0.70, 0.90]`` (``-`` when there is none)."""
-    if found is None:
-        return "-"
-    return f"{found['value']:.2f} [{found['low']:.2f}, {found['high']:.2f}]"
 
 
 def format_calibration(result: dict) -> str:

@@ -184,6 +184,12 @@ class RunFolder:
         """``review/``: a person's decisions on sampled rows (``synth review``), one file per save."""
         return self._root / REVIEW
 
+    @property
+    def calibration_file(self) -> Path:
+        """``review/calibration.json``: what ``synth calibrate`` measured from the labels (the card
+        and the report show it; they never compute it)."""
+        return self._root / REVIEW / "calibration.json"
+
     def review_files(self) -> list[Path]:
         return self._shards(REVIEW, "labels-*.parquet")
 
