@@ -29,7 +29,7 @@ import json, sys, time
 from collections import Counter
 sys.path.insert(0, {root!r})
 from pipeline.code.grammars import GRAMMARS, parser_and_query
-from pipeline.code.tree import iter_code_units
+from pipeline.readers.code import iter_code_units
 for grammar in GRAMMARS:  # every grammar loaded first: a small tree must not look lighter for using fewer
     parser_and_query(grammar.name)
 counts, kinds = Counter(), Counter()

@@ -47,7 +47,7 @@ def site_packages() -> Path:
 
 def build(packages: list[str], folder: Path, limit: int, seed: int) -> dict:
     """Write the benchmark under ``folder``; return its counts."""
-    from pipeline.code.tree import iter_code_units
+    from pipeline.readers.code import iter_code_units
 
     counts: Counter = Counter()
     root = site_packages()

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("tree_sitter")
 
-from pipeline.code.tree import iter_code_units  # noqa: E402
+from pipeline.readers.code import iter_code_units  # noqa: E402
 
 SOURCES = {
     "pkg/maths.py": '''import os

@@ -243,7 +243,7 @@ def test_an_hf_corpus_is_read_file_by_file_with_range_requests(minilm_path, tmp_
     assert sorted(ids[0]) == sorted(ids[1]) and on_hub.stats.rows_in == local.stats.rows_in > 0
     run = json.loads((tmp_path / "hub-run" / "run.json").read_text())
     sources = [f["source"].rsplit("/", 1)[-1] for f in run["corpus"]["files"]]
-    assert sources == ["en.jsonl", "zh.parquet", "(files not read)"]  # the README: counted, not read
+    assert sources == ["en.jsonl", "zh.parquet", "data#skipped"]  # the README: counted, not read
     assert on_hub.stats.reading["skipped_files_.md"] == 1
     # every request for file bytes is a range request; a JSON Lines file is read block by block,
     # never fetched whole (a Parquet file this small is: its footer read spans it)

@@ -1,4 +1,7 @@
-"""A source tree, file by file: the code a person wrote, and every skip counted.
+"""What in a source tree is code a person wrote, and the units of a file of it, every skip counted.
+
+This module reads no file: ``readers/code.py`` walks the tree (``source_files``) and hands each
+file's bytes to ``file_units``.
 
 Skipped, each under its own count: vendored and build folders (``node_modules``, ``vendor``,
 ``third_party``, ``dist``, ``build``, ``target``, virtual environments, hidden folders), lock
@@ -13,10 +16,9 @@ so every run sees the same units in the same order; nothing but the current file
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from .grammars import grammar_for
@@ -33,25 +35,6 @@ MAX_FILE_BYTES = 1 << 20
 MINIFIED_LINE = 1000  # characters: people do not write lines this long; minifiers do
 
 
-def source_files(root: str | Path, counts: Counter) -> Iterator[Path]:
-    """Every file under ``root`` outside vendored, build and hidden folders, in name order."""
-    root = Path(root)
-    if root.is_file():
-        yield root
-        return
-    for folder, subfolders, files in os.walk(root):
-        kept = []
-        for name in sorted(subfolders):
-            if name.startswith(".") or name in VENDORED or name.endswith(".egg-info"):
-                counts["skipped_vendored_folder"] += 1
-            else:
-                kept.append(name)
-        subfolders[:] = kept
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield Path(folder) / name
-
-
 def skip_reason(path: Path, data: bytes) -> str | None:
     """Why a file in a known language is not source a person wrote, or None."""
     if b"\x00" in data[:8192]:
@@ -65,36 +48,31 @@ def skip_reason(path: Path, data: bytes) -> str | None:
     return None
 
 
-def iter_code_units(root: str | Path, counts: Counter | None = None) -> Iterator[CodeUnit]:
-    """The functions, methods and classes of every source file under ``root``; skips go to ``counts``.
-
-    A unit's ``path`` is relative to ``root`` (the file's own name when ``root`` is a file).
-    """
-    counts = Counter() if counts is None else counts
-    base = Path(root)
-    for path in source_files(base, counts):
-        grammar = grammar_for(path.name)
-        if path.name in LOCK_FILES:
-            counts["skipped_lock_file"] += 1
-            continue
-        if grammar is None:
-            counts["skipped_not_source"] += 1
-            continue
-        data = path.read_bytes()
-        counts["bytes_read"] += len(data)
-        reason = skip_reason(path, data)
-        if reason:
-            counts[reason] += 1
-            continue
-        name = path.name if base.is_file() else path.relative_to(base).as_posix()
-        try:
-            units, broken = split_source(name, data, grammar)
-        except CodeParseError as exc:
-            counts["skipped_unparsable_file"] += 1
-            log.info("skipped: %s", exc)  # the file and the first line that does not parse
-            continue
-        counts["skipped_unparsable_unit"] += broken
-        counts["code_files"] += 1
-        counts[f"code_files_{grammar.name}"] += 1
-        counts["code_units"] += len(units)
-        yield from units
+def file_units(name: str, read: Callable[[], bytes], counts: Counter) -> list[CodeUnit]:
+    """The functions, methods and classes of one file (``name``: its path inside the tree; ``read``
+    gives its bytes, asked for only when its name says it may be source); [] for a file that is
+    not source a person wrote, each such skip counted in ``counts`` (the bytes read too)."""
+    grammar = grammar_for(name)
+    if Path(name).name in LOCK_FILES:
+        counts["skipped_lock_file"] += 1
+        return []
+    if grammar is None:
+        counts["skipped_not_source"] += 1
+        return []
+    data = read()
+    counts["bytes_read"] += len(data)
+    reason = skip_reason(Path(name), data)
+    if reason:
+        counts[reason] += 1
+        return []
+    try:
+        units, broken = split_source(name, data, grammar)
+    except CodeParseError as exc:
+        counts["skipped_unparsable_file"] += 1
+        log.info("skipped: %s", exc)  # the file and the first line that does not parse
+        return []
+    counts["skipped_unparsable_unit"] += broken
+    counts["code_files"] += 1
+    counts[f"code_files_{grammar.name}"] += 1
+    counts["code_units"] += len(units)
+    return units

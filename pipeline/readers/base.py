@@ -134,3 +134,25 @@ class CountingFile(io.RawIOBase):
     def close(self) -> None:
         self._file.close()
         super().close()
+
+
+class SkipCounts(Reader):
+    """What listing a corpus skipped (a source tree's vendored folders, a folder's files of unknown
+    types): no rows, one block, and the counts added once, by the task that owns that block."""
+
+    def __init__(self, source: str, counts: Counter):
+        self.source = f"{source}#skipped"
+        self.counts = counts
+
+    def size(self) -> int:
+        return 0
+
+    def blocks(self) -> list[Block]:
+        return [Block(self.source)] if self.counts else []
+
+    def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
+        counts.update(self.counts)
+        return iter(())
+
+    def identity(self) -> dict:
+        return {"source": self.source, "skipped": dict(sorted(self.counts.items()))}

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from .. import storage
 from ..config import CorpusConfig
-from .base import Block, CorpusError, RawRow, Reader
+from .base import Block, CorpusError, RawRow, Reader, SkipCounts
 from .code import file_reader as code_file_reader
 from .code import tree_readers
 from .compressed import split_suffixes
@@ -144,7 +144,7 @@ def _remote_readers(source: str, config: CorpusConfig, code: bool = False) -> li
 
 
 def _folder_readers(folder: str, files: list[tuple[str, int | None]], config: CorpusConfig) -> list[Reader]:
-    """A reader per corpus file of a folder; the other files are counted by type (``SkippedFiles``)."""
+    """A reader per corpus file of a folder; the other files are counted by type (``SkipCounts``)."""
     readers: list[Reader] = []
     skipped: Counter = Counter()
     for path, size in files:
@@ -160,7 +160,7 @@ def _folder_readers(folder: str, files: list[tuple[str, int | None]], config: Co
         log.warning(
             "%s: %s not read (not a corpus format: %s)", storage.redact(folder), _kinds(skipped), FORMATS
         )
-        readers.append(SkippedFiles(folder, skipped))
+        readers.append(SkipCounts(folder, Counter({f"skipped_files_{k}": n for k, n in skipped.items()})))
     return readers
 
 
@@ -177,30 +177,6 @@ def _kind(path: str) -> str:
 
 def _kinds(skipped: Counter) -> str:
     return ", ".join(f"{count} {kind} file(s)" for kind, count in sorted(skipped.items()))
-
-
-class SkippedFiles(Reader):
-    """The files of a corpus folder that no reader knows (``.arrow``, ``.txt.gz``, a README.md):
-    no rows, one block, and a count per type in the run's reading counts (``skipped_files_.EXT``),
-    so the funnel names what was not read."""
-
-    def __init__(self, folder: str, skipped: Counter):
-        self.source = f"{folder.rstrip('/')}/(files not read)"
-        self.skipped = skipped
-
-    def size(self) -> int:
-        return 0
-
-    def blocks(self) -> list[Block]:
-        return [Block(self.source, size=0)]
-
-    def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
-        for kind, count in self.skipped.items():
-            counts[f"skipped_files_{kind}"] += count
-        return iter(())
-
-    def identity(self) -> dict:
-        return {"source": self.source, "skipped": dict(sorted(self.skipped.items()))}
 
 
 def _file_reader(

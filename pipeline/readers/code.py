@@ -12,6 +12,7 @@ block), lock, binary, large, generated, minified and unparsable files when a fil
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -19,9 +20,9 @@ from pathlib import Path
 
 from .. import storage
 from ..code.grammars import grammar_for
-from ..code.tree import LOCK_FILES, VENDORED, skip_reason, source_files
-from ..code.units import CodeParseError, split_source
-from .base import Block, RawRow, Reader, WholeFileReader
+from ..code.tree import LOCK_FILES, VENDORED, file_units
+from ..code.units import CodeUnit
+from .base import Block, RawRow, Reader, SkipCounts, WholeFileReader
 
 DOC_SUFFIXES = (".md", ".markdown", ".rst")
 _MARKDOWN_HEADING = re.compile(r"^#{1,6}\s+\S")
@@ -33,25 +34,35 @@ def is_doc(name: str) -> bool:
     return name.lower().endswith(DOC_SUFFIXES)
 
 
-class SkipCounts(Reader):
-    """What listing a source tree skipped, counted once by the task that owns this reader's block."""
+def source_files(root: str | Path, counts: Counter) -> Iterator[Path]:
+    """Every file under ``root`` outside vendored, build and hidden folders, in name order."""
+    root = Path(root)
+    if root.is_file():
+        yield root
+        return
+    for folder, subfolders, files in os.walk(root):
+        kept = []
+        for name in sorted(subfolders):
+            if name.startswith(".") or name in VENDORED or name.endswith(".egg-info"):
+                counts["skipped_vendored_folder"] += 1
+            else:
+                kept.append(name)
+        subfolders[:] = kept
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(folder) / name
 
-    def __init__(self, source: str, counts: Counter):
-        self.source = f"{source}#skipped"
-        self.counts = counts
 
-    def size(self) -> int:
-        return 0
+def iter_code_units(root: str | Path, counts: Counter | None = None) -> Iterator[CodeUnit]:
+    """The functions, methods and classes of every source file under ``root``; skips go to ``counts``.
 
-    def blocks(self) -> list[Block]:
-        return [Block(self.source)] if self.counts else []
-
-    def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
-        counts.update(self.counts)
-        return iter(())
-
-    def identity(self) -> dict:
-        return {"source": self.source, "skipped": dict(sorted(self.counts.items()))}
+    A unit's ``path`` is relative to ``root`` (the file's own name when ``root`` is a file).
+    """
+    counts = Counter() if counts is None else counts
+    base = Path(root)
+    for path in source_files(base, counts):
+        name = path.name if base.is_file() else path.relative_to(base).as_posix()
+        yield from file_units(name, path.read_bytes, counts)
 
 
 class SourceFileReader(WholeFileReader):
@@ -62,23 +73,7 @@ class SourceFileReader(WholeFileReader):
         self.relative = relative  # the path inside the tree, as rows and ids name it
 
     def rows(self, block: Block, counts: Counter) -> Iterator[RawRow]:
-        grammar = grammar_for(self.relative)
-        data = storage.read_bytes(self.source)
-        counts["bytes_read"] += len(data)
-        reason = skip_reason(Path(self.relative), data)
-        if reason:
-            counts[reason] += 1
-            return
-        try:
-            units, broken = split_source(self.relative, data, grammar)
-        except CodeParseError:
-            counts["skipped_unparsable_file"] += 1
-            return
-        counts["skipped_unparsable_unit"] += broken
-        counts["code_files"] += 1
-        counts[f"code_files_{grammar.name}"] += 1
-        counts["code_units"] += len(units)
-        for unit in units:
+        for unit in file_units(self.relative, lambda: storage.read_bytes(self.source), counts):
             yield (
                 unit.where,
                 {
