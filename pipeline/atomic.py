@@ -2,10 +2,11 @@
 
 Every file the tool writes whole (shards, checkpoints, stats, manifest, card, labels,
 exports, embedding-store shards, converted models) goes through ``atomic_path`` or, when its
-bytes are already in memory, ``storage.write_bytes`` (the same temporary and rename). The
-temporary is ``.NAME.<pid>-<random>.tmp`` beside the target, one per writer (two processes
-writing one file at once never share it), hidden from globs over ``*.parquet``, and removed
-by a later start once it is older than the lease time (``is_temporary``).
+bytes are already in memory, ``storage.write_bytes``; locally both are the one temporary and
+rename, ``storage.replacing``. The temporary is ``.NAME.<machine>-<pid>-<random>.tmp`` beside
+the target, one per writer (two processes writing one file at once never share it), hidden
+from globs over ``*.parquet``, and removed by a later start once its writer is gone
+(``storage.stale_temporary``).
 
 On an object store (``pipeline/storage.py``) nothing renames: the temporary is a local
 file, uploaded whole once it is complete (one PUT is atomic there), so a crash while
@@ -16,14 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .faults import disk_full, no_space
-from .storage import TEMPORARY_GLOB, WriteFailed, is_remote, is_temporary, temporary_of, write_bytes
+from .storage import TEMPORARY_GLOB, is_remote, is_temporary, replacing, temporary_of, write_bytes
 
 __all__ = ["TEMPORARY_GLOB", "atomic_path", "is_temporary", "temporary_of", "write_json", "write_text"]
 
@@ -35,25 +33,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with _uploaded(path) as tmp:
             yield tmp
         return
-    path = Path(path)
-    tmp = temporary_of(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove(tmp)
+    with replacing(Path(path)) as tmp:
         yield tmp
-        if disk_full(path):
-            raise no_space(tmp)
-        if tmp.is_dir():
-            _remove(path)
-            tmp.rename(path)
-        else:
-            os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            _remove(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, WriteFailed):
-            raise WriteFailed.of(exc, path) from exc
-        raise
 
 
 @contextlib.contextmanager
@@ -75,10 +56,3 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()

@@ -158,17 +158,31 @@ def write_bytes(path: Path, data: bytes) -> None:
         fs, name = fs_path(path)
         fs.pipe_file(name, data)
         return
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def replacing(path: Path):
+    """The one write-to-a-temporary-then-rename of a local file or folder: yields this writer's own
+    temporary beside ``path``, which replaces ``path`` when the block ends; on any failure the
+    temporary is removed and an ``OSError`` becomes a ``WriteFailed`` naming ``path``."""
+    import shutil
+
     tmp = temporary_of(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
         if disk_full(path):
-            tmp.write_bytes(data[: len(data) // 2])
             raise no_space(tmp)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        if tmp.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.rename(path)
+        else:
+            os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and not isinstance(exc, WriteFailed):
             raise WriteFailed.of(exc, path) from exc
         raise
