@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -87,28 +88,46 @@ def _distribution(groups: dict, name: str) -> str:
     return f"\n**{name.replace('_', ' ')}**\n\n" + _table([name, "kept", "dropped"], rows) + "\n"
 
 
-def card_text(folder: RunFolder, license: str) -> str:
+@dataclass
+class CardData:
+    """What the card shows, gathered once from the run folder."""
+
+    name: str
+    license: str
+    manifest: dict
+    stats: dict
+    review: dict | None  # synth calibrate's figures, when a person reviewed the run
+
+    @property
+    def demo(self) -> bool:
+        names = [f"{m.get('name', '')} {m.get('path', '')}".lower() for m in self.manifest["models"].values()]
+        return any(part in name for name in names for part in PACKAGED_MODELS)
+
+
+def card_data(folder: RunFolder, license: str) -> CardData:
     manifest = json.loads(folder.manifest_file.read_text(encoding="utf-8"))
     stats = json.loads(folder.stats_file.read_text(encoding="utf-8"))
-    models = manifest["models"]
-    names = [f"{m.get('name', '')} {m.get('path', '')}".lower() for m in models.values()]
-    demo = any(part in name for name in names for part in PACKAGED_MODELS)
-    parts = [
-        "---",
-        yaml.safe_dump(front_matter(manifest, stats, license), sort_keys=False).strip(),
-        "---",
-        "",
-    ]
-    title = folder.name
-    parts.append(f"# {title}\n")
-    if demo:
+    return CardData(folder.name, license, manifest, stats, calibration(folder))
+
+
+def card_text(folder: RunFolder, license: str) -> str:
+    """The dataset card: front matter, then one small renderer per section over ``card_data``."""
+    data = card_data(folder, license)
+    sections = (_head, _loading, _making, _funnel, _review, _distributions, _cost, _columns)
+    return "\n".join(part for section in sections for part in section(data)).rstrip() + "\n"
+
+
+def _head(data: CardData) -> list[str]:
+    matter = yaml.safe_dump(front_matter(data.manifest, data.stats, data.license), sort_keys=False).strip()
+    parts = ["---", matter, "---", "", f"# {data.name}\n"]
+    if data.demo:
         parts.append(
             "> **Made with the packaged demo models** (the small models that ship with the tool so it "
             "runs on any CPU with no download: SmolLM2-135M-Instruct, all-MiniLM-L6-v2, "
             "multilingual-e5-small 4-bit). Their rows show the pipeline working; they are not "
             "training data of useful quality. Rerun with a real generator (`--model`) for that.\n"
         )
-    rows_in, rows_out = stats.get("rows_in", 0), manifest["rows"]
+    rows_in, rows_out = data.stats.get("rows_in", 0), data.manifest["rows"]
     parts.append(
         f"Synthetic training data for text-embedding and reranking models: {rows_out} rows kept of "
         f"{rows_in} generated, made by `synth` the way the Qwen3 Embedding paper (arXiv 2506.05176) "
@@ -116,68 +135,77 @@ def card_text(folder: RunFolder, license: str) -> str:
         "language), then the query that persona would write about a corpus passage; hard negatives "
         "written by the LLM and mined from the corpus; and a quality gate that drops rows with a reason.\n"
     )
-    parts.append("## Loading\n")
-    configs = [c["config_name"] for c in front_matter(manifest, stats, license)["configs"]]
-    parts.append("```python\nfrom datasets import load_dataset\n")
-    parts += [f'{c} = load_dataset("<this repo or folder>", "{c}", split="train")' for c in configs]
-    parts.append("```\n")
-    parts.append("## How it was made\n")
+    return parts
+
+
+def _loading(data: CardData) -> list[str]:
+    configs = [c["config_name"] for c in front_matter(data.manifest, data.stats, data.license)["configs"]]
+    lines = [f'{c} = load_dataset("<this repo or folder>", "{c}", split="train")' for c in configs]
+    return ["## Loading\n", "```python\nfrom datasets import load_dataset\n", *lines, "```\n"]
+
+
+def _making(data: CardData) -> list[str]:
+    manifest = data.manifest
     # names only: a local path says nothing to a reader of the card and tells where files lay
     model_rows = [
         [role, "off for this run" if m.get("enabled") is False else m.get("name", "")]
-        for role, m in models.items()
+        for role, m in manifest["models"].items()
     ]
-    parts.append(_table(["role", "model"], model_rows) + "\n")
+    parts = ["## How it was made\n", _table(["role", "model"], model_rows) + "\n"]
     parts.append(_table(["template", "hash"], [[k, v] for k, v in manifest["prompts"].items()]) + "\n")
     parts.append(f"- Task types: {', '.join(manifest['tasks'])}")
     parts.append(f"- Seed: {manifest['seed']}")
     if manifest.get("command"):
         parts.append(f"- Command: `{manifest['command']}`")
     parts.append(f"- Created: {manifest['created']}\n")
-    groups = stats.get("groups", {})
-    pairs = groups.get("task_language_pair", {})
+    pairs = data.stats.get("groups", {}).get("task_language_pair", {})
     if pairs:
         parts.append("### Task types and languages (query -> passage)\n")
         rows = [[key, v.get("kept", 0), v.get("dropped", 0)] for key, v in sorted(pairs.items())]
         parts.append(_table(["task, languages", "kept", "dropped"], rows) + "\n")
-    parts.append("### Filter funnel\n")
-    funnel = [
-        [name, stage.get("in", 0), stage.get("out", 0), _drops(stage)]
-        for name, stage in stats.get("stages", {}).items()
+    return parts
+
+
+def _funnel(data: CardData) -> list[str]:
+    stages = data.stats.get("stages", {}).items()
+    funnel = [[name, stage.get("in", 0), stage.get("out", 0), _drops(stage)] for name, stage in stages]
+    parts = [
+        "### Filter funnel\n",
+        _table(["stage", "rows in", "rows out", "dropped (reason: rows)"], funnel) + "\n",
     ]
-    parts.append(_table(["stage", "rows in", "rows out", "dropped (reason: rows)"], funnel) + "\n")
-    dropped = Counter(stats.get("dropped", {}))
+    dropped = Counter(data.stats.get("dropped", {}))
     if dropped:
         parts.append(
             "Dropped rows, every reason: "
             + ", ".join(f"{reason} {count}" for reason, count in dropped.most_common())
             + ". Each dropped row is kept with its reason in `rejected/` of the run folder.\n"
         )
-    review = calibration(folder)
-    if review is not None:
-        parts.append("### Human review\n")
-        parts.append(review_text(review) + "\n")
-    parts.append("### Drawn distributions\n")
-    for name in ("question_type", "difficulty", "query_length_words"):
-        parts.append(_distribution(groups, name))
-    tokens = stats.get("tokens", {})
-    if tokens:
-        parts.append("### Cost\n")
-        rows = [
-            [key, tokens[key]]
-            for key in (
-                "prompt_tokens",
-                "cached_tokens",
-                "output_tokens",
-                "tokens_per_kept_pair",
-                "cached_share",
-            )
-            if key in tokens
-        ]
-        parts.append(_table(["tokens", "count"], rows) + "\n")
-    parts.append("## Columns\n")
-    parts.append("\n".join(f"- `{column}`" for column in manifest.get("schema", [])) + "\n")
-    return "\n".join(parts).rstrip() + "\n"
+    return parts
+
+
+def _review(data: CardData) -> list[str]:
+    return [] if data.review is None else ["### Human review\n", review_text(data.review) + "\n"]
+
+
+def _distributions(data: CardData) -> list[str]:
+    groups = data.stats.get("groups", {})
+    names = ("question_type", "difficulty", "query_length_words")
+    return ["### Drawn distributions\n", *(_distribution(groups, name) for name in names)]
+
+
+COST_KEYS = ("prompt_tokens", "cached_tokens", "output_tokens", "tokens_per_kept_pair", "cached_share")
+
+
+def _cost(data: CardData) -> list[str]:
+    tokens = data.stats.get("tokens", {})
+    if not tokens:
+        return []
+    rows = [[key, tokens[key]] for key in COST_KEYS if key in tokens]
+    return ["### Cost\n", _table(["tokens", "count"], rows) + "\n"]
+
+
+def _columns(data: CardData) -> list[str]:
+    return ["## Columns\n", "\n".join(f"- `{column}`" for column in data.manifest.get("schema", [])) + "\n"]
 
 
 def calibration(folder: RunFolder) -> dict | None:

@@ -222,9 +222,9 @@ def plot_false_negatives(negatives: dict) -> str:
     bands = negatives["by_margin"]
     names = [f"{b['from']:.2f}-{b['to']:.2f}" for b in bands]
     shares = [b["share"]["value"] for b in bands]
-    errors = [
-        [s - b["share"]["low"] for s, b in zip(shares, bands, strict=True)],
-        [b["share"]["high"] - s for s, b in zip(shares, bands, strict=True)],
+    errors = [  # at least 0: an interval's end can sit a rounding error past its share
+        [max(0.0, s - b["share"]["low"]) for s, b in zip(shares, bands, strict=True)],
+        [max(0.0, b["share"]["high"] - s) for s, b in zip(shares, bands, strict=True)],
     ]
     ax.bar(names, shares, yerr=errors, color="#c44e52", capsize=3)
     for i, b in enumerate(bands):
@@ -286,84 +286,14 @@ td, th { border: 1px solid #ccc; padding: 4px; vertical-align: top; text-align: 
 
 
 def build_report(out: Path, seed: int = 0) -> str:
+    """The report's page: the figures gathered from the run (``summarise_rows``, stats, manifest,
+    the calibration), then the head, the plots, the review and the sample rows rendered apart."""
     folder = RunFolder(out)
     stats = json.loads(folder.stats_file.read_text(encoding="utf-8"))
     manifest = json.loads(folder.manifest_file.read_text(encoding="utf-8"))
     summary, kept, dropped = summarise_rows(out, seed)
-    groups = stats.get("groups", {})
-    histograms = stats.get("histograms", {})
-    images: list[tuple[str, str]] = [("Filter funnel", plot_funnel(stats))]
-    for name, title in [
-        ("task_type", "Kept and dropped rows per task type"),
-        ("language_pair", "Kept and dropped rows per language pair (query -> passage)"),
-        ("question_type", "Kept and dropped rows per question type"),
-        ("difficulty", "Kept and dropped rows per difficulty"),
-    ]:
-        image = plot_groups(groups, name, title)
-        if image:
-            images.append((title, image))
-    if summary.personas:
-        images.append(("Persona coverage", plot_personas(summary.personas, summary.rows)))
-    length_label = "length in words (CJK: characters)"
-    images.append(
-        (
-            "Query lengths",
-            plot_histogram(summary.query_lengths, LENGTH_BINS, "Query lengths", length_label, "#4c72b0"),
-        )
-    )
-    images.append(
-        (
-            "Passage lengths",
-            plot_histogram(
-                summary.passage_lengths, LENGTH_BINS, "Positive passage lengths", length_label, "#dd8452"
-            ),
-        )
-    )
-    if "cosine" in histograms:
-        images.append(
-            (
-                "Cosine",
-                plot_kept_vs_dropped(histograms["cosine"], "cos(query, positive): kept vs dropped rows"),
-            )
-        )
-    images.append(
-        ("Negatives per row", plot_counts(summary.negatives_per_row, "Negatives per row", "negatives"))
-    )
-    if summary.score_gaps:
-        images.append(
-            (
-                "Score gap",
-                plot_histogram(
-                    summary.score_gaps,
-                    GAP_BINS,
-                    "Score gap: cos(query, positive) - cos(query, negative), every negative",
-                    "gap",
-                    "#64b5cd",
-                ),
-            )
-        )
-    funnel_rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{stage.get('in', 0)}</td><td>{stage.get('out', 0)}</td>"
-        f"<td>{html.escape(', '.join(f'{k[8:]}: {v}' for k, v in stage.items() if k.startswith('dropped_')))}"
-        "</td></tr>"
-        for name, stage in stats.get("stages", {}).items()
-    )
-    drops = ", ".join(f"{html.escape(k)} {v}" for k, v in Counter(stats.get("dropped", {})).most_common())
-    models = ", ".join(
-        f"{role}: {'off' if m.get('enabled') is False else html.escape(m.get('name', ''))}"
-        for role, m in manifest["models"].items()
-    )
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>synth report: {html.escape(folder.name)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>synth report: {html.escape(folder.name)}</h1>",
-        f"<p id='summary'>{stats.get('rows_out', 0)} rows kept of {stats.get('rows_in', 0)} "
-        f"generated. Models: {models}. Dropped: {drops or 'none'}.</p>",
-        "<h2>Funnel</h2>",
-        "<table class='numbers' id='funnel'><thead><tr><th>stage</th><th>rows in</th><th>rows out</th>"
-        f"<th>dropped</th></tr></thead><tbody>{funnel_rows}</tbody></table>",
-    ]
-    for title, image in images:
+    parts = _head(folder.name, stats, manifest)
+    for title, image in _plots(stats, summary):
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='{image}'>")
     review = calibration(folder)
     if review is not None:
@@ -374,6 +304,66 @@ def build_report(out: Path, seed: int = 0) -> str:
     parts.append(_rows_table(dropped.items, [S.ID, S.TASK_TYPE, S.STAGE, S.REASON, S.QUERY, S.POSITIVE]))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+GROUP_PLOTS = [
+    ("task_type", "Kept and dropped rows per task type"),
+    ("language_pair", "Kept and dropped rows per language pair (query -> passage)"),
+    ("question_type", "Kept and dropped rows per question type"),
+    ("difficulty", "Kept and dropped rows per difficulty"),
+]
+LENGTH_LABEL = "length in words (CJK: characters)"
+GAP_TITLE = "Score gap: cos(query, positive) - cos(query, negative), every negative"
+
+
+def _plots(stats: dict, summary) -> list[tuple[str, str]]:
+    """(title, image) of every plot the run's figures allow, in the page's order."""
+    groups, histograms = stats.get("groups", {}), stats.get("histograms", {})
+    images = [("Filter funnel", plot_funnel(stats))]
+    images += [(title, image) for name, title in GROUP_PLOTS if (image := plot_groups(groups, name, title))]
+    if summary.personas:
+        images.append(("Persona coverage", plot_personas(summary.personas, summary.rows)))
+    queries = plot_histogram(summary.query_lengths, LENGTH_BINS, "Query lengths", LENGTH_LABEL, "#4c72b0")
+    passages = plot_histogram(
+        summary.passage_lengths, LENGTH_BINS, "Positive passage lengths", LENGTH_LABEL, "#dd8452"
+    )
+    images += [("Query lengths", queries), ("Passage lengths", passages)]
+    if "cosine" in histograms:
+        cosine = plot_kept_vs_dropped(histograms["cosine"], "cos(query, positive): kept vs dropped rows")
+        images.append(("Cosine", cosine))
+    images.append(
+        ("Negatives per row", plot_counts(summary.negatives_per_row, "Negatives per row", "negatives"))
+    )
+    if summary.score_gaps:
+        images.append(
+            ("Score gap", plot_histogram(summary.score_gaps, GAP_BINS, GAP_TITLE, "gap", "#64b5cd"))
+        )
+    return images
+
+
+def _head(name: str, stats: dict, manifest: dict) -> list[str]:
+    """The page's head: title, one summary line, the funnel table."""
+    funnel_rows = "".join(
+        f"<tr><td>{html.escape(stage_name)}</td><td>{stage.get('in', 0)}</td><td>{stage.get('out', 0)}</td>"
+        f"<td>{html.escape(', '.join(f'{k[8:]}: {v}' for k, v in stage.items() if k.startswith('dropped_')))}"
+        "</td></tr>"
+        for stage_name, stage in stats.get("stages", {}).items()
+    )
+    drops = ", ".join(f"{html.escape(k)} {v}" for k, v in Counter(stats.get("dropped", {})).most_common())
+    models = ", ".join(
+        f"{role}: {'off' if m.get('enabled') is False else html.escape(m.get('name', ''))}"
+        for role, m in manifest["models"].items()
+    )
+    return [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>synth report: {html.escape(name)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>synth report: {html.escape(name)}</h1>",
+        f"<p id='summary'>{stats.get('rows_out', 0)} rows kept of {stats.get('rows_in', 0)} "
+        f"generated. Models: {models}. Dropped: {drops or 'none'}.</p>",
+        "<h2>Funnel</h2>",
+        "<table class='numbers' id='funnel'><thead><tr><th>stage</th><th>rows in</th><th>rows out</th>"
+        f"<th>dropped</th></tr></thead><tbody>{funnel_rows}</tbody></table>",
+    ]
 
 
 def write_report(out: Path, path: Path | None = None, seed: int = 0) -> Path:
