@@ -107,23 +107,47 @@ class Review:
 
 
 def build_app(review: Review, host: str, token: str | None = None) -> Guard:
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    """The page's routes over one review, behind the Host and token guard."""
+    pages = Pages(review)
+    routes = [
+        Route("/", pages.home),
+        Route("/row/{position:int}", pages.row),
+        Route("/done", pages.done),
+        Route("/api/progress", pages.progress),
+        Route("/api/labels", pages.save, methods=["POST"]),
+        Route("/static/{name}", pages.static),
+    ]
+    return Guard(Starlette(routes=routes), allowed_hosts(host), token)
 
-    def page(request: Request, name: str, context: dict, status: int = 200) -> Response:
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class Pages:
+    """What each route answers for one review."""
+
+    def __init__(self, review: Review):
+        self.review = review
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+    def page(self, request: Request, name: str, context: dict, status: int = 200) -> Response:
+        review = self.review
         context = {"progress": review.progress(), "verdicts": S.VERDICTS, "keys": KEYS, **context}
         context["run"] = str(review.out)
         context["reviewer"] = review.reviewer
-        headers = SECURITY_HEADERS
-        return templates.TemplateResponse(request, name, context, status_code=status, headers=headers)
+        return self.templates.TemplateResponse(
+            request, name, context, status_code=status, headers=SECURITY_HEADERS
+        )
 
-    async def home(request: Request) -> Response:
-        position = review.next_open()
+    async def home(self, request: Request) -> Response:
+        position = self.review.next_open()
         return RedirectResponse("/done" if position is None else f"/row/{position}", status_code=303)
 
-    async def row_page(request: Request) -> Response:
-        position = request.path_params["position"]
+    async def row(self, request: Request) -> Response:
+        review, position = self.review, request.path_params["position"]
         if not 0 <= position < len(review.sample):
-            return page(request, "missing.html", {"position": position}, status=404)
+            return self.page(request, "missing.html", {"position": position}, status=404)
         row = review.row(position)
         saved = review.label_of(position)
         state = {
@@ -138,53 +162,43 @@ def build_app(review: Review, host: str, token: str | None = None) -> Guard:
         }
         marks = ", ".join(str(i + 1) for i in saved[S.FALSE_NEGATIVES]) if saved else ""
         context = {"row": row, "position": position, "saved": saved, "saved_marks": marks, "state": state}
-        return page(request, "row.html", context)
+        return self.page(request, "row.html", context)
 
-    async def done(request: Request) -> Response:
-        return page(request, "done.html", {})
+    async def done(self, request: Request) -> Response:
+        return self.page(request, "done.html", {})
 
-    async def progress(request: Request) -> Response:
-        return JSONResponse(review.progress(), headers=SECURITY_HEADERS)
+    async def progress(self, request: Request) -> Response:
+        return JSONResponse(self.review.progress(), headers=SECURITY_HEADERS)
 
-    async def save(request: Request) -> Response:
+    async def save(self, request: Request) -> Response:
         origin = request.headers.get("origin")
         if origin is not None and origin != f"http://{request.headers.get('host')}":
-            return JSONResponse({"error": "labels are taken from this page only"}, status_code=403)
+            return _error("labels are taken from this page only", 403)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            return JSONResponse({"error": "send the decision as application/json"}, status_code=415)
+            return _error("send the decision as application/json", 415)
         body = await request.body()
         if len(body) > MAX_BODY:
-            return JSONResponse({"error": f"a decision is at most {MAX_BODY} bytes"}, status_code=413)
+            return _error(f"a decision is at most {MAX_BODY} bytes", 413)
         try:
             decision = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+            return _error("the body is not JSON", 400)
         except RecursionError:  # [[[[... under the size limit: deeper than the parser goes
-            return JSONResponse({"error": "the body is nested too deeply"}, status_code=400)
+            return _error("the body is nested too deeply", 400)
         try:
-            saved = review.save(decision)
+            saved = self.review.save(decision)
         except LabelError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=422)
+            return _error(str(exc), 422)
         except (TypeError, ValueError, KeyError, RecursionError) as exc:  # a shape check_decision missed
-            return JSONResponse({"error": f"not a decision ({type(exc).__name__})"}, status_code=422)
+            return _error(f"not a decision ({type(exc).__name__})", 422)
         return JSONResponse(saved, status_code=201, headers=SECURITY_HEADERS)
 
-    async def static(request: Request) -> Response:
+    async def static(self, request: Request) -> Response:
         found = STATIC.get(request.path_params["name"])
         if found is None:
             return Response("not found", status_code=404, media_type="text/plain")
         media_type, data = found
         return Response(data, media_type=media_type, headers=SECURITY_HEADERS)
-
-    routes = [
-        Route("/", home),
-        Route("/row/{position:int}", row_page),
-        Route("/done", done),
-        Route("/api/progress", progress),
-        Route("/api/labels", save, methods=["POST"]),
-        Route("/static/{name}", static),
-    ]
-    return Guard(Starlette(routes=routes), allowed_hosts(host), token)
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
