@@ -117,6 +117,26 @@ def run_task(
             return None
 
 
+def write_shards(state: TaskState, chunk: int, rows: list[Row], rejected: list[dict], lease) -> list[str]:
+    """A chunk's shards (one per task type, one of its dropped rows), each written only while this
+    writer still holds the task; the relative paths the chunk's commit will list."""
+    folder = state.folder
+    shards = [
+        (records, S.ROW_SCHEMA, folder.data_shard(task_type, state.task, chunk, lease.attempt))
+        for task_type, records in records_by_task_type(rows).items()
+    ]
+    if rejected:
+        shards.append((rejected, S.REJECTED_SCHEMA, folder.rejected_shard(state.task, chunk, lease.attempt)))
+    written = []
+    for records, schema, path in shards:
+        crash_point("before_shard")
+        lease.confirm()  # a writer that was overtaken stops before it writes more
+        write_table(records, schema, path)
+        written.append(folder.relative(path))
+        crash_point("after_shard")
+    return written
+
+
 def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested, lease) -> RunStats:
     config, folder = plan.config, plan.folder
     checkpoint = state.load()
@@ -153,19 +173,7 @@ def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested
         with journal(state.replies_folder):  # a chunk killed part way is redone with the replies it had
             rows, rejected = process_chunk(steps, rows, stats)
         crash_point("after_replies")
-        attempt = lease.attempt
-        shards = [
-            (records, S.ROW_SCHEMA, folder.data_shard(task_type, state.task, chunk, attempt))
-            for task_type, records in records_by_task_type(rows).items()
-        ]
-        if rejected:
-            shards.append((rejected, S.REJECTED_SCHEMA, folder.rejected_shard(state.task, chunk, attempt)))
-        for records, schema, path in shards:
-            crash_point("before_shard")
-            lease.confirm()  # a writer that was overtaken stops before it writes more
-            write_table(records, schema, path)
-            committed.append(folder.relative(path))
-            crash_point("after_shard")
+        committed += write_shards(state, chunk, rows, rejected, lease)
         stats.reading = Counter(read_stats.counts)
         chunks_done = chunk + 1
         crash_point("before_checkpoint")

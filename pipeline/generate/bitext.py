@@ -42,26 +42,8 @@ class WriteBitext(LLMStep):
         self.output = bitext_output(config.bitext_negatives)
 
     def __call__(self, rows: list[Row]) -> StepResult:
-        result, ready = StepResult(), []
-        for row in rows:
-            if not row.get(S.TARGET_LANGUAGE):
-                result.dropped.append(
-                    Dropped(
-                        row,
-                        "no_target_language",
-                        detail=f"bitext needs a query language other than the passage's "
-                        f"({row[S.PASSAGE_LANGUAGE]}); add one to --lang",
-                    )
-                )
-                continue
-            sentences = candidate_sentences(row[S.POSITIVE])
-            if not sentences:
-                result.dropped.append(
-                    Dropped(row, "no_sentence", detail="no sentence of 5+ words under the length bound")
-                )
-                continue
-            row[S.QUERY] = sampling.pick(sentences, self.seed, row[S.ID], "sentence")
-            ready.append(row)
+        result = StepResult()
+        ready = self._sentences(rows, result)
         if not ready:
             return result
         variables = [
@@ -73,25 +55,9 @@ class WriteBitext(LLMStep):
             }
             for row in ready
         ]
+        budgets = [self._budget(row) for row in ready]
         answered, asked = self.ask(
-            TEMPLATE,
-            ready,
-            variables,
-            self.output,
-            [
-                capped(
-                    JSON_OVERHEAD
-                    + (1 + self.config.bitext_negatives)
-                    * words_budget(
-                        approx_words(row[S.QUERY], row[S.LANGUAGE]),
-                        row[S.TARGET_LANGUAGE],
-                        self.config.reply_slack,
-                    ),
-                    self.config.max_tokens_bitext,
-                )
-                for row in ready
-            ],
-            language_column=S.TARGET_LANGUAGE,
+            TEMPLATE, ready, variables, self.output, budgets, language_column=S.TARGET_LANGUAGE
         )
         result.dropped.extend(asked.dropped)
         result.usage.merge(asked.usage)
@@ -104,6 +70,35 @@ class WriteBitext(LLMStep):
             if keep_translation(row, answer, prompt, result, normalise, _one_line, language_ok):
                 self.accept(row, result)
         return result
+
+    def _sentences(self, rows: list[Row], result: StepResult) -> list[Row]:
+        """The rows that can be translated, each with its drawn sentence as the query; the others
+        dropped in ``result`` with why (no target language, no sentence that fits)."""
+        ready = []
+        for row in rows:
+            if not row.get(S.TARGET_LANGUAGE):
+                detail = (
+                    f"bitext needs a query language other than the passage's ({row[S.PASSAGE_LANGUAGE]}); "
+                    "add one to --lang"
+                )
+                result.dropped.append(Dropped(row, "no_target_language", detail=detail))
+                continue
+            sentences = candidate_sentences(row[S.POSITIVE])
+            if not sentences:
+                detail = "no sentence of 5+ words under the length bound"
+                result.dropped.append(Dropped(row, "no_sentence", detail=detail))
+                continue
+            row[S.QUERY] = sampling.pick(sentences, self.seed, row[S.ID], "sentence")
+            ready.append(row)
+        return ready
+
+    def _budget(self, row: Row) -> int:
+        """Tokens for the translation and its near misses, each about the sentence's length."""
+        words = approx_words(row[S.QUERY], row[S.LANGUAGE])
+        each = words_budget(words, row[S.TARGET_LANGUAGE], self.config.reply_slack)
+        return capped(
+            JSON_OVERHEAD + (1 + self.config.bitext_negatives) * each, self.config.max_tokens_bitext
+        )
 
 
 def _one_line(text: str) -> str:

@@ -151,10 +151,46 @@ def project(
     """The whole run's figures from the pilot's per-task stats (see the module's docstring)."""
     observed = [t for t in tasks if _passages(t)]
     passages = [_passages(t) for t in observed]
-    pilot_passages = sum(passages)
+    total_usage = [t.usage() for t in observed]
+    totals = [used(u) for u in total_usage]
+    computed = [u["prompt_tokens"] - u["cached_tokens"] + u["output_tokens"] for u in totals]
+    tokens = [u["prompt_tokens"] + u["output_tokens"] for u in totals]
+    kept = [t.rows_out for t in observed]
+    rows = [t.rows_in for t in observed]
+
+    def scaled(values: list[float]) -> dict[str, float]:
+        return ratio(values, passages).times(run_passages)
+
+    out: dict[str, Any] = {
+        "pilot_passages": sum(passages),
+        "pilot_tasks": len(observed),
+        "run_passages": run_passages,
+        "pilot_rows": sum(rows),
+        "pilot_kept": sum(kept),
+        "kept_rate": sum(kept) / sum(rows) if sum(rows) else 0.0,
+        "stages": _stages(observed, passages, run_passages),
+        "rows": scaled(rows),
+        "kept_pairs": scaled(kept),
+        "tokens": scaled(tokens),
+        "computed_tokens": scaled(computed),
+        **{
+            key: scaled([u[key] for u in totals])
+            for key in ("prompt_tokens", "cached_tokens", "output_tokens")
+        },
+    }
+    if sum(kept):
+        out["tokens_per_kept_pair"] = sum(tokens) / sum(kept)
+    out.update(_engine_hours(out["tokens"], total_usage, throughput))
+    if prices:
+        out["money"] = {key: _money(out, prices, key) for key in ("value", "low", "high")}
+        out["prices_per_million"] = dict(prices)
+    return out
+
+
+def _stages(observed: list[RunStats], passages: list[int], run_passages: int) -> dict[str, Any]:
+    """Per LLM stage: the pilot's usage, its kept rate, and its requests and tokens projected."""
     stages: dict[str, Any] = {}
-    names = list(dict.fromkeys(name for t in observed for name in t.stages))
-    for name in names:
+    for name in dict.fromkeys(name for t in observed for name in t.stages):
         counts = [t.stages.get(name) for t in observed]
         usages = [used(c.usage) if c else used(Usage()) for c in counts]
         if not any(u["requests"] for u in usages):
@@ -165,35 +201,17 @@ def project(
         for key in ("requests", "prompt_tokens", "cached_tokens", "output_tokens"):
             entry[key] = ratio([u[key] for u in usages], passages).times(run_passages)
         stages[name] = entry
-    total_usage = [t.usage() for t in observed]
-    totals = [used(u) for u in total_usage]
-    computed = [u["prompt_tokens"] - u["cached_tokens"] + u["output_tokens"] for u in totals]
-    tokens = [u["prompt_tokens"] + u["output_tokens"] for u in totals]
-    kept = [t.rows_out for t in observed]
-    rows = [t.rows_in for t in observed]
-    out: dict[str, Any] = {
-        "pilot_passages": pilot_passages,
-        "pilot_tasks": len(observed),
-        "run_passages": run_passages,
-        "pilot_rows": sum(rows),
-        "pilot_kept": sum(kept),
-        "kept_rate": sum(kept) / sum(rows) if sum(rows) else 0.0,
-        "stages": stages,
-        "rows": ratio(rows, passages).times(run_passages),
-        "kept_pairs": ratio(kept, passages).times(run_passages),
-        "tokens": ratio(tokens, passages).times(run_passages),
-        "computed_tokens": ratio(computed, passages).times(run_passages),
-        "prompt_tokens": ratio([u["prompt_tokens"] for u in totals], passages).times(run_passages),
-        "cached_tokens": ratio([u["cached_tokens"] for u in totals], passages).times(run_passages),
-        "output_tokens": ratio([u["output_tokens"] for u in totals], passages).times(run_passages),
-    }
-    if sum(kept):
-        out["tokens_per_kept_pair"] = sum(tokens) / sum(kept)
-    engine_tokens = sum(u.tokens for u in total_usage)
-    seconds = sum(u.seconds for u in total_usage)
+    return stages
+
+
+def _engine_hours(projected: dict[str, float], usage: list[Usage], throughput) -> dict[str, Any]:
+    """Engine hours at the pilot's own measured speed, and GPU hours at a published one if given."""
+    out: dict[str, Any] = {}
+    engine_tokens = sum(u.tokens for u in usage)
+    seconds = sum(u.seconds for u in usage)
     if engine_tokens and seconds:
         per_token = seconds / engine_tokens  # measured here; applies to all the run's tokens
-        out["engine_hours"] = {k: v * per_token / 3600 for k, v in out["tokens"].items()}
+        out["engine_hours"] = {k: v * per_token / 3600 for k, v in projected.items()}
         out["engine_hours_basis"] = f"measured here: {engine_tokens / seconds:,.0f} tokens per engine second"
     else:
         out["engine_hours_basis"] = (
@@ -201,16 +219,12 @@ def project(
         )
     if throughput is not None:
         typical, low, high, source = throughput
-        projected = out["tokens"]
         out["gpu_hours_published"] = {
             "value": projected["value"] / typical / 3600,
             "low": projected["low"] / high / 3600,
             "high": projected["high"] / low / 3600,
             "source": f"published, not measured here: {source}",
         }
-    if prices:
-        out["money"] = {key: _money(out, prices, key) for key in ("value", "low", "high")}
-        out["prices_per_million"] = dict(prices)
     return out
 
 
