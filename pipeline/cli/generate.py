@@ -13,66 +13,39 @@ from .app import app, checked, fail, one_line_errors
 
 
 @app.command()
-def generate(
-    lang: o.Lang = None,
-    tasks: o.Tasks = None,
-    query_langs: o.QueryLangs = None,
-    passage_langs: o.PassageLangs = None,
-    corpus: o.Corpus = None,
-    limit: o.Limit = None,
-    domains: o.Domains = None,
-    count: o.Count = None,
-    model: o.Model = None,
-    embedder: o.Embedder = None,
-    out: o.Out = None,
-    config: o.Config = None,
-    set_: o.Sets = None,
-    num_tasks: o.NumTasks = None,
-    workers: o.Workers = 1,
-    rank: o.Rank = 0,
-    world_size: o.WorldSize = 1,
-    overwrite: o.Overwrite = False,
-    engine: o.Engine = None,
-    base_url: o.BaseUrl = None,
-    api_key_env: o.ApiKeyEnv = None,
-    executor: o.Executor = "local",
-    address: o.Address = None,
-    replicas: o.Replicas = 1,
-    tensor_parallel: o.TensorParallel = None,
-    cpus_per_replica: o.CpusPerReplica = None,
-    accept_corpus_change: o.AcceptCorpusChange = False,
-    shard_rows: o.ShardRows = None,
-    cache: o.Cache = None,
-    no_cache: o.NoCache = False,
-    budget_tokens: o.BudgetTokens = None,
-    budget_engine_hours: o.BudgetEngineHours = None,
-    verbose: o.Verbose = False,
-) -> None:
+@o.run_options
+def generate(options: o.GenerateOptions) -> None:
     """Turn a corpus into query / positive training rows. Rerun the same command to resume.
 
     Exit status 3: the budget stopped the run at a chunk boundary (finished chunks are saved).
     """
-    flags = o.GenerateOptions.of(locals())
-    cfg = o.run_config(flags)
     from .. import console
     from ..executors import run_generate
     from ..run.plan import RayOptions, check_executor
 
+    cfg = o.run_config(options)
+    executor, verbose = options.executor, options.verbose
     with checked(ValueError):
-        check_executor(executor, rank=rank, world_size=world_size, workers=workers, replicas=replicas)
+        check_executor(
+            executor,
+            rank=options.rank,
+            world_size=options.world_size,
+            workers=options.workers,
+            replicas=options.replicas,
+        )
     console.start_logging(cfg.output.out_dir, verbose)
-    ray = RayOptions(address, replicas, cpus_per_replica, show_worker_logs=verbose)
+    ray = RayOptions(options.address, options.replicas, options.cpus_per_replica, show_worker_logs=verbose)
     with one_line_errors(cfg.output.out_dir):
         result = run_generate(
             cfg,
-            rank=rank,
-            world_size=world_size,
+            rank=options.rank,
+            world_size=options.world_size,
             executor=executor,
             ray_options=ray,
-            workers=workers,
-            overwrite=overwrite,
+            workers=options.workers,
+            overwrite=options.overwrite,
             verbose=verbose,
-            accept_corpus_change=accept_corpus_change,
+            accept_corpus_change=options.accept_corpus_change,
         )
     summarize(result, verbose)
 
@@ -94,7 +67,9 @@ def summarize(result, verbose: bool) -> None:
 
 
 @app.command("plan")
+@o.run_options
 def plan_command(
+    options: o.GenerateOptions,
     pilot: Annotated[int, typer.Option(help="Passages the pilot runs through the engine and the gate.")] = 32,
     price_input: Annotated[
         float | None, typer.Option(help="Price per million prompt tokens not served from a cache.")
@@ -116,39 +91,6 @@ def plan_command(
     pilot_out: Annotated[
         str | None, typer.Option(help="Keep the pilot's run folder here (default: a removed scratch folder).")
     ] = None,
-    lang: o.Lang = None,
-    tasks: o.Tasks = None,
-    query_langs: o.QueryLangs = None,
-    passage_langs: o.PassageLangs = None,
-    corpus: o.Corpus = None,
-    limit: o.Limit = None,
-    domains: o.Domains = None,
-    count: o.Count = None,
-    model: o.Model = None,
-    embedder: o.Embedder = None,
-    out: o.Out = None,
-    config: o.Config = None,
-    set_: o.Sets = None,
-    num_tasks: o.NumTasks = None,
-    workers: o.Workers = 1,
-    rank: o.Rank = 0,
-    world_size: o.WorldSize = 1,
-    overwrite: o.Overwrite = False,
-    engine: o.Engine = None,
-    base_url: o.BaseUrl = None,
-    api_key_env: o.ApiKeyEnv = None,
-    executor: o.Executor = "local",
-    address: o.Address = None,
-    replicas: o.Replicas = 1,
-    tensor_parallel: o.TensorParallel = None,
-    cpus_per_replica: o.CpusPerReplica = None,
-    accept_corpus_change: o.AcceptCorpusChange = False,
-    shard_rows: o.ShardRows = None,
-    cache: o.Cache = None,
-    no_cache: o.NoCache = False,
-    budget_tokens: o.BudgetTokens = None,
-    budget_engine_hours: o.BudgetEngineHours = None,
-    verbose: o.Verbose = False,
 ) -> None:
     """What a run will cost before it starts: a pilot through the real engine and gate, then the
     projection (requests, tokens, kept pairs, engine hours, money) with 95% intervals.
@@ -168,11 +110,10 @@ def plan_command(
     with checked(ValueError):
         cost = price_list(prices, input=price_input, cached=price_cached, output=price_output)
         throughput = published_throughput(gpu, model_size)
-    flags = o.GenerateOptions.of(locals())
     scratch = pilot_out or tempfile.mkdtemp(prefix="synth-plan-")
-    flags.out = scratch  # the pilot's folder: the run's own --out is not touched
-    cfg = o.run_config(flags)
-    console.start_logging(scratch, verbose)
+    options.out = scratch  # the pilot's folder: the run's own --out is not touched
+    cfg = o.run_config(options)
+    console.start_logging(scratch, options.verbose)
     with one_line_errors(scratch):  # a failed pilot keeps its folder: its log says why
         projection, passages = plan_run(cfg, pilot, scratch=scratch, prices=cost, throughput=throughput)
     console.stop_logging()

@@ -85,46 +85,42 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
 
 @dataclass
 class GenerateOptions:
-    """The flags of ``synth generate`` (and ``synth plan``), as one typed object."""
+    """The flags of a run (``synth generate``, ``synth plan``), declared once: each field's type is
+    its flag (the aliases above); ``run_options`` gives a command all of them as one object."""
 
-    lang: str | None = None
-    tasks: str | None = None
-    query_langs: str | None = None
-    passage_langs: str | None = None
-    corpus: str | None = None
-    limit: int | None = None
-    domains: str | None = None
-    count: int | None = None
-    model: str | None = None
-    embedder: str | None = None
-    engine: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    tensor_parallel: int | None = None
-    out: str | None = None
-    config: str | None = None
-    set_: list[str] | None = None
-    num_tasks: int | None = None
-    shard_rows: int | None = None
-    overwrite: bool = False
-    accept_corpus_change: bool = False
-    executor: str = "local"
-    workers: int = 1
-    rank: int = 0
-    world_size: int = 1
-    address: str | None = None
-    replicas: int = 1
-    cpus_per_replica: float | None = None
-    cache: str | None = None
-    no_cache: bool = False
-    budget_tokens: int | None = None
-    budget_engine_hours: float | None = None
-    verbose: bool = False
-
-    @classmethod
-    def of(cls, flags: dict) -> GenerateOptions:
-        """The options among a command's flags (its other flags are its own)."""
-        return cls(**{f.name: flags[f.name] for f in fields(cls) if f.name in flags})
+    lang: Lang = None
+    tasks: Tasks = None
+    query_langs: QueryLangs = None
+    passage_langs: PassageLangs = None
+    corpus: Corpus = None
+    limit: Limit = None
+    domains: Domains = None
+    count: Count = None
+    model: Model = None
+    embedder: Embedder = None
+    out: Out = None
+    config: Config = None
+    set_: Sets = None
+    num_tasks: NumTasks = None
+    workers: Workers = 1
+    rank: Rank = 0
+    world_size: WorldSize = 1
+    overwrite: Overwrite = False
+    engine: Engine = None
+    base_url: BaseUrl = None
+    api_key_env: ApiKeyEnv = None
+    executor: Executor = "local"
+    address: Address = None
+    replicas: Replicas = 1
+    tensor_parallel: TensorParallel = None
+    cpus_per_replica: CpusPerReplica = None
+    accept_corpus_change: AcceptCorpusChange = False
+    shard_rows: ShardRows = None
+    cache: Cache = None
+    no_cache: NoCache = False
+    budget_tokens: BudgetTokens = None
+    budget_engine_hours: BudgetEngineHours = None
+    verbose: Verbose = False
 
     def settings(self) -> dict:
         """The config keys these flags set (None: not given, the config file or default decides)."""
@@ -158,6 +154,34 @@ class GenerateOptions:
             "budget.tokens": self.budget_tokens,
             "budget.engine_hours": self.budget_engine_hours,
         }
+
+
+def run_options(command):
+    """Give ``command`` every flag of a run (``GenerateOptions``' fields) after its own; it receives
+    them as one ``options: GenerateOptions`` argument. The group is declared once, on the dataclass."""
+    import functools
+    import inspect
+    import typing
+
+    group = typing.get_type_hints(GenerateOptions, include_extras=True)
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
+    own_hints = typing.get_type_hints(command, include_extras=True)
+    own = [p.replace(annotation=own_hints.get(p.name, p.annotation)) for p in own]
+    flags = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=group[f.name])
+        for f in fields(GenerateOptions)
+    ]
+
+    @functools.wraps(command)
+    def with_options(**given):
+        mine = {p.name: given.pop(p.name) for p in own}
+        return command(options=GenerateOptions(**given), **mine)
+
+    parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + flags
+    with_options.__signature__ = inspect.Signature(parameters, return_annotation=None)
+    with_options.__annotations__ = {p.name: p.annotation for p in parameters}
+    del with_options.__wrapped__  # typer reads the signature above, not the command's own
+    return with_options
 
 
 def names(text: str) -> list[str]:

@@ -12,8 +12,8 @@ from pydantic import BaseModel
 from .. import schema as S
 from ..engine import ChatEngine, Generation
 from ..engine.base import PROMPT_TOO_LONG, REQUEST_FAILED
+from ..instructions import instruction
 from ..step import Dropped, Row, Step, StepResult, charge, request_seed
-from .instructions import instruction
 from .prompts import PromptLibrary
 
 TASK_MARKER = "### Your task"  # every template puts its worked examples before this line

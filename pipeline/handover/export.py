@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from .. import atomic, storage
 from .. import schema as S
-from ..generate.instructions import format_query
+from ..instructions import format_query
 from ..run.folder import RunFolder
 
 FORMATS = ("sentence-transformers", "flagembedding", "swift", "corpus")

@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from .. import schema as S
-from ..generate.instructions import format_query
+from ..instructions import format_query
 from ..run.folder import shards_under
 from .config import TrainConfig
 from .device import best_device

@@ -7,8 +7,8 @@ model can serve retrieval, bitext mining, classification and STS.
 
 from __future__ import annotations
 
-from .. import schema as S
-from ..langid import language_name
+from . import schema as S
+from .langid import language_name
 
 
 def instruction(row: dict) -> str:
