@@ -229,6 +229,7 @@ def create_exclusive(path: Path, data: bytes) -> bool:
         return True
     fs, name = fs_path(path)
     if path.protocol in ("s3", "s3a"):
+        _check_conditional_put()
         try:
             fs.pipe_file(name, data, mode="create")
         except FileExistsError:
@@ -238,6 +239,22 @@ def create_exclusive(path: Path, data: bytes) -> bool:
         return False
     fs.pipe_file(name, data)
     return True
+
+
+S3FS_CONDITIONAL_PUT = (2025, 7)  # s3fs sends If-None-Match for small objects from this release on
+
+
+def _check_conditional_put() -> None:
+    """Refuse an s3fs too old to create an object only if it is absent (two writers could both win)."""
+    import s3fs
+
+    found = tuple(int(part) for part in s3fs.__version__.split(".")[:2] if part.isdigit())
+    if found < S3FS_CONDITIONAL_PUT:
+        wanted = ".".join(map(str, S3FS_CONDITIONAL_PUT))
+        raise StorageError(
+            f"s3fs {s3fs.__version__} cannot create an object only if it is absent, which a task's lease "
+            f"needs on S3: install s3fs>={wanted} (pip install -U s3fs)"
+        )
 
 
 def _create_excl(path: Path, data: bytes) -> bool:

@@ -289,3 +289,13 @@ def test_a_store_without_conditional_create_takes_one_writer_per_run_folder(tmp_
     for parallel in ({"workers": 2}, {"world_size": 2}, {"executor": "ray"}):
         with pytest.raises(RunStateError, match="cannot create a file only if it is absent"):
             resolve_plan(config, **parallel)
+
+
+def test_an_s3fs_without_conditional_puts_is_refused_in_one_line(monkeypatch):
+    import s3fs
+
+    from pipeline.storage import StorageError, create_exclusive
+
+    monkeypatch.setattr(s3fs, "__version__", "2024.6.1")
+    with pytest.raises(StorageError, match=r"s3fs 2024.6.1 cannot create an object only if it is absent"):
+        create_exclusive(location("s3://bucket/run/progress/task-00000/lease-0000000001.json"), b"{}")
