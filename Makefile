@@ -57,7 +57,7 @@ generate:
 	  $(if $(MODEL),--model $(MODEL)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 test:
-	$(RUN) $(BIN)/python -m pytest -q
+	$(RUN) $(BIN)/python -m pytest -q --durations=25
 
 # Quick modes of the benchmarks; full figures and their commands: docs/benchmarks.md.
 # Run alone: on 2 shared cores any other busy process distorts the timings.

@@ -3,10 +3,11 @@ the reply cache off (docs/running.md, "What a resumed run reproduces").
 
 A run is killed after the replies of a chunk came back and before its shards were written; the
 rerun redoes that chunk from the task's journal of replies and runs the rest on a fresh engine.
-Asserted: the ids and counts of the uninterrupted run, and the rows of every chunk whose replies
-had all come back before the kill. The rows computed after the restart are compared and the
-share that differs is printed: on this CPU the engine's numbers depend on its batch and its
-prefix cache, so they are not promised.
+Asserted: the ids (kept and dropped together), the input counts and rows_in of the uninterrupted
+run, and the rows of every chunk whose replies had all come back before the kill. The rows
+computed after the restart are compared and the share that differs is printed: on this CPU the
+engine's numbers depend on its batch and its prefix cache, so they are not promised, and neither
+is how those rows split between kept and dropped (one CI run kept one row fewer).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def test_a_resumed_run_redoes_its_killed_chunk_with_the_replies_it_had(tmp_path,
     assert ids(got) == ids(want)
     for name in ("stats.json",):
         a, b = (json.loads((folder / name).read_text()) for folder in (reference, out))
-        assert (a["rows_in"], a["rows_out"], a["input"]) == (b["rows_in"], b["rows_out"], b["input"])
+        assert (a["rows_in"], a["input"]) == (b["rows_in"], b["input"])
     # task 0: chunk 0 committed before the kill, chunk 1 redone from its journal
     before = {name for name in want if "part-00000-0000" in name}
     assert {name: got.get(name) for name in before} == {name: want[name] for name in before}
