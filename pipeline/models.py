@@ -22,7 +22,7 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from . import atomic
+from . import storage
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def convert_gguf(gguf_file: Path, target: Path) -> Path:
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
-    with atomic.atomic_path(target) as tmp:
+    with storage.atomic_path(target) as tmp:
         fresh.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return target

@@ -11,6 +11,15 @@ Credentials and endpoints come from where the filesystems read them (``AWS_*`` v
 profiles, ``AWS_ENDPOINT_URL`` for S3-compatible stores, ``HF_TOKEN`` and ``HF_ENDPOINT`` for
 ``hf://``); a URL that carries a secret is refused (``check_url``), so none reaches a log, the
 manifest or the card.
+
+Whole files (``atomic_path``, ``write_bytes``, ``write_text``, ``write_json``): every file the
+tool writes whole (shards, checkpoints, stats, manifest, card, labels, exports,
+embedding-store shards, converted models) goes through one of them. Locally all are the one
+temporary-then-rename, ``replacing``: the temporary is ``.NAME.<machine>-<pid>-<random>.tmp``
+beside the target, one per writer, hidden from globs over ``*.parquet``, and removed by a later
+start once its writer is gone (``stale_temporary``). On an object store nothing renames: the
+temporary is a local file, uploaded whole once complete (one PUT is atomic there), so a crash
+while writing leaves nothing in the store.
 """
 
 from __future__ import annotations
@@ -18,8 +27,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -401,3 +412,35 @@ def local_home(url: str | os.PathLike, base: str | os.PathLike) -> Path:
     text = redact(url)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", text.split("://", 1)[-1]).strip("-")[-40:]
     return Path(base) / f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path to write (a file or a folder); on success it replaces ``path``."""
+    if is_remote(path):
+        with _uploaded(path) as tmp:
+            yield tmp
+        return
+    with replacing(Path(path)) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _uploaded(path) -> Iterator[Path]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="synth-upload-") as folder:
+        tmp = Path(folder) / path.name
+        yield tmp
+        if tmp.is_dir():
+            path.fs.put(str(tmp), path.path, recursive=True)
+        else:
+            path.fs.put_file(str(tmp), path.path)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False))

@@ -11,7 +11,7 @@ from pipeline.config import load_config
 from pipeline.executors import run_generate
 from pipeline.executors.workbench import BUILDERS
 from pipeline.models import SMOLLM2_NAME, ResolvedModel
-from pipeline.run.folder import Checkpoint, RunFolder, chunk_of, config_fingerprint
+from pipeline.run.folder import Checkpoint, RunFolder, RunRecord, chunk_of, config_fingerprint
 from pipeline.run.plan import Models, resolve_plan, step_recipe
 
 from .conftest import FakeEngine, default_answer
@@ -81,10 +81,10 @@ def test_the_dumped_config_resumes_the_same_run(tmp_path):
     """``--workers`` children run ``--config OUT/config.yaml``: it must be the very same run."""
     config = load_config(None, [f"output.out_dir={tmp_path}", "generation.languages={en: 0.7, zh: 0.3}"])
     folder = RunFolder(tmp_path)
-    folder.open(config)
+    folder.open(RunRecord.of(config))
     again = load_config(folder.config_file)
     assert config_fingerprint(again) == config_fingerprint(config)
-    folder.open(again)  # the claim accepts it
+    folder.open(RunRecord.of(again))  # the claim accepts it
 
 
 def test_overwrite_removes_everything_a_run_wrote_including_labels(tmp_path, minilm_path):

@@ -88,7 +88,7 @@ def calibrate(
     With the run's own labels, also saves the figures as OUT/review/calibration.json and rewrites
     the dataset card with the measured precision of its kept rows (`synth report` shows them too).
     """
-    from .. import atomic
+    from .. import storage
     from ..handover.card import refresh_card
     from ..review.calibrate import calibrate_run, format_calibration, write_suggested
     from ..review.labels import load_labels
@@ -116,5 +116,5 @@ def calibrate(
         typer.echo(f"suggested settings: {write_config}", err=json_out == "-")
     if labels is None and manifest:  # the run's own labels: the card and the report show them
         folder = RunFolder(out)
-        atomic.write_json(folder.calibration_file, result)
+        storage.write_json(folder.calibration_file, result)
         refresh_card(folder)

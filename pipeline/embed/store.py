@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
+from .. import storage
 
 BATCH = 1024  # texts encoded and written per shard
 
@@ -89,7 +89,7 @@ class EmbeddingStore:
                 vectors = np.asarray(compute([first_text[k] for k in batch]), dtype=np.float16)
                 shard = self._next_shard()
                 path = self._shard_path(shard)
-                with atomic.atomic_path(path) as tmp, tmp.open("wb") as handle:
+                with storage.atomic_path(path) as tmp, tmp.open("wb") as handle:
                     np.save(handle, vectors)
                 self.db.executemany(
                     "INSERT OR IGNORE INTO vectors VALUES (?, ?, ?)",

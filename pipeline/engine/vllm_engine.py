@@ -90,6 +90,41 @@ def batch_invariant(wanted: bool | None, on_gpu: bool) -> bool:
     return torch.cuda.get_device_capability() >= (8, 0)
 
 
+def engine_arguments(model_path: str, dtype: str, config: ModelConfig, seed: int, on_gpu: bool) -> dict:
+    """The arguments of vLLM's ``LLM`` for this machine (CPU or GPU) and the model settings."""
+    kwargs = dict(
+        model=model_path,
+        dtype=dtype,
+        # on by default in current vLLM; said here because the templates are built for it
+        enable_prefix_caching=True,
+        max_model_len=config.max_model_len,
+        seed=seed,
+        enforce_eager=(not on_gpu) if config.enforce_eager is None else config.enforce_eager,
+        # Set at engine level: the per-request whitespace flag was measured to have no effect.
+        structured_outputs_config={
+            "backend": config.structured_backend,
+            "disable_any_whitespace": True,
+        },
+    )
+    if on_gpu:
+        kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+    else:
+        # vLLM 0.32's CPU runner fails ("CPU Generator does not use offset") when it discards the
+        # token sampled for a seeded request whose prompt it is prefilling in pieces; every request
+        # has a seed, so prompts are prefilled whole (a long code unit's prompt made it show)
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = max(config.max_model_len, CPU_BATCHED_TOKENS)
+    if config.tensor_parallel_size > 1:
+        kwargs["tensor_parallel_size"] = config.tensor_parallel_size
+        # worker processes on the GPUs this process was given, also inside a Ray actor
+        # (vLLM's Ray backend would ask the cluster for GPUs the actor already holds)
+        kwargs["distributed_executor_backend"] = "mp"
+    block_size = config.block_size or (None if on_gpu else CPU_BLOCK_SIZE)
+    if block_size:
+        kwargs["block_size"] = block_size
+    return kwargs
+
+
 class VLLMEngine(ChatEngine):
     def __init__(self, model_path: str, model_name: str, config: ModelConfig, seed: int = 0):
         self.model_name = model_name
@@ -107,36 +142,7 @@ class VLLMEngine(ChatEngine):
         if config.dtype == "auto" and not on_gpu:
             self.dtype, why = cpu_dtype()
         log.info("generator dtype: %s (%s)", self.dtype, why)
-        kwargs = dict(
-            model=model_path,
-            dtype=self.dtype,
-            # on by default in current vLLM; said here because the templates are built for it
-            enable_prefix_caching=True,
-            max_model_len=config.max_model_len,
-            seed=seed,
-            enforce_eager=(not on_gpu) if config.enforce_eager is None else config.enforce_eager,
-            # Set at engine level: the per-request whitespace flag was measured to have no effect.
-            structured_outputs_config={
-                "backend": config.structured_backend,
-                "disable_any_whitespace": True,
-            },
-        )
-        if on_gpu:
-            kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
-        else:
-            # vLLM 0.32's CPU runner fails ("CPU Generator does not use offset") when it discards the
-            # token sampled for a seeded request whose prompt it is prefilling in pieces; every request
-            # has a seed, so prompts are prefilled whole (a long code unit's prompt made it show)
-            kwargs["enable_chunked_prefill"] = False
-            kwargs["max_num_batched_tokens"] = max(config.max_model_len, CPU_BATCHED_TOKENS)
-        if config.tensor_parallel_size > 1:
-            kwargs["tensor_parallel_size"] = config.tensor_parallel_size
-            # worker processes on the GPUs this process was given, also inside a Ray actor
-            # (vLLM's Ray backend would ask the cluster for GPUs the actor already holds)
-            kwargs["distributed_executor_backend"] = "mp"
-        block_size = config.block_size or (None if on_gpu else CPU_BLOCK_SIZE)
-        if block_size:
-            kwargs["block_size"] = block_size
+        kwargs = engine_arguments(model_path, self.dtype, config, seed, on_gpu)
         try:
             self.llm = LLM(**kwargs)
         except Exception as exc:  # said in one line with what to try; the engine's log holds the rest

@@ -125,7 +125,7 @@ class Executor(ABC):
             started = time.perf_counter()
             self.corpus = open_input(plan.config)  # metadata only; the local executor reads from it
             identity = self.corpus.identity(plan.split.num_tasks)
-            plan.folder.open(plan.config, plan.overwrite, identity, plan.accept_corpus_change)
+            plan.folder.open(plan.record, plan.overwrite, identity, plan.accept_corpus_change)
             todo = plan.tasks_to_do()
             if not todo:
                 return self.result(self.finalize())

@@ -69,7 +69,7 @@ def launch_workers(plan: RunPlan) -> None:
     from ..models import has_cuda
 
     corpus = open_input(plan.config).identity(plan.split.num_tasks)
-    plan.folder.open(plan.config, plan.overwrite, corpus, plan.accept_corpus_change)
+    plan.folder.open(plan.record, plan.overwrite, corpus, plan.accept_corpus_change)
     gpus = 0
     if has_cuda():
         import torch

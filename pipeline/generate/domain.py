@@ -102,7 +102,7 @@ def load_or_brainstorm(
 ) -> dict[str, list[str]]:
     """The run's task lists: read from ``path`` when a run already made them, else brainstormed and
     saved; created only if absent, so processes brainstorming at once all use the first one saved."""
-    from ..atomic import write_json
+    from ..storage import write_json
     from .labels import create_once
 
     wanted = {f"{d}/{lang}" for d in config.names for lang in languages}

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from .. import atomic
 from .. import schema as S
+from .. import storage
 from ..redaction import redact
 from ..run.folder import RunFolder
 
@@ -250,7 +250,7 @@ def _drops(stage: dict) -> str:
 
 
 def write_card(folder: RunFolder, license: str) -> Path:
-    atomic.write_text(folder.card_file, redact(card_text(folder, license)))
+    storage.write_text(folder.card_file, redact(card_text(folder, license)))
     return folder.card_file
 
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import atomic, storage
 from .. import schema as S
+from .. import storage
 from ..instructions import format_query
 from ..run.folder import RunFolder
 
@@ -113,7 +113,7 @@ def _sentence_transformers(out: Path, task: str, dest: Path, instruction: bool) 
             return dict(zip(names, values, strict=True))
 
     count = 0
-    with atomic.atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with storage.atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         batch = []
         for row in iter_rows(out, task):
             batch.append(record(row))
@@ -133,7 +133,7 @@ def _corpus(out: Path, dest: Path) -> tuple[str, int]:
     path = dest / "corpus.jsonl"
     seen: set[bytes] = set()  # 8-byte digests: the texts themselves are not held
     count = 0
-    with atomic.atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as sink:
+    with storage.atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as sink:
         for row in iter_rows(out, "domain"):
             for number, text in enumerate([row[S.POSITIVE], *row[S.NEGATIVES]]):
                 digest = hashlib.blake2b(" ".join(text.split()).encode(), digest_size=8).digest()
@@ -155,7 +155,7 @@ def _corpus(out: Path, dest: Path) -> tuple[str, int]:
 def _jsonl(out: Path, task: str, dest: Path, fmt: str, instruction: bool) -> tuple[str, int]:
     path = dest / f"{task}.jsonl"
     count = 0
-    with atomic.atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as sink:
+    with storage.atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as sink:
         for row in iter_rows(out, task):
             if fmt == "flagembedding":
                 record = {

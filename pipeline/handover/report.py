@@ -17,8 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import atomic, storage
 from .. import schema as S
+from .. import storage
 from ..redaction import redact
 from ..run.folder import RunFolder
 from ..text import tokens
@@ -368,5 +368,5 @@ def _head(name: str, stats: dict, manifest: dict) -> list[str]:
 
 def write_report(out: Path, path: Path | None = None, seed: int = 0) -> Path:
     path = storage.location(path) if path else RunFolder(out).report_file
-    atomic.write_text(path, redact(build_report(out, seed)))
+    storage.write_text(path, redact(build_report(out, seed)))
     return path

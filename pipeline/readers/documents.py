@@ -87,21 +87,8 @@ def documents(
     seen: dict[str, object] | set[str] = seen_ids if strict else set()
     for where, row in rows:
         stats.counts["documents_read"] += 1
-        text_key = _pick(row, config.text_field, TEXT_FIELDS) or _pick(row, None, CODE_FIELDS)
-        if text_key is None or text_key not in row:
-            wanted = config.text_field or " or ".join(TEXT_FIELDS + CODE_FIELDS)
-            raise CorpusError(f"{where}: missing text field ({wanted}); name it with corpus.text_field")
-        text = row[text_key]
-        if text is None:
-            text = ""
-        if not isinstance(text, str):
-            raise CorpusError(f"{where}: field {text_key!r} must be a string, got {type(text).__name__}")
-        id_key = _pick(row, config.id_field, ID_FIELDS)
-        if id_key is None or row.get(id_key) in (None, ""):
-            raise CorpusError(
-                f"{where}: missing id field ({config.id_field or ' or '.join(ID_FIELDS)}); "
-                "name it with corpus.id_field"
-            )
+        text_key, text = _text(row, where, config)
+        id_key = _id_key(row, where, config)
         doc_id = str(row[id_key])
         if doc_id in seen:
             if strict:
@@ -141,6 +128,31 @@ def documents(
             kind=kind,
             meta=meta,
         )
+
+
+def _text(row: dict, where, config: CorpusConfig) -> tuple[str, str]:
+    """The row's text column (the configured one, else a usual name) and its text ("" for null)."""
+    text_key = _pick(row, config.text_field, TEXT_FIELDS) or _pick(row, None, CODE_FIELDS)
+    if text_key is None or text_key not in row:
+        wanted = config.text_field or " or ".join(TEXT_FIELDS + CODE_FIELDS)
+        raise CorpusError(f"{where}: missing text field ({wanted}); name it with corpus.text_field")
+    text = row[text_key]
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise CorpusError(f"{where}: field {text_key!r} must be a string, got {type(text).__name__}")
+    return text_key, text
+
+
+def _id_key(row: dict, where, config: CorpusConfig) -> str:
+    """The row's id column, which must hold a value."""
+    id_key = _pick(row, config.id_field, ID_FIELDS)
+    if id_key is None or row.get(id_key) in (None, ""):
+        raise CorpusError(
+            f"{where}: missing id field ({config.id_field or ' or '.join(ID_FIELDS)}); "
+            "name it with corpus.id_field"
+        )
+    return id_key
 
 
 def _code_row_languages(row: dict, meta: dict[str, str], where, config: CorpusConfig) -> str | None:

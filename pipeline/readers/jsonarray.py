@@ -45,75 +45,90 @@ class JsonArrayReader(WholeFileReader):
                 raise CorpusError(f"{self.source}: not valid UTF-8 (byte {exc.start})") from None
 
     def _elements(self, text: io.TextIOBase) -> Iterator[RawRow]:
-        decoder = json.JSONDecoder()
-        buffer, at, line, done = "", 0, 1, False  # line: the line number of buffer[at]
-
-        def more(wanted: int = PIECE) -> bool:
-            nonlocal buffer, at, done
-            piece = text.read(wanted)
-            if not piece:
-                done = True
-                return False
-            buffer = buffer[at:] + piece
-            at = 0
-            return True
-
-        def skip_space() -> None:
-            nonlocal at, line
-            while True:
-                while at < len(buffer) and buffer[at] in WHITESPACE:
-                    line += buffer[at] == "\n"
-                    at += 1
-                if at < len(buffer) or not more():
-                    return
-
-        skip_space()
-        if at >= len(buffer) or buffer[at] != "[":
-            raise CorpusError(f"{self.source}:{line}: expected a JSON array of objects")
-        at += 1
+        scan = _Scanner(text, self.source)
+        scan.skip_space()
+        if scan.peek() != "[":
+            raise CorpusError(f"{scan.where}: expected a JSON array of objects")
+        scan.at += 1
         index = 0
         while True:
-            skip_space()
-            if at >= len(buffer):
-                raise CorpusError(f"{self.source}:{line}: the array is not closed (is the file cut short?)")
-            if buffer[at] == "]" and index == 0:
-                at += 1
-                skip_space()
-                self._nothing_after(buffer, at, line)
+            if scan.closing(may_close=index == 0):  # `[]`, never `[{...},]`
                 return
-            wanted = PIECE
-            while True:
-                try:
-                    value, end = decoder.raw_decode(buffer, at)
-                    break
-                except json.JSONDecodeError as exc:
-                    if done or not more(wanted):
-                        raise CorpusError(
-                            f"{self.source}:{line}: element {index + 1} is not valid JSON ({exc.msg})"
-                        ) from None
-                    wanted *= 2  # a long element: read further ahead each time
-            where = f"{self.source}:{line}"
+            where, value = scan.where, scan.element(index)
             if not isinstance(value, dict):
                 raise CorpusError(f"{where}: expected a JSON object, got {type(value).__name__}")
-            line += buffer.count("\n", at, end)
-            at = end
             yield where, value
             index += 1
-            skip_space()
-            if at >= len(buffer):
-                raise CorpusError(f"{self.source}:{line}: the array is not closed (is the file cut short?)")
-            if buffer[at] == "]":
-                at += 1
-                skip_space()
-                self._nothing_after(buffer, at, line)
+            if scan.closing(may_close=True):
                 return
-            if buffer[at] != ",":
-                raise CorpusError(f"{self.source}:{line}: expected ',' or ']' after element {index}")
-            at += 1
+            if scan.peek() != ",":
+                raise CorpusError(f"{scan.where}: expected ',' or ']' after element {index}")
+            scan.at += 1
 
-    def _nothing_after(self, buffer: str, at: int, line: int) -> None:
-        if at < len(buffer):
+
+class _Scanner:
+    """A cursor over a text stream read a piece at a time: ``buffer[at]`` is on line ``line``."""
+
+    def __init__(self, text: io.TextIOBase, source: str):
+        self.text, self.source = text, source
+        self.buffer, self.at, self.line, self.done = "", 0, 1, False
+        self.decoder = json.JSONDecoder()
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
+
+    def more(self, wanted: int = PIECE) -> bool:
+        piece = self.text.read(wanted)
+        if not piece:
+            self.done = True
+            return False
+        self.buffer, self.at = self.buffer[self.at :] + piece, 0
+        return True
+
+    def peek(self) -> str:
+        return self.buffer[self.at] if self.at < len(self.buffer) else ""
+
+    def skip_space(self) -> None:
+        while True:
+            while self.at < len(self.buffer) and self.buffer[self.at] in WHITESPACE:
+                self.line += self.buffer[self.at] == "\n"
+                self.at += 1
+            if self.at < len(self.buffer) or not self.more():
+                return
+
+    def closing(self, may_close: bool) -> bool:
+        """Past whitespace: whether the array ends here (``]``, then nothing but whitespace).
+
+        The end of the file before ``]`` means the file was cut short. Where an element must
+        follow (``may_close`` false), a ``]`` is left for the element's parse to refuse."""
+        self.skip_space()
+        if self.at >= len(self.buffer):
+            raise CorpusError(f"{self.where}: the array is not closed (is the file cut short?)")
+        if not may_close or self.buffer[self.at] != "]":
+            return False
+        self.at += 1
+        self.skip_space()
+        if self.at < len(self.buffer):
+            after = self.buffer[self.at : self.at + 20]
             raise CorpusError(
-                f"{self.source}:{line}: data after the end of the JSON array ({buffer[at : at + 20]!r}...): "
+                f"{self.where}: data after the end of the JSON array ({after!r}...): "
                 "a .json file holds one array; write several arrays as several files, or use JSON Lines"
             )
+        return True
+
+    def element(self, index: int) -> object:
+        """The JSON value starting here, reading further ahead (twice as far each time) until it parses."""
+        wanted = PIECE
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buffer, self.at)
+                break
+            except json.JSONDecodeError as exc:
+                if self.done or not self.more(wanted):
+                    message = f"element {index + 1} is not valid JSON ({exc.msg})"
+                    raise CorpusError(f"{self.where}: {message}") from None
+                wanted *= 2  # a long element: read further ahead each time
+        self.line += self.buffer.count("\n", self.at, end)
+        self.at = end
+        return value

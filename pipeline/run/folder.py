@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import atomic, storage
+from .. import storage
 from ..config import RunConfig, config_text
 from ..faults import crash_point
 from .lease import Lease, LeaseHeld, LeaseLost, fences
@@ -53,6 +53,19 @@ COMMIT_PREFIX = "commit-"
 
 class RunStateError(RuntimeError):
     """The output folder holds a run that this command cannot continue."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run folder records of its configuration: enough to tell a resume from another run."""
+
+    fingerprint: str
+    num_tasks: int
+    config_text: str  # config.yaml
+
+    @classmethod
+    def of(cls, config: RunConfig) -> RunRecord:
+        return cls(config_fingerprint(config), config.output.num_tasks, config_text(config))
 
 
 def config_fingerprint(config: RunConfig) -> str:
@@ -250,7 +263,7 @@ class RunFolder:
 
     def open(
         self,
-        config: RunConfig,
+        record: RunRecord,
         overwrite: bool = False,
         corpus: dict | None = None,
         accept_corpus_change: bool = False,
@@ -264,25 +277,25 @@ class RunFolder:
             self.clear()
         if not self.remote:  # an object store has no folders to make
             self._root.mkdir(parents=True, exist_ok=True)
-        self.claim(config)
+        self.claim(record)
         if corpus is not None:
-            self.pin_corpus(corpus, config.output.num_tasks, accept_corpus_change)
+            self.pin_corpus(corpus, record.num_tasks, accept_corpus_change)
         if not self.remote:
             self.remove_stale_temporaries()
             (self._root / DATA).mkdir(exist_ok=True)
             (self._root / REJECTED).mkdir(exist_ok=True)
-        atomic.write_text(self.config_file, config_text(config))
+        storage.write_text(self.config_file, record.config_text)
 
-    def claim(self, config: RunConfig) -> None:
+    def claim(self, record: RunRecord) -> None:
         """Record the run's identity, or check that an existing run is the same one."""
-        fingerprint = config_fingerprint(config)
+        fingerprint, num_tasks = record.fingerprint, record.num_tasks
         out = self._root
         if self.run_file.exists():
             previous = json.loads(self.run_file.read_text())
-            if previous["num_tasks"] != config.output.num_tasks:
+            if previous["num_tasks"] != num_tasks:
                 raise RunStateError(
                     f"{out} holds a run split into {previous['num_tasks']} tasks, this command asks for "
-                    f"{config.output.num_tasks}: resume with the same --num-tasks, or pass --overwrite "
+                    f"{num_tasks}: resume with the same --num-tasks, or pass --overwrite "
                     "to start over"
                 )
             if previous["fingerprint"] != fingerprint:
@@ -297,9 +310,9 @@ class RunFolder:
                 f"{out} already holds shards of an unknown run ({leftovers[0]}): choose an empty folder, "
                 "or pass --overwrite to delete them"
             )
-        record = {"fingerprint": fingerprint, "num_tasks": config.output.num_tasks}
-        if not storage.create_exclusive(self.run_file, json.dumps(record, indent=2).encode()):
-            self.claim(config)  # another rank created it a moment ago: check this run against it
+        created = {"fingerprint": fingerprint, "num_tasks": num_tasks}
+        if not storage.create_exclusive(self.run_file, json.dumps(created, indent=2).encode()):
+            self.claim(record)  # another rank created it a moment ago: check this run against it
 
     def pin_corpus(self, corpus: dict, num_tasks: int, accept_change: bool = False) -> None:
         """Record the input's identity, or check that it is the one the run started from.
@@ -319,7 +332,7 @@ class RunFolder:
                     state.remove_uncommitted(keep=())
                     state.forget()
         if previous != corpus:
-            atomic.write_json(self.run_file, {**record, "corpus": corpus})
+            storage.write_json(self.run_file, {**record, "corpus": corpus})
 
     def num_tasks(self) -> int:
         """The task count recorded when the run started."""
@@ -334,7 +347,7 @@ class RunFolder:
         """
         folders = [(self._root, "glob")] + [(self._root / k, "rglob") for k in (DATA, REJECTED, PROGRESS)]
         for folder, pattern in [*folders, (self._root / COMPLETIONS, "rglob")]:
-            for tmp in getattr(folder, pattern)(atomic.TEMPORARY_GLOB):
+            for tmp in getattr(folder, pattern)(storage.TEMPORARY_GLOB):
                 if storage.stale_temporary(tmp, Lease.seconds()):
                     tmp.unlink(missing_ok=True)
 
@@ -444,7 +457,7 @@ class TaskState:
         record["shards"] = list(checkpoint.shards)
         record["lease"] = version
         path = self.commit_path(version, checkpoint.chunks_done)
-        with atomic.atomic_path(path) as tmp:
+        with storage.atomic_path(path) as tmp:
             tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
             crash_point("mid_checkpoint")
         for name in self._commits():
@@ -459,7 +472,7 @@ class TaskState:
         storage.remove(self.legacy_progress_file)
 
     def complete(self) -> None:
-        atomic.write_text(self.completion_file, "done\n")
+        storage.write_text(self.completion_file, "done\n")
 
     def shards(self, kind: str, checkpoint: Checkpoint | None = None) -> list[Path]:
         """The committed shards of one kind (``data`` or ``rejected``), as the checkpoint lists them."""

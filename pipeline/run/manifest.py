@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from .. import atomic, storage
 from .. import schema as S
+from .. import storage
 from ..faults import crash_point
 from ..redaction import redact_data
 from .folder import DATA, REJECTED, RunFolder, RunStateError
@@ -68,6 +68,6 @@ def write_manifest(plan: RunPlan, stats: RunStats, committed: list[str]) -> None
     }
     if folder.labels_file.exists():
         manifest["labels"] = json.loads(folder.labels_file.read_text(encoding="utf-8"))
-    with atomic.atomic_path(folder.manifest_file) as tmp:
+    with storage.atomic_path(folder.manifest_file) as tmp:
         tmp.write_text(json.dumps(redact_data(manifest), indent=2, ensure_ascii=False), encoding="utf-8")
         crash_point("mid_manifest")

@@ -21,7 +21,7 @@ from ..engine.reply_cache import default_root
 from ..generate.prompts import PromptLibrary, templates_of
 from ..models import SMOLLM2_NAME, ResolvedModel, resolve_embedder, resolve_generator
 from ..redaction import redact
-from .folder import RunFolder, RunStateError, TaskState, fences
+from .folder import RunFolder, RunRecord, RunStateError, TaskState, fences
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,11 @@ class RunPlan:
         """The run's templates: the packaged ones, or the folder the config names."""
         folder = self.config.generation.prompts_dir
         return PromptLibrary(Path(folder) if folder else None)
+
+    @cached_property
+    def record(self) -> RunRecord:
+        """What the run folder records of the configuration (``RunFolder.open``)."""
+        return RunRecord.of(self.config)
 
     @property
     def templates(self) -> list[str]:
@@ -217,6 +222,11 @@ def resolve_plan(
     check_executor(
         executor, rank=rank, world_size=world_size, workers=workers, replicas=(ray or RayOptions()).replicas
     )
+    models = resolve_models(config)
+    judge_on, why_not = judge_decision(config, models.generator)
+    if why_not:
+        log.warning(why_not)
+    recipe = step_recipe(config, judge_on)
     folder = RunFolder(config.output.out_dir)
     parallel = workers > 1 or world_size > 1 or executor == "ray"
     if parallel and not fences(folder.root / "progress"):
@@ -225,16 +235,12 @@ def resolve_plan(
             "could both run (docs/running.md): write the run to local disk or S3, or run one process "
             "(no --workers, --world-size or --executor ray)"
         )
-    models = resolve_models(config)
-    judge_on, why_not = judge_decision(config, models.generator)
-    if why_not:
-        log.warning(why_not)
     return RunPlan(
         config=config,
         folder=folder,
         models=models,
         judge_on=judge_on,
-        recipe=step_recipe(config, judge_on),
+        recipe=recipe,
         split=TaskSplit(config.output.num_tasks, rank, world_size),
         executor=executor,
         ray=ray or RayOptions(),

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import atomic
 from .. import schema as S
+from .. import storage
 from ..engine.base import Usage
 from ..redaction import redact_data
 from ..step import Dropped, Row, StepResult
@@ -239,7 +239,7 @@ class RunStats:
                 self.groups.setdefault(dimension, {}).setdefault(value, Counter()).update(counts)
 
     def write(self, path: Path) -> None:
-        atomic.write_json(path, redact_data(self.to_json()))
+        storage.write_json(path, redact_data(self.to_json()))
 
     @classmethod
     def of_tasks(cls, tasks: list[TaskState]) -> RunStats:

@@ -58,6 +58,18 @@ def trec_scores(
     rank over each query's top 10; MAP over its top 100. A query with no retrieved document
     scores 0, as trec_eval's ``-c`` does.
     """
+    each = per_query_scores(qrels, run)
+    count = max(1, len(qrels))
+    return {f"{prefix}{name}": sum(each[q][name] for q in qrels) / count for name in MEASURES}
+
+
+MEASURES = ("ndcg@10", "recall@100", "mrr@10", "map@100")
+
+
+def per_query_scores(
+    qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Query id -> its nDCG@10, Recall@100, MRR@10 and MAP@100 (trec_eval's), as trec_scores averages."""
     import pytrec_eval
 
     full = {q: {d: float(s) for d, s in run.get(q, {}).items()} for q in qrels}
@@ -67,12 +79,14 @@ def trec_scores(
     ranks = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(
         {q: docs or {"-": 0.0} for q, docs in top10.items()}
     )
-    count = max(1, len(qrels))
     return {
-        f"{prefix}ndcg@10": sum(found[q]["ndcg_cut_10"] for q in qrels) / count,
-        f"{prefix}recall@100": sum(found[q]["recall_100"] for q in qrels) / count,
-        f"{prefix}mrr@10": sum(ranks[q]["recip_rank"] for q in qrels) / count,
-        f"{prefix}map@100": sum(found[q]["map_cut_100"] for q in qrels) / count,
+        q: {
+            "ndcg@10": found[q]["ndcg_cut_10"],
+            "recall@100": found[q]["recall_100"],
+            "mrr@10": ranks[q]["recip_rank"],
+            "map@100": found[q]["map_cut_100"],
+        }
+        for q in qrels
     }
 
 
@@ -148,10 +162,13 @@ def evaluate(
     reranker: PairScorer | None = None,
     rerank_depth: int = RERANK_DEPTH,
     rerank_instruction: str | None = None,
+    per_query: bool = False,
 ) -> dict:
     """Mean nDCG@10, Recall@100, MRR@10 and MAP@100 over the queries with relevance labels (or a subset).
 
-    With ``reranker``, also the nDCG@10 after it rescores each query's top ``rerank_depth``.
+    With ``reranker``, also the nDCG@10 after it rescores each query's top ``rerank_depth``. With
+    ``per_query``, also each query's scores (``per_query``: query id -> measure -> score), which
+    paired comparisons of two models resample.
     """
     corpus, queries, qrels = load_beir(benchmark, split, with_title=True)
     wanted = [q for q in sorted(qrels) if q in queries and (query_ids is None or q in query_ids)]
@@ -164,6 +181,32 @@ def evaluate(
     query_vectors = stored.encode([queries[q] for q in wanted], "query", instruction, dim, "queries")
     queries_computed = stored.computed - documents_computed if stored.store is not None else -1
 
+    run = exact_search(query_vectors, docs, doc_ids, wanted)
+    relevant = {qid: qrels[qid] for qid in wanted}
+    result: dict = trec_scores(relevant, run)
+    if reranker is not None:
+        from .losses.reranker import DEFAULT_INSTRUCTION
+
+        task = rerank_instruction or instruction or DEFAULT_INSTRUCTION
+        reranked = {}
+        for qid in tqdm(wanted, desc="reranking", unit="query", leave=False):
+            ranked = sorted(run[qid], key=lambda d: (-run[qid][d], d))
+            again = rerank(reranker, queries[qid], ranked, corpus, rerank_depth, task)
+            reranked[qid] = {doc: float(len(again) - i) for i, doc in enumerate(again)}
+        result["reranked_ndcg@10"] = trec_scores(relevant, reranked)["ndcg@10"]
+        result["rerank_depth"] = rerank_depth
+    # texts the model encoded in this call; the rest came from the store (-1: no store)
+    counts = {"encoded_documents": documents_computed, "encoded_queries": queries_computed}
+    result.update({"queries": len(wanted), "documents": len(doc_ids), **counts})
+    if per_query:
+        result["per_query"] = per_query_scores(relevant, run)
+    return result
+
+
+def exact_search(
+    query_vectors: torch.Tensor, docs: torch.Tensor, doc_ids: list[str], wanted: list[str]
+) -> dict[str, dict[str, float]]:
+    """Query id -> its top ``DEPTH`` documents by cosine (the vectors are normalised), exactly."""
     run: dict[str, dict[str, float]] = {}
     position = {d: i for i, d in enumerate(doc_ids)}
     for start in range(0, len(wanted), 256):
@@ -176,30 +219,7 @@ def evaluate(
             wanted[start : start + 256], top.values.tolist(), top.indices.tolist(), strict=True
         ):
             run[qid] = {doc_ids[i]: v for v, i in zip(values, indices, strict=True) if v != float("-inf")}
-    relevant = {qid: qrels[qid] for qid in wanted}
-    result = trec_scores(relevant, run)
-    if reranker is not None:
-        from .losses.reranker import DEFAULT_INSTRUCTION
-
-        task = rerank_instruction or instruction or DEFAULT_INSTRUCTION
-        reranked = {}
-        for qid in tqdm(wanted, desc="reranking", unit="query", leave=False):
-            ranked = sorted(run[qid], key=lambda d: (-run[qid][d], d))
-            again = rerank(reranker, queries[qid], ranked, corpus, rerank_depth, task)
-            reranked[qid] = {doc: float(len(again) - i) for i, doc in enumerate(again)}
-        result["reranked_ndcg@10"] = trec_scores(relevant, reranked)["ndcg@10"]
-    result.update(
-        {
-            "queries": len(wanted),
-            "documents": len(doc_ids),
-            # texts the model encoded in this call; the rest came from the store (-1: no store)
-            "encoded_documents": documents_computed,
-            "encoded_queries": queries_computed,
-        }
-    )
-    if reranker is not None:
-        result["rerank_depth"] = rerank_depth
-    return result
+    return run
 
 
 def evaluate_benchmark(

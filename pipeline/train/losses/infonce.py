@@ -125,19 +125,21 @@ class ImprovedInfoNCE(nn.Module):
             doc_ids = positive_ids if K == 0 else torch.cat([positive_ids, negative_ids.reshape(-1)])
         logits, allowed = [], []
         for scores, keep, protected, of_documents in blocks:
-            keep = keep.clone()
             if self.mask_false_negatives:
-                too_close = scores > (s_pos + self.margin).unsqueeze(1)
-                if protected is not None:
-                    too_close &= ~protected
-                keep &= ~too_close
-                if doc_ids is not None and of_documents:
-                    same_text = doc_ids.unsqueeze(0) == positive_ids.unsqueeze(1)  # (N, D)
-                    if protected is not None:
-                        same_text &= ~protected
-                    keep &= ~same_text
+                suspect = self._false_negatives(scores, s_pos, protected, of_documents, doc_ids, positive_ids)
+                keep = keep & ~suspect
             logits.append(scores / self.temperature)
             allowed.append(keep)
         logits = torch.cat(logits, dim=1)  # (N, total candidates); column i of the first block is the target
         logits = logits.masked_fill(~torch.cat(allowed, dim=1), float("-inf"))
         return F.cross_entropy(logits, rows)
+
+    def _false_negatives(self, scores, s_pos, protected, of_documents, doc_ids, positive_ids) -> torch.Tensor:
+        """Cells of one block to mask: scored above the row's positive plus the margin, or (for
+        document columns, when ids are given) the same text as the row's positive; never the target."""
+        suspect = scores > (s_pos + self.margin).unsqueeze(1)
+        if doc_ids is not None and of_documents:
+            suspect |= doc_ids.unsqueeze(0) == positive_ids.unsqueeze(1)  # (N, D)
+        if protected is not None:
+            suspect &= ~protected
+        return suspect
