@@ -650,6 +650,28 @@ class BudgetConfig(_Strict):
     )
 
 
+class PairsConfig(_Strict):
+    path: str | None = Field(
+        None,
+        description="Your own query-passage pairs (JSONL, Parquet, TSV/CSV, ...: what the corpus reads), "
+        "sent through every step after the query call (language, dedup, copy checks, cosine, mined "
+        "negatives, margin, judge). Each row: a query, and either the id of a corpus document it "
+        "answers (the document's passage the embedder ranks first becomes the positive) or the "
+        "positive text itself. Zero LLM tokens are spent on queries.",
+    )
+    query_field: str | None = Field(None, description="The query column. None: query, question, anchor.")
+    document_field: str | None = Field(
+        None,
+        description="The column naming a corpus document by its id. None: passage_id, doc_id, "
+        "document_id, corpus_id.",
+    )
+    positive_field: str | None = Field(
+        None, description="The column holding the positive text. None: positive, passage, answer_text."
+    )
+    id_field: str | None = Field(None, description="The pair's own id column. None: id, _id, query_id.")
+    language_field: str | None = Field(None, description="The query's language column. None: language, lang.")
+
+
 class RunConfig(_Strict):
     corpus: CorpusConfig = Field(default_factory=CorpusConfig, description="Where documents come from.")
     personas: PersonaConfig = Field(default_factory=PersonaConfig, description="Persona collection.")
@@ -672,11 +694,17 @@ class RunConfig(_Strict):
         description="Seed for every sampled choice (language, question type, difficulty, length, STS score, "
         "passage mix) and for the engine's sampling.",
     )
+    pairs: PairsConfig = Field(default_factory=PairsConfig, description="Your own query-passage pairs.")
 
     @property
     def makes_documents(self) -> bool:
         """A domain run: the LLM writes the documents, no corpus is read."""
         return "domain" in self.generation.tasks
+
+    @property
+    def reads_pairs(self) -> bool:
+        """Queries come from ``pairs.path``, not from the LLM; the corpus is the mining pool."""
+        return self.pairs.path is not None
 
     @property
     def reads_code(self) -> bool:
@@ -694,6 +722,8 @@ class RunConfig(_Strict):
                 )
             if self.corpus.path:
                 raise ValueError("the domain task type writes its own documents: give no corpus")
+        if self.reads_pairs and set(self.generation.tasks) != {"retrieval"}:
+            raise ValueError("--pairs makes retrieval rows only: leave --tasks out (or give retrieval)")
         return self
 
 
@@ -805,8 +835,10 @@ def load_config(
 
 
 def config_text(config: RunConfig) -> str:
-    """The configuration as YAML, as ``load_config`` reads it back."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """The configuration as YAML, as ``load_config`` reads it back (a run without pairs leaves the
+    ``pairs`` section out, as runs made before it existed did)."""
+    data = config.model_dump(mode="json", exclude=None if config.reads_pairs else {"pairs"})
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def dump_config(config: RunConfig, path: Path) -> None:

@@ -35,7 +35,13 @@ RUN_POINTS = (  # synth generate: each is in the crash matrix of tests/test_cras
 TRAIN_POINTS = (  # synth train / train-reranker: tests/test_trainer.py resumes from it
     "after_train_checkpoint",  # a checkpoint saved, training not done
 )
-POINTS = RUN_POINTS + TRAIN_POINTS
+LOOP_POINTS = (  # synth loop: tests/test_loop.py reruns from each (the step's work done, its result file not)
+    "loop_generate",
+    "loop_split",
+    "loop_train",
+    "loop_eval",
+)
+POINTS = RUN_POINTS + TRAIN_POINTS + LOOP_POINTS
 _reached: Counter = Counter()
 
 

@@ -41,7 +41,9 @@ def preflight(config: RunConfig) -> None:
     check_output(config.output.out_dir)
     check_personas(config)
     check_templates(config)
-    check_corpus(config)
+    documents = check_corpus(config)
+    if config.reads_pairs:
+        check_pairs(config, documents)
 
 
 def check_secrets(config: RunConfig) -> None:
@@ -248,27 +250,40 @@ def check_templates(config: RunConfig) -> None:
                 )
 
 
-def check_corpus(config: RunConfig) -> None:
-    """Open the corpus and read the first rows of each file through the real reader and field rules."""
-    from collections import Counter
-
-    from . import storage
+def _check_corpus_named(config: RunConfig) -> None:
+    """Pairs and code task types need a corpus of the user's: the packaged sample will not do."""
     from .config import CODE_TASK_TYPES
-    from .readers.blocks import corpus_readers
-    from .readers.documents import CorpusError, ReadStats, documents, sample_corpus_path
 
-    if config.makes_documents:
-        return  # a domain run reads no corpus
+    if config.reads_pairs and not config.corpus.path:
+        raise InputError(
+            "--pairs needs --corpus: the documents the pairs name, and the pool negatives are mined from"
+        )
     code_types = sorted(CODE_TASK_TYPES & set(config.generation.tasks))
     if code_types and not config.corpus.path:
         raise InputError(
             f"{', '.join(code_types)}: these task types read code; name a source tree or a JSONL/Parquet "
             "file of code rows with --corpus"
         )
+
+
+def check_corpus(config: RunConfig) -> dict[str, object] | None:
+    """Open the corpus and read the first rows of each file through the real reader and field rules.
+
+    Returns every document id with where it was read when the corpus was small enough to read
+    whole (None otherwise): ``check_pairs`` looks the pairs' documents up in it."""
+    from collections import Counter
+
+    from . import storage
+    from .readers.blocks import corpus_readers
+    from .readers.documents import CorpusError, ReadStats, documents, sample_corpus_path
+
+    if config.makes_documents:
+        return None  # a domain run reads no corpus
+    _check_corpus_named(config)
     source = config.corpus.path or str(sample_corpus_path(config.generation.query_languages[0]))
     remote = storage.is_url(source)
     if config.corpus.path and not remote and not source.startswith((".", "/")) and not Path(source).exists():
-        return  # a Hub dataset name: nothing local to look at, and loading it is the expensive part
+        return None  # a Hub dataset name: nothing local to look at, and loading it is the expensive part
     try:
         readers = corpus_readers(source, config.corpus, code=config.reads_code)
     except CorpusError as exc:
@@ -302,6 +317,38 @@ def check_corpus(config: RunConfig) -> None:
     if found == 0 and (whole or len(readers) <= FIRST_LOOK_FILES):
         where = "in the corpus" if whole else f"in the first {FIRST_LOOK_ROWS} rows of any file"
         raise InputError(f"{source}: no document with text {where}")
+    return seen if whole else None
+
+
+def check_pairs(config: RunConfig, documents: dict[str, object] | None) -> None:
+    """Read the pairs file (whole when small, else its first rows) through the real readers and
+    the pair rules; when the corpus was read whole, every document a pair names must be in it."""
+    from collections import Counter
+
+    from .readers.blocks import corpus_readers
+    from .readers.documents import CorpusError, ReadStats
+    from .readers.pairs import pair_passages
+
+    source = config.pairs.path
+    try:
+        readers = corpus_readers(source, config.corpus)
+        whole = sum(_size(reader) for reader in readers) <= WHOLE_CHECK_BYTES
+        found = 0
+        for reader in readers:
+            for block in reader.blocks():
+                rows = reader.rows(block, Counter()) if whole else _first_rows(reader, block, Counter())
+                for pair in pair_passages(rows, config.pairs, ReadStats()):
+                    found += 1
+                    named = pair.meta["document"]
+                    if named and documents is not None and named not in documents:
+                        where, corpus = pair.meta["where"], config.corpus.path
+                        raise InputError(f"{where}: document {named!r} is not in the corpus ({corpus})")
+                if not whole:
+                    break
+    except CorpusError as exc:
+        raise InputError(str(exc)) from None
+    if found == 0:
+        raise InputError(f"{source}: no pairs in it")
 
 
 def _size(reader) -> int:
@@ -319,14 +366,15 @@ def _first_rows(reader, block, counts):
 
 
 def check_training_inputs(data: Path, model: str) -> Path:
-    """``synth train`` / ``train-reranker``: the folder of row shards to train on (a run folder's
-    ``data/``, or the folder itself), once it holds rows and a local model folder exists."""
+    """``synth train`` / ``train-reranker``: the folder of row shards to train on (a split run
+    folder's ``splits/train/``, so held-out documents stay held out; else its ``data/``; or the
+    folder itself), once it holds rows and a local model folder exists."""
     import pyarrow.parquet as pq
 
     from .run.folder import RunFolder, shards_under
 
-    folder = RunFolder(data).data_folder
-    folder = folder if folder.is_dir() else data
+    run = RunFolder(data)
+    folder = next((f for f in (run.train_split_folder, run.data_folder) if f.is_dir()), data)
     shards = shards_under(folder) if folder.is_dir() else []
     if not shards:
         raise InputError(f"{data}: no row shards (part-*.parquet) in it or in its data/ folder")

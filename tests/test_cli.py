@@ -16,7 +16,8 @@ GROUPS = {
     "generate": ["generate", "plan", "regate", "prepare"],
     "handover": ["stats", "export", "report", "publish"],
     "review": ["review", "calibrate"],
-    "train": ["train", "train-reranker", "eval", "merge"],
+    "train": ["train", "train-reranker", "eval", "split", "merge"],
+    "loop": ["loop"],
 }
 
 

@@ -3,7 +3,8 @@
 - ``generate``: ``generate``, ``plan``, ``regate``, ``prepare`` (making a run);
 - ``handover``: ``stats``, ``export``, ``report``, ``publish`` (a run handed on);
 - ``review``: ``review``, ``calibrate`` (a person's labels);
-- ``train``: ``train``, ``train-reranker``, ``eval``, ``merge`` (the model side).
+- ``train``: ``train``, ``train-reranker``, ``eval``, ``split``, ``merge`` (the model side);
+- ``loop``: ``loop`` (generate, split, train and eval, round after round).
 
 Each command turns its flags into one typed object (``options.GenerateOptions``, the trainers'
 configs) and calls one function of the library; the options a run takes are declared once, in
@@ -16,7 +17,7 @@ import sys
 
 import typer
 
-from . import generate, handover, review, train  # noqa: F401 - each registers its commands
+from . import generate, handover, loop, review, train  # noqa: F401 - each registers its commands
 from .app import app
 from .options import parse_weights
 

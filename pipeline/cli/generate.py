@@ -14,7 +14,16 @@ from .app import app, checked, fail, one_line_errors
 
 @app.command()
 @o.run_options
-def generate(options: o.GenerateOptions) -> None:
+def generate(
+    options: o.GenerateOptions,
+    holdout: Annotated[
+        float | None,
+        typer.Option(
+            help="Once the run is finished, hold out this share of its documents (synth split OUT "
+            "--fraction F): OUT/splits/train/ and a BEIR OUT/splits/eval/."
+        ),
+    ] = None,
+) -> None:
     """Turn a corpus into query / positive training rows. Rerun the same command to resume.
 
     Exit status 3: the budget stopped the run at a chunk boundary (finished chunks are saved).
@@ -24,6 +33,8 @@ def generate(options: o.GenerateOptions) -> None:
     from ..run.plan import RayOptions, check_executor
 
     cfg = o.run_config(options)
+    if holdout is not None and not 0 < holdout < 1:
+        raise typer.BadParameter("--holdout must be between 0 and 1")
     executor, verbose = options.executor, options.verbose
     with checked(ValueError):
         check_executor(
@@ -48,6 +59,13 @@ def generate(options: o.GenerateOptions) -> None:
             accept_corpus_change=options.accept_corpus_change,
         )
     summarize(result, verbose)
+    from ..run.folder import RunFolder
+
+    # one process splits: rank 0, once the run is finished (else run synth split OUT when it is)
+    if holdout is not None and options.rank == 0 and RunFolder(cfg.output.out_dir).manifest_file.exists():
+        from .train import split
+
+        split(Path(cfg.output.out_dir), fraction=holdout, seed=cfg.seed)
 
 
 def summarize(result, verbose: bool) -> None:

@@ -30,6 +30,13 @@ PassageLangs = Annotated[
 ]
 Corpus = Annotated[str | None, typer.Option(help="JSONL/Parquet file, folder of .txt, or HF dataset.")]
 Limit = Annotated[int | None, typer.Option(help="Stop after this many passages.")]
+Pairs = Annotated[
+    str | None,
+    typer.Option(
+        help="Your own pairs (JSONL/Parquet/TSV/CSV or URL): a query, and a corpus document id or the "
+        "positive text; the gate, mined negatives and margin run on them, no LLM writes queries."
+    ),
+]
 Domains = Annotated[
     str | None,
     typer.Option(help="No corpus: write documents for these domains, e.g. legal,medical,academic."),
@@ -93,6 +100,7 @@ class GenerateOptions:
     query_langs: QueryLangs = None
     passage_langs: PassageLangs = None
     corpus: Corpus = None
+    pairs: Pairs = None
     limit: Limit = None
     domains: Domains = None
     count: Count = None
@@ -138,6 +146,7 @@ class GenerateOptions:
             "domains.names": names(self.domains) if self.domains else None,
             "domains.count": self.count,
             "corpus.path": self.corpus,
+            "pairs.path": self.pairs,
             "limit": self.limit,
             "models.generator": self.model,
             "models.embedder": self.embedder,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +15,13 @@ ACCUMULATE_HELP = (
     "Batches per optimizer step (gradient accumulation). Each batch contrasts its own rows: for more "
     "in-batch negatives raise --batch-size with --mini-batch instead."
 )
-Data = Annotated[Path, typer.Option(help="Run folder (its data/ shards) or a folder of part-*.parquet.")]
+Data = Annotated[
+    Path,
+    typer.Option(
+        help="Run folder (its splits/train/ shards once synth split made them, else data/) or a folder "
+        "of part-*.parquet."
+    ),
+]
 Resume = Annotated[
     bool, typer.Option("--resume", help="Continue from the newest checkpoint in OUT/checkpoints.")
 ]
@@ -145,72 +150,150 @@ def report_training(losses: list[float], folder: Path, out: Path) -> None:
         typer.echo(f"{len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}; saved {out}")
 
 
+Models = Annotated[
+    list[str],
+    typer.Option(
+        "--model",
+        help="Model folder or hub id; give it several times to compare (base first): each later model's "
+        "difference to the first, with a paired bootstrap 95% interval.",
+    ),
+]
+Benchmark = Annotated[
+    str | None, typer.Option(help="BEIR-layout folder or URL: corpus.jsonl, queries.jsonl, qrels/.")
+]
+RunOption = Annotated[
+    Path | None, typer.Option("--run", help="A split run folder (synth split): scores on its splits/eval/.")
+]
+Reranker = Annotated[
+    str | None,
+    typer.Option(
+        help="Rescore the embedder's top documents with this yes/no reranker "
+        "(`synth train-reranker` output or a Qwen3 causal LM); reports nDCG@10 after it too."
+    ),
+]
+MtebTask = Annotated[
+    str | None,
+    typer.Option(
+        "--mteb",
+        help="Also score the benchmark with mteb's own code as this MTEB retrieval task (e.g. SciFact), "
+        "its data read from --benchmark; every query with labels, --query-ids aside.",
+    ),
+]
+StoreVectors = Annotated[
+    bool,
+    typer.Option(help="Keep vectors in the embedding store, so a second evaluation encodes only queries."),
+]
+
+
 @app.command("eval")
 def evaluate(
-    model: Annotated[str, typer.Option(help="Model folder or hub id.")],
-    benchmark: Annotated[
-        str, typer.Option(help="BEIR-layout folder or URL: corpus.jsonl, queries.jsonl, qrels/.")
-    ],
-    split: Annotated[str | None, typer.Option(help="qrels split (default: the only one).")] = None,
+    model: Models,
+    benchmark: Benchmark = None,
+    run: RunOption = None,
+    split: Annotated[
+        str | None, typer.Option(help="qrels split of --benchmark (default: the only one).")
+    ] = None,
     dim: Annotated[int | None, typer.Option(help="Matryoshka dimension to evaluate.")] = None,
     instruction: Annotated[str | None, typer.Option(help="Query instruction (Qwen3-style models).")] = None,
     query_ids: Annotated[
         Path | None, typer.Option(help="File with the query ids to evaluate, one a line.")
     ] = None,
-    reranker: Annotated[
-        str | None,
-        typer.Option(
-            help="Rescore the embedder's top documents with this yes/no reranker "
-            "(`synth train-reranker` output or a Qwen3 causal LM); reports nDCG@10 after it too."
-        ),
-    ] = None,
+    reranker: Reranker = None,
     rerank_depth: Annotated[int, typer.Option(help="Documents per query the reranker rescores.")] = 20,
-    store: Annotated[
-        bool,
-        typer.Option(
-            help="Keep vectors in the embedding store, so a second evaluation encodes only queries."
-        ),
-    ] = True,
-    mteb_task: Annotated[
-        str | None,
-        typer.Option(
-            "--mteb",
-            help="Also score the benchmark with mteb's own code as this MTEB retrieval task (e.g. SciFact), "
-            "its data read from --benchmark; every query with labels, --query-ids aside.",
-        ),
-    ] = None,
+    store: StoreVectors = True,
+    mteb_task: MtebTask = None,
 ) -> None:
-    """nDCG@10, Recall@100, MRR@10, MAP@100 by exact search on CPU or GPU (trec_eval's figures);
-    with --reranker, nDCG@10 after reranking; with --mteb, mteb's own scores beside them."""
+    """nDCG@10, Recall@100, MRR@10, MAP@100 by exact search on CPU or GPU (trec_eval's figures),
+    on --benchmark, on a run's held-out split (--run), or both; several --model side by side."""
     from .. import console
     from ..models import cache_root
-    from ..preflight import InputError, check_benchmark
-    from ..train.evaluate import evaluate_benchmark
+    from ..train.evaluate import evaluate_targets
 
     # the libraries' records (transformers', mteb's) to a log file in the cache; results on stdout
     console.start_logging(Path("."), False, command="eval", logs=cache_root() / "logs")
+    targets = eval_targets(benchmark, run, split, rerank_depth)
+    task = mteb_retrieval_task(mteb_task)
+    options = {"dim": dim, "instruction": instruction, "rerank_depth": rerank_depth}
+    options["query_ids"] = set(query_ids.read_text().split()) if query_ids else None
+    options["store_root"] = cache_root() / "vectors" if store else None
+    for line in evaluate_targets(model, targets, reranker=reranker, mteb_task=task, **options):
+        typer.echo(line)
+
+
+def eval_targets(benchmark: str | None, run: Path | None, split: str | None, rerank_depth: int) -> dict:
+    """Target name -> (BEIR folder, qrels split, whether --mteb applies), each checked
+    (``preflight.check_benchmark``)."""
+    from ..preflight import InputError, check_benchmark
+    from ..run.folder import RunFolder
+    from ..train.split import QRELS_SPLIT
+
     if rerank_depth < 1:
         raise typer.BadParameter("--rerank-depth must be at least 1")
-    with checked(InputError, ValueError):
-        split = check_benchmark(benchmark, split)
-        task = None
-        if mteb_task:
-            from ..train.mteb_task import retrieval_task
+    if benchmark is None and run is None:
+        raise typer.BadParameter("give --benchmark, --run, or both")
+    targets = {}
+    with checked(InputError):
+        if benchmark is not None:
+            targets[benchmark] = (benchmark, check_benchmark(benchmark, split), True)
+        if run is not None:
+            folder = RunFolder(run).eval_split_folder
+            if not folder.exists():
+                raise InputError(f"{run}: no held-out split (splits/eval/); make one with synth split {run}")
+            targets[f"{run} (held-out split)"] = (
+                str(folder),
+                check_benchmark(str(folder), QRELS_SPLIT),
+                False,
+            )
+    return targets
 
-            task = retrieval_task(mteb_task)
-    result = evaluate_benchmark(
-        model,
-        benchmark,
-        split,
-        reranker=reranker,
-        mteb_task=task,
-        dim=dim,
-        instruction=instruction,
-        query_ids=set(query_ids.read_text().split()) if query_ids else None,
-        store_root=cache_root() / "vectors" if store else None,
-        rerank_depth=rerank_depth,
+
+def mteb_retrieval_task(name: str | None):
+    """mteb's task of that name (``--mteb``), or one line and exit 2."""
+    if not name:
+        return None
+    from ..train.mteb_task import retrieval_task
+
+    with checked(ValueError):
+        return retrieval_task(name)
+
+
+@app.command()
+def split(
+    out: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    fraction: Annotated[
+        float, typer.Option(help="Share of the question rows to hold out, by document.")
+    ] = 0.2,
+    seed: Annotated[
+        int, typer.Option(help="Which documents are held out (the same seed, the same split).")
+    ] = 0,
+    max_queries: Annotated[int, typer.Option(help="At most this many eval queries.")] = 2000,
+) -> None:
+    """Hold out documents of a finished run: OUT/splits/train/ to train on, OUT/splits/eval/ (BEIR)
+    to score on (synth eval --run OUT); no document on both sides, no eval query near a train one."""
+    from ..train.split import SplitError
+
+    with checked(SplitError):
+        summary = split_with_corpus(out, fraction, seed, max_queries)
+    rows = summary["rows"]
+    typer.echo(
+        f"{out}/splits: train {rows['train']} rows; eval {rows['eval_queries']} queries "
+        f"({summary['human_checked']} human-checked, {summary['eval_removed']['near_duplicate_of_train']} "
+        f"removed as near-duplicates of train queries) over {summary['corpus']['documents']} documents; "
+        f"{rows['held_out']} rows of {summary['held_out_documents']} held-out documents kept out of training"
     )
-    typer.echo(json.dumps(result))
+
+
+def split_with_corpus(out: Path, fraction: float, seed: int, max_queries: int) -> dict:
+    """``split_run`` with the run's pool passages read again from its corpus (none for a domain run)."""
+    from ..config import load_config
+    from ..executors.workbench import run_pool_passages
+    from ..run.folder import RunFolder
+    from ..train.split import split_run
+
+    config = load_config(RunFolder(out).config_file)
+    passages = None if config.makes_documents else (lambda: run_pool_passages(config))
+    dedup = config.filters.dedup
+    return split_run(out, fraction, seed, max_queries, passages, dedup.near_threshold, dedup.num_perm)
 
 
 @app.command()

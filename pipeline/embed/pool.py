@@ -85,6 +85,28 @@ class PassagePool:
                 found[row] = (passage_id, source_id, text)
         return found
 
+    def passages_of(self, documents: Iterable[str]) -> dict[str, list[tuple[int, str, str]]]:
+        """Document id -> its passages as (row number, passage id, text), in corpus order."""
+        self._index_documents()
+        wanted = sorted(set(documents))
+        found: dict[str, list[tuple[int, str, str]]] = {}
+        for start in range(0, len(wanted), LOOKUP_BATCH):
+            part = wanted[start : start + LOOKUP_BATCH]
+            marks = ",".join("?" * len(part))
+            query = "SELECT row, passage_id, source_id, text FROM passages"
+            query += f" WHERE source_id IN ({marks}) ORDER BY row"
+            for row, passage_id, source_id, text in self.db.execute(query, part):
+                found.setdefault(source_id, []).append((row, passage_id, text))
+        return found
+
+    def _index_documents(self) -> None:
+        """An index on document ids, made once per pool (pools built before it existed get it here)."""
+        if getattr(self, "_documents_indexed", False):
+            return
+        self.db.execute("CREATE INDEX IF NOT EXISTS by_source ON passages (source_id)")
+        self.db.commit()
+        self._documents_indexed = True
+
     @classmethod
     def build(cls, passages: Callable[[], Iterable], embedder, root: Path) -> PassagePool:
         """The pool of ``passages()`` (called once or twice: it must give the same passages each time)."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import console
+from ..config import RunConfig
 from ..embed.embedder import Embedder
 from ..embed.pool import PassagePool
 from ..engine import ChatEngine
@@ -37,13 +38,14 @@ from ..generate.domain import DomainTask, WriteDomainExample, load_or_brainstorm
 from ..generate.labels import load_or_propose
 from ..generate.llm_call import LLM
 from ..generate.negatives import MineNegatives, WriteNegatives
+from ..generate.pairs import PairPositive
 from ..generate.personas import PersonaCandidates, developer_personas, load_personas
 from ..generate.query import WriteQuery
 from ..generate.sts import WriteSTS
 from ..models import SMOLLM2_NAME, ResolvedModel, cache_root
 from ..readers import Corpus
 from ..readers.documents import ReadStats
-from ..readers.passages import read_passages
+from ..readers.passages import Passage, open_documents, read_passages
 from ..run.plan import RunPlan
 from ..step import Step
 
@@ -154,6 +156,7 @@ BUILDERS: dict[str, Callable[[Parts], Step]] = {
         p.llm, p.plan.config.negatives, p.plan.config.filters.language.check_negatives
     ),
     "negatives_mined": lambda p: MineNegatives(p.embedder, p.pool, p.plan.config.negatives),
+    "pair_positive": lambda p: PairPositive(p.embedder, p.pool),
     "margin": lambda p: NegativeMargin(p.embedder, p.plan.config.negatives, p.plan.config.domains.negatives),
     "judge": lambda p: Judge(p.judge_engine or p.engine, p.plan.prompts, p.plan.config.filters.judge),
     "require_negatives": lambda p: RequireNegatives(p.plan.config.negatives.min_negatives),
@@ -187,16 +190,30 @@ def build_steps(parts: Parts) -> list[Step]:
     return [BUILDERS[name](parts) for name in parts.plan.recipe]
 
 
+def pool_passages(config: RunConfig, corpus: Corpus, count_tokens: Callable[[str], int]) -> Iterator[Passage]:
+    """The passages of the mining pool: the whole corpus, or its first ``negatives.pool_size``."""
+    read = read_passages(corpus, config.corpus, count_tokens, ReadStats())
+    if config.negatives.pool_size is not None:
+        read = itertools.islice(read, config.negatives.pool_size)
+    return read
+
+
+def run_pool_passages(config: RunConfig) -> Iterator[Passage]:
+    """A finished run's pool passages, read again as the run read them (its generator's tokenizer
+    cuts the passages): ``synth split`` writes them as the eval corpus."""
+    from ..run.plan import resolve_models
+
+    models = resolve_models(config)
+    with console.quiet():
+        count_tokens = token_counter(models.generator, local_only=models.remote)
+    return pool_passages(config, open_documents(config), count_tokens)
+
+
 def build_pool(plan: RunPlan, corpus: Corpus, embedder: Embedder, count_tokens) -> PassagePool:
     """The whole corpus (or ``negatives.pool_size`` passages), encoded once for mining (cached on disk)."""
-
-    def passages():
-        read = read_passages(corpus, plan.config.corpus, count_tokens, ReadStats())
-        if plan.config.negatives.pool_size is not None:
-            read = itertools.islice(read, plan.config.negatives.pool_size)
-        return read
-
-    pool = PassagePool.build(passages, embedder, cache_root() / "pools")
+    pool = PassagePool.build(
+        lambda: pool_passages(plan.config, corpus, count_tokens), embedder, cache_root() / "pools"
+    )
     log.info("mining pool: %d passages (%s search)", pool.size, pool.index.kind)
     return pool
 
@@ -262,7 +279,10 @@ class Workbench:
         timings["load_embedder_and_tokenizer"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        pool = build_pool(plan, corpus, embedder, count_tokens) if "negatives_mined" in plan.recipe else None
+        pool = None
+        if {"negatives_mined", "pair_positive"} & set(plan.recipe):  # with --pairs the corpus is the pool
+            documents = open_documents(config) if config.reads_pairs else corpus
+            pool = build_pool(plan, documents, embedder, count_tokens)
         timings["mining_pool"] = time.perf_counter() - t
 
         given = engine

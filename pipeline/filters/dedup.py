@@ -38,6 +38,15 @@ def read_eval_queries(path: str) -> list[str]:
     return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def query_minhash(norm: str, num_perm: int) -> MinHash:
+    """MinHash of a normalised query's character 4-grams (short queries and unspaced scripts alike)."""
+    minhash = MinHash(num_perm=num_perm, seed=1)
+    text = norm.replace(" ", "_")
+    for i in range(max(1, len(text) - 3)):
+        minhash.update(text[i : i + 4].encode("utf-8"))
+    return minhash
+
+
 class Dedup(StatefulStep):
     name = "dedup"
 
@@ -74,11 +83,7 @@ class Dedup(StatefulStep):
                 self._lsh_ids.add(row[S.ID])
 
     def _minhash(self, norm: str) -> MinHash:
-        minhash = MinHash(num_perm=self.config.num_perm, seed=1)
-        text = norm.replace(" ", "_")
-        for i in range(max(1, len(text) - 3)):
-            minhash.update(text[i : i + 4].encode("utf-8"))
-        return minhash
+        return query_minhash(norm, self.config.num_perm)
 
     def _contaminated(self, query: str, norm: str) -> bool:
         if norm in self._eval_exact:

@@ -19,8 +19,10 @@ from ..step import Row
 from . import sampling
 
 PROSE_TYPES = ("retrieval", "bitext", "classification", "sts")
+PAIRS_MODEL = "pairs"  # the model column of a row whose query came from --pairs: no model wrote it
 APPLIES = {
     **{task: {"text", "doc"} for task in PROSE_TYPES},
+    "retrieval": {"text", "doc", "pair"},  # a pair (--pairs) brings its own query
     "code_search": {"code"},
     "code_translation": {"code"},
     "code_docs": {"doc", "code"},  # a code unit only with a docstring
@@ -70,6 +72,13 @@ def new_row(passage: Passage, config: RunConfig, task: str = "retrieval") -> Row
         S.TITLE: passage.title,
         S.NEGATIVES: [],
     }
+    if passage.kind == "pair":  # the user's query; the language it says it is in, else the drawn one
+        row[S.QUERY] = passage.meta["query"]
+        row[S.LANGUAGE] = row[S.PASSAGE_LANGUAGE] = passage.language or language
+        row[S.WORK_PAIR] = passage.meta["where"]
+        row[S.MODEL] = PAIRS_MODEL
+        if not passage.text:
+            row[S.PASSAGE_ID] = ""  # the pair_positive step picks the document's passage
     for key_name, column in CODE_COLUMNS.items():
         if passage.meta.get(key_name):
             row[column] = passage.meta[key_name]

@@ -100,7 +100,9 @@ class CardData:
 
     @property
     def demo(self) -> bool:
-        names = [f"{m.get('name', '')} {m.get('path', '')}".lower() for m in self.manifest["models"].values()]
+        # a model that was off (the generator of a --pairs run, a judge not asked) made nothing here
+        used = [m for m in self.manifest["models"].values() if m.get("enabled") is not False]
+        names = [f"{m.get('name', '')} {m.get('path', '')}".lower() for m in used]
         return any(part in name for name in names for part in PACKAGED_MODELS)
 
 
@@ -128,6 +130,15 @@ def _head(data: CardData) -> list[str]:
             "training data of useful quality. Rerun with a real generator (`--model`) for that.\n"
         )
     rows_in, rows_out = data.stats.get("rows_in", 0), data.manifest["rows"]
+    queries = data.manifest.get("queries", {"source": "generator"})
+    if queries["source"] == "pairs":
+        parts.append(
+            f"Training data for text-embedding and reranking models: {rows_out} rows kept of {rows_in} "
+            f"query-passage pairs given by the user (`{queries['file']}`), sent by `synth` through its "
+            "quality gate, with hard negatives mined from the corpus. Positives: "
+            f"{queries['positive']}.\n"
+        )
+        return parts
     parts.append(
         f"Synthetic training data for text-embedding and reranking models: {rows_out} rows kept of "
         f"{rows_in} generated, made by `synth` the way the Qwen3 Embedding paper (arXiv 2506.05176) "

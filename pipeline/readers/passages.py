@@ -266,7 +266,15 @@ def default_corpus(config: RunConfig) -> list[Path]:
 
 
 def open_input(config: RunConfig) -> Corpus:
-    """The run's corpus, cut into blocks for ``output.num_tasks`` tasks (reads metadata only).
+    """What the run's tasks read, cut into blocks for ``output.num_tasks`` tasks (reads metadata
+    only): the pairs file with ``--pairs``, else the corpus (``open_documents``)."""
+    if config.reads_pairs:
+        return open_corpus([config.pairs.path], config.corpus, config.output.num_tasks)
+    return open_documents(config)
+
+
+def open_documents(config: RunConfig) -> Corpus:
+    """The run's corpus: the documents its passages (and its mining pool) come from.
 
     A domain run's corpus is its seeds (``domains.count`` of them, no file behind them).
     """
@@ -301,9 +309,16 @@ def limit_share(config: RunConfig, task: int) -> int | None:
 def task_passages(
     config: RunConfig, corpus: Corpus, task: int, count_tokens, read_stats: ReadStats
 ) -> Iterator[Passage]:
-    """Task ``task``'s passages in their fixed order: its blocks read, split, language-mixed, limited."""
-    stream = read_passages(corpus, config.corpus, count_tokens, read_stats, task, config.output.num_tasks)
-    mix = passage_mix(config)
+    """Task ``task``'s passages in their fixed order: its blocks read, split, language-mixed, limited
+    (with ``--pairs``: one passage per pair, ``readers/pairs.py``)."""
+    if config.reads_pairs:
+        from .pairs import pair_passages
+
+        rows = corpus.read(task, config.output.num_tasks, read_stats.counts)
+        stream = pair_passages(rows, config.pairs, read_stats)
+    else:
+        stream = read_passages(corpus, config.corpus, count_tokens, read_stats, task, config.output.num_tasks)
+    mix = None if config.reads_pairs else passage_mix(config)
     if mix:
         stream = mix_languages(stream, mix, config.seed, read_stats)
     share = limit_share(config, task)

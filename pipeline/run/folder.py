@@ -48,6 +48,7 @@ DATA, REJECTED, PROGRESS, COMPLETIONS, EXPORT, LOGS, REVIEW = (
 RUN_FILE, CONFIG_FILE, STATS_FILE, MANIFEST_FILE = "run.json", "config.yaml", "stats.json", "manifest.json"
 CARD_FILE, LABELS_FILE, REPORT_FILE = "README.md", "labels.json", "report.html"
 DOMAIN_TASKS_FILE = "domain_tasks.json"
+SPLITS = "splits"  # synth split: splits/train/ (row shards), splits/eval/ (BEIR), splits/split.json
 COMMIT_PREFIX = "commit-"
 
 
@@ -77,6 +78,8 @@ def config_fingerprint(config: RunConfig) -> str:
     for key in ("revision", "batch_invariant"):  # unset: the fingerprint of runs made before they existed
         if data["models"].get(key) is None:
             data["models"].pop(key, None)
+    if data.get("pairs", {}).get("path") is None:
+        data.pop("pairs", None)  # no pairs: the fingerprint of runs made before pairs existed
     data.pop("cache", None)  # where replies come from never changes them
     data.pop("budget", None)  # a run stopped by its budget resumes with a larger one
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -109,7 +112,7 @@ class RunFolder:
 
     # what a run writes, and so what --overwrite removes; other files in the folder are left alone
     OWNED = (DATA, REJECTED, PROGRESS, COMPLETIONS, RUN_FILE, STATS_FILE, MANIFEST_FILE, CONFIG_FILE)
-    OWNED += (LABELS_FILE, DOMAIN_TASKS_FILE, CARD_FILE, REPORT_FILE, EXPORT, REVIEW)
+    OWNED += (LABELS_FILE, DOMAIN_TASKS_FILE, CARD_FILE, REPORT_FILE, EXPORT, REVIEW, SPLITS)
 
     def __init__(self, root: str | Path):
         self._root = storage.location(root)
@@ -202,6 +205,27 @@ class RunFolder:
         """``review/calibration.json``: what ``synth calibrate`` measured from the labels (the card
         and the report show it; they never compute it)."""
         return self._root / REVIEW / "calibration.json"
+
+    @property
+    def train_split_folder(self) -> Path:
+        """``splits/train/``: the rows ``synth split`` kept for training (``synth train`` reads it)."""
+        return self._root / SPLITS / "train"
+
+    @property
+    def eval_split_folder(self) -> Path:
+        """``splits/eval/``: the held-out queries as a BEIR folder (``synth eval --run`` scores on it)."""
+        return self._root / SPLITS / "eval"
+
+    @property
+    def held_out_file(self) -> Path:
+        """``splits/held_out_documents.txt``: the held-out document ids, one a line (a later
+        ``synth loop`` round keeps them out of its training rows)."""
+        return self._root / SPLITS / "held_out_documents.txt"
+
+    @property
+    def split_file(self) -> Path:
+        """``splits/split.json``: how the split was drawn and what each side holds."""
+        return self._root / SPLITS / "split.json"
 
     def review_files(self) -> list[Path]:
         return self._shards(REVIEW, "labels-*.parquet")

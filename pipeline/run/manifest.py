@@ -36,6 +36,18 @@ def check_counts(folder: RunFolder, stats: RunStats, kept: int, rejected: list[s
         )
 
 
+def queries_source(config) -> dict:
+    """Where the run's queries came from: the generator, or the user's pairs (``--pairs``)."""
+    if not config.reads_pairs:
+        return {"source": "generator"}
+    return {
+        "source": "pairs",
+        "file": config.pairs.path,
+        "positive": "a pair naming a corpus document has as positive the document's passage the embedder "
+        "ranks first for its query; a pair giving a positive text has that text",
+    }
+
+
 def write_manifest(plan: RunPlan, stats: RunStats, committed: list[str]) -> None:
     """Write the manifest of a complete run (its ``committed`` shards), checked against its stats."""
     folder, models = plan.folder, plan.models
@@ -47,7 +59,13 @@ def write_manifest(plan: RunPlan, stats: RunStats, committed: list[str]) -> None
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": plan.command,
         "models": {
-            "generator": {"name": generator.name, "path": generator.path, **stats.engine},
+            # with --pairs no model writes queries: the generator is off (the judge may still run)
+            "generator": {
+                "name": generator.name,
+                "path": generator.path,
+                **stats.engine,
+                **({"enabled": False} if plan.config.reads_pairs else {}),
+            },
             "embedder": {
                 "name": embedder.name,
                 "path": embedder.path,
@@ -61,6 +79,7 @@ def write_manifest(plan: RunPlan, stats: RunStats, committed: list[str]) -> None
         },
         "prompts": {name: plan.prompts.prompt(name).hash for name in plan.templates},
         "tasks": list(plan.config.generation.tasks),
+        "queries": queries_source(plan.config),
         "seed": plan.config.seed,
         "rows": stats.rows_out,
         "shards": shards,

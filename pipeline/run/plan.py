@@ -158,26 +158,30 @@ def step_recipe(config: RunConfig, judge_on: bool) -> tuple[str, ...]:
     filters, negatives, generation = config.filters, config.negatives, config.generation
     types = set(generation.tasks)
     recipe: list[str] = []
-    if "domain" in types:
+    # with --pairs the queries are the user's: no persona, no query call; the gate and the negatives stay
+    asks = set() if config.reads_pairs else types
+    recipe += ["pair_positive"] if config.reads_pairs else []
+    if "domain" in asks:
         recipe.append("domain_task")  # the brainstormed task first: persona retrieval reads it
-    if types & {"retrieval", "classification", "domain"}:
+    if asks & {"retrieval", "classification", "domain"}:
         recipe.append("personas")
-    if types & {"code_search", "code_docs"}:
+    if asks & {"code_search", "code_docs"}:
         recipe.append("code_personas")
-    if "retrieval" in types:
+    if "retrieval" in asks:
         recipe += ["persona_query"] if generation.calls == "one" else ["configure", "query"]
-    if types & {"code_search", "code_docs"}:
+    if asks & {"code_search", "code_docs"}:
         recipe.append("code_query")
-    recipe += [name for name in ("code_translation",) if name in types]
-    recipe += ["domain_example"] if "domain" in types else []
-    recipe += [name for name in ("bitext", "classification", "sts") if name in types]
+    recipe += [name for name in ("code_translation",) if name in asks]
+    recipe += ["domain_example"] if "domain" in asks else []
+    recipe += [name for name in ("bitext", "classification", "sts") if name in asks]
     optional = [
         ("language", filters.language.enabled),
         ("repetition", filters.repetition.enabled),
         ("copy_check", filters.passage_copy.enabled),
         ("dedup", True),
         ("cosine", filters.cosine.enabled),
-        ("negatives_llm", bool(negatives.llm_count) and bool(types & {"retrieval", "code_docs"})),
+        # a pair's negatives are mined: --pairs spends LLM tokens on the judge alone, when it is on
+        ("negatives_llm", bool(negatives.llm_count) and bool(asks & {"retrieval", "code_docs"})),
         ("code_negatives_llm", bool(negatives.llm_count) and "code_search" in types),
         # after every step that writes code, before the margin scores it
         ("code_parses", bool(types & {"code_search", "code_translation"})),

@@ -91,7 +91,13 @@ def count_input(config: RunConfig, count_tokens) -> InputCount:
     total_bytes = sum(block.size for block in corpus.blocks)
     stats = ReadStats()
     passages = 0
-    for _ in read_passages(corpus, config.corpus, count_tokens, stats):
+    if config.reads_pairs:
+        from ..readers.pairs import pair_passages
+
+        stream = pair_passages(corpus.read(0, 1, stats.counts), config.pairs, stats)
+    else:
+        stream = read_passages(corpus, config.corpus, count_tokens, stats)
+    for _ in stream:
         passages += 1
         if stats.counts["bytes_read"] >= SAMPLE_BYTES:
             read = stats.counts["bytes_read"]
@@ -213,6 +219,9 @@ def _engine_hours(projected: dict[str, float], usage: list[Usage], throughput) -
         per_token = seconds / engine_tokens  # measured here; applies to all the run's tokens
         out["engine_hours"] = {k: v * per_token / 3600 for k, v in projected.items()}
         out["engine_hours_basis"] = f"measured here: {engine_tokens / seconds:,.0f} tokens per engine second"
+    elif not projected.get("value") and not any(u.requests for u in usage):
+        out["engine_hours"] = {k: 0.0 for k in projected}
+        out["engine_hours_basis"] = "none: the pilot made no LLM call (--pairs with the judge off)"
     else:
         out["engine_hours_basis"] = (
             "unknown: every pilot reply came from the reply cache (plan with --no-cache)"

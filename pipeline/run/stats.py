@@ -278,19 +278,22 @@ ROW_SKIPS = ("skipped_empty_document", "skipped_duplicate_id")  # rows read and 
 
 
 def input_accounting(reading: Counter | dict) -> dict[str, Any]:
-    """Every input row read, and where it went: ``rows_read = documents + sum(rows_skipped)``.
+    """Every input row read, and where it went: ``rows_read = documents + sum(rows_skipped)``
+    (with ``--pairs``: ``rows_read = pairs``, every pair a row; a bad pair stops the run).
 
     A row no reader could read stops the run naming its file and line, so it is never in
     here; blank lines and files of types no reader knows are counted beside the rows.
     """
-    rows_read = int(reading.get("documents_read", 0))
+    pairs = int(reading.get("pairs_read", 0))  # --pairs: the rows are pairs, each one a row to come
+    rows_read = int(reading.get("documents_read", 0)) + pairs
     skipped = {name[len("skipped_") :]: int(reading.get(name, 0)) for name in ROW_SKIPS if reading.get(name)}
     files = {k[len("skipped_files_") :]: int(v) for k, v in reading.items() if k.startswith("skipped_files_")}
     if reading.get("skipped_binary_file"):
         files["binary .txt"] = int(reading["skipped_binary_file"])
     return {
         "rows_read": rows_read,
-        "documents": rows_read - sum(skipped.values()),
+        **({"pairs": pairs} if pairs else {}),
+        "documents": rows_read - pairs - sum(skipped.values()),
         "rows_skipped": skipped,
         "blank_lines": int(reading.get("skipped_blank_line", 0)),
         "files_not_read": dict(sorted(files.items())),
@@ -300,7 +303,9 @@ def input_accounting(reading: Counter | dict) -> dict[str, Any]:
 def format_input(accounting: dict[str, Any]) -> str:
     """The input's accounting as one line: rows read = documents + each skip; what was not read."""
     skips = "".join(f" + {n} {reason.replace('_', ' ')}" for reason, n in accounting["rows_skipped"].items())
-    line = f"input: {accounting['rows_read']} rows read = {accounting['documents']} documents{skips}"
+    pairs = accounting.get("pairs")
+    read = f"{pairs} pairs" if pairs else f"{accounting['documents']} documents"
+    line = f"input: {accounting['rows_read']} rows read = {read}{skips}"
     if accounting["blank_lines"]:
         line += f"; {accounting['blank_lines']} blank lines"
     if accounting["files_not_read"]:

@@ -12,7 +12,9 @@ has new files and misses.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -220,6 +222,28 @@ def exact_search(
         ):
             run[qid] = {doc_ids[i]: v for v, i in zip(values, indices, strict=True) if v != float("-inf")}
     return run
+
+
+def evaluate_targets(
+    models: list[str], targets: dict[str, tuple[str, str, bool]], mteb_task=None, **options
+) -> Iterator[str]:
+    """``synth eval``'s output lines: for one model, each target's scores as a JSON object; for
+    several, each target's table of scores and differences to the first model (with paired
+    bootstrap 95% intervals, ``compare.py``), then the same as one JSON object."""
+    from .compare import compare, comparison_table
+
+    for target, (folder, split, mteb_applies) in targets.items():
+        task = mteb_task if mteb_applies else None
+        results = {
+            m: evaluate_benchmark(m, folder, split, mteb_task=task, per_query=True, **options) for m in models
+        }
+        per_query = {m: r.pop("per_query") for m, r in results.items()}
+        if len(models) == 1:
+            yield json.dumps(results[models[0]])
+            continue
+        differences = compare({m: {**results[m], "per_query": per_query[m]} for m in models})
+        yield comparison_table(target, results, differences)
+        yield json.dumps({"benchmark": target, "models": results, "differences": differences})
 
 
 def evaluate_benchmark(
