@@ -52,6 +52,7 @@ class LoopPlan:
     train: object  # train.config.TrainConfig
     fraction: float = 0.2
     max_queries: int = 2000
+    eval_documents: int = 100_000  # the eval corpus: the pool, sampled down to this many documents
     extra: dict = field(default_factory=dict)  # run_generate's keyword arguments (workers, executor...)
 
     def round(self, k: int) -> Path:
@@ -138,6 +139,7 @@ def run_round(plan: LoopPlan, k: int, engine, passages_of, say) -> dict:
             dedup.near_threshold,
             dedup.num_perm,
             frozen,
+            plan.eval_documents,
         )
 
     splitted = step(plan, k, "split", split)

@@ -103,3 +103,32 @@ def test_the_train_group_scores_a_benchmark(tmp_path, minilm_path):
     assert done.returncode == 0, done.stderr[-3000:]
     scores = json.loads(done.stdout.strip().splitlines()[-1])
     assert scores["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_the_loop_group_runs_a_round_on_pairs(tmp_path, minilm_path):
+    """`synth loop --pairs` for real: generate from the pairs, split, train, score, report."""
+    topics = ["tides", "bread", "snow", "bees", "glass", "rust", "moss", "clay", "wind", "salt"]
+    asks = [
+        ("why does {t} change when the winter comes", "In winter {t} changes because the cold slows it."),
+        (
+            "which instruments measure {t} in a laboratory",
+            "A laboratory measures {t} with gauges and scales.",
+        ),
+        ("history of {t} among old farming villages", "Old farming villages knew {t} for centuries."),
+    ]
+    corpus, pairs = tmp_path / "corpus.jsonl", tmp_path / "pairs.jsonl"
+    rows = [(f"{t}-{n}", q.format(t=t), d.format(t=t)) for t in topics for n, (q, d) in enumerate(asks)]
+    corpus.write_text("".join(json.dumps({"id": i, "text": d}) + "\n" for i, _, d in rows))
+    pairs.write_text("".join(json.dumps({"query": q, "passage_id": i}) + "\n" for i, q, _ in rows))
+    out = tmp_path / "loop"
+    sets = ["filters.cosine.enabled=false", "negatives.min_negatives=0"]
+    done = synth(
+        "loop", "--pairs", str(pairs), "--corpus", str(corpus), "--embedder", minilm_path,
+        "--base-model", minilm_path, "--rounds", "1", "--rows-per-round", "30", "--holdout", "0.3",
+        "--epochs", "1", "--batch-size", "8", "--out", str(out), *[a for s in sets for a in ("--set", s)],
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "round 1: nDCG@10" in done.stdout and (out / "report.html").exists()
+    summary = json.loads((out / "loop.json").read_text())
+    assert [entry["name"] for entry in summary["lift"]][:2] == ["base", "round 1"]

@@ -95,6 +95,12 @@ def test_split_is_by_document_without_near_duplicates_and_the_same_for_a_seed(tm
     other = split(out, seed=1)
     assert other["held_out_documents"] != summary["held_out_documents"] or eval_side(out)[0] != queries
 
+    from pipeline.train.split import SplitError
+
+    with pytest.raises(SplitError, match="gave no eval query"):  # a share too small to draw one document
+        split(out, fraction=1e-9)
+    assert not (out / "splits").exists()
+
 
 def test_rows_a_reviewer_marked_good_go_to_eval_first(tmp_path, minilm_path):
     from pipeline.review.labels import Decision, LabelStore

@@ -26,6 +26,10 @@ def loop(
     holdout: Annotated[
         float, typer.Option(help="Share of round 1's question rows held out, by document.")
     ] = 0.2,
+    eval_documents: Annotated[
+        int,
+        typer.Option(help="Documents in the eval corpus: a larger pool is sampled (every positive kept)."),
+    ] = 100_000,
     epochs: Annotated[int, typer.Option(help="Training epochs per round.")] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Rows per training batch.")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Learning rate per round.")] = TrainConfig.lr,
@@ -39,13 +43,15 @@ def loop(
 
     if options.limit is not None:
         fail("--limit is set per round by --rows-per-round")
-    if rounds < 1 or rows_per_round < 1 or not 0 < holdout < 1:
-        fail("--rounds and --rows-per-round must be at least 1, --holdout between 0 and 1")
+    if rounds < 1 or rows_per_round < 1 or eval_documents < 1 or not 0 < holdout < 1:
+        fail("--rounds, --rows-per-round and --eval-documents must be at least 1, --holdout between 0 and 1")
     out = Path(options.out or "outputs/loop")
     config = o.run_config(options)
     train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=config.seed, save_every=0)
     base = base_model or resolve_embedder(None).path
-    plan = LoopPlan(out, config, rounds, rows_per_round, base, train, fraction=holdout)
+    plan = LoopPlan(
+        out, config, rounds, rows_per_round, base, train, fraction=holdout, eval_documents=eval_documents
+    )
     plan.extra = {"workers": options.workers, "executor": options.executor, "overwrite": False}
     from .. import console
 

@@ -130,7 +130,10 @@ class Executor(ABC):
             if not todo:
                 return self.result(self.finalize())
             self.prepare(todo)
-            say(f"generator: {plan.models.generator.name}")
+            if plan.config.reads_pairs:  # queries from the user's pairs: the run asks no LLM for them
+                say(f"queries: {plan.config.pairs.path} (no LLM call for the query side)")
+            else:
+                say(f"generator: {plan.models.generator.name}")
             say(f"embedder: {plan.models.embedder.name}")
             here = f"tasks to run here: {', '.join(s.name for s in todo)}"
             if plan.split.num_tasks > 1:

@@ -176,3 +176,17 @@ def _code_row_languages(row: dict, meta: dict[str, str], where, config: CorpusCo
     meta["programming_language"] = meta["programming_language"].lower()
     natural = row.get("natural_language")
     return config.language or (str(natural) if natural else declared)
+
+
+@dataclass
+class Passage:
+    """A document's piece that becomes rows (cut by ``readers/passages.py``), or one pair of the
+    user's (``readers/pairs.py``)."""
+
+    passage_id: str
+    source_id: str
+    title: str | None
+    text: str
+    language: str  # natural language ("" for a domain seed: each row draws its own)
+    kind: str = "text"  # "text", "code", "doc" or "seed", as the document's (readers/documents.py)
+    meta: dict[str, str] = field(default_factory=dict)  # the document's code or domain fields

@@ -19,8 +19,7 @@ from collections.abc import Iterable, Iterator
 
 from ..config import PairsConfig
 from .base import CorpusError, RawRow
-from .documents import LANGUAGE_FIELDS, ReadStats, _pick
-from .passages import Passage
+from .documents import LANGUAGE_FIELDS, Passage, ReadStats, _pick
 
 QUERY_FIELDS = ("query", "question", "anchor")
 DOCUMENT_FIELDS = ("passage_id", "doc_id", "document_id", "corpus_id")

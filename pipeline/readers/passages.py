@@ -15,26 +15,14 @@ import json
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from ..config import CorpusConfig, RunConfig
 from ..langid import detect_language
 from ..text import joins_without_space
 from .blocks import Corpus, open_corpus
-from .documents import Document, ReadStats, documents, sample_corpus_paths
-
-
-@dataclass
-class Passage:
-    passage_id: str
-    source_id: str
-    title: str | None
-    text: str
-    language: str  # natural language ("" for a domain seed: each row draws its own)
-    kind: str = "text"  # "text", "code", "doc" or "seed", as the document's (readers/documents.py)
-    meta: dict[str, str] = field(default_factory=dict)  # the document's code or domain fields
-
+from .documents import Document, Passage, ReadStats, documents, sample_corpus_paths
 
 MIN_DOCSTRING_CHARS = 20  # shorter docstrings say too little to tell their language
 

@@ -97,6 +97,13 @@ def split_run(
         train.write(shard, plan)
     removed = train.near_duplicates
     kept = {row_id: row for row_id, row in eval_rows.items() if row_id not in removed}
+    if frozen is None and not kept:  # an eval side with no query measures nothing: say so now
+        storage.remove(folder.root / "splits")
+        raise SplitError(
+            f"{folder}: holding out {fraction:.0%} of the documents of {train.rows + train.held_out} kept "
+            f"rows gave no eval query ({len(removed)} near-duplicates of training queries removed); "
+            "generate more rows or hold out a larger share"
+        )
     corpus = None
     if frozen is None:
         documents = passages if passages is not None else train.texts
