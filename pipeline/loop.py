@@ -8,6 +8,8 @@ Each round ``k`` lives in ``DIR/round-k/``:
    round, the base model and the merge score on it, so rounds compare on one test. Later rounds
    keep round 1's held-out documents out of their training rows and write no eval side;
 3. **train** from the previous round's model (the base model for round 1) into ``round-k/model``;
+   with ``processes`` above 1 (by default, one per GPU of the machine) the round is trained by
+   that many processes under ``torchrun``, as ``synth train`` is on several GPUs;
 4. **eval** of the round's model on the frozen split, with per-query scores.
 
 After the rounds: the base model, and a slerp merge of the rounds' models (the paper's third
@@ -53,6 +55,7 @@ class LoopPlan:
     fraction: float = 0.2
     max_queries: int = 2000
     eval_documents: int = 100_000  # the eval corpus: the pool, sampled down to this many documents
+    processes: int = 1  # training processes per round (torchrun above 1: one per GPU)
     extra: dict = field(default_factory=dict)  # run_generate's keyword arguments (workers, executor...)
 
     def round(self, k: int) -> Path:
@@ -175,10 +178,49 @@ def _train(plan: LoopPlan, k: int, say) -> dict:
     start = plan.base_model if k == 1 else str(plan.model(k - 1))
     say(f"round {k}: train {start} -> {plan.model(k)}")
     data = RunFolder(plan.run_folder(k)).train_split_folder
-    losses = train(data, start, plan.model(k), plan.train, resume=True)
+    if plan.processes > 1:
+        losses = _train_processes(data, start, plan.model(k), plan.train, plan.processes)
+    else:
+        losses = train(data, start, plan.model(k), plan.train, resume=True)
     if not losses:
         raise ValueError(f"round {k}: no trainable rows in {data} (the gate kept too few rows)")
     return {"from": start, "steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1]}
+
+
+def _train_processes(data: Path, start: str, out: Path, config, processes: int) -> list[float]:
+    """``synth train`` under ``torchrun`` with ``processes`` processes (one per GPU; gloo on CPUs)."""
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+    ]
+    command += ["-m", "pipeline.cli", "train", "--data", str(data), "--model", start, "--out", str(out)]
+    flags = {
+        "epochs": config.epochs,
+        "batch-size": config.batch_size,
+        "lr": config.lr,
+        "negatives": config.negatives,
+        "temperature": config.temperature,
+        "max-length": config.max_length,
+        "mini-batch": config.mini_batch,
+        "accumulate": config.accumulate,
+        "save-every": config.save_every,
+        "seed": config.seed,
+    }
+    command += [item for name, value in flags.items() for item in (f"--{name}", str(value))]
+    if config.matryoshka_dims:
+        command += ["--matryoshka", ",".join(map(str, config.matryoshka_dims))]
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"training with {processes} processes failed: {tail} (log: {out / 'logs'})")
+    return json.loads((out / "training_log.json").read_text(encoding="utf-8"))["losses"]
 
 
 def _score(

@@ -106,7 +106,8 @@ def test_the_train_group_scores_a_benchmark(tmp_path, minilm_path):
 
 
 def test_the_loop_group_runs_a_round_on_pairs(tmp_path, minilm_path):
-    """`synth loop --pairs` for real: generate from the pairs, split, train, score, report."""
+    """`synth loop --pairs` for real: generate from the pairs, split, train (two processes under
+    torchrun, as on two GPUs; gloo here), score, report."""
     topics = ["tides", "bread", "snow", "bees", "glass", "rust", "moss", "clay", "wind", "salt"]
     asks = [
         ("why does {t} change when the winter comes", "In winter {t} changes because the cold slows it."),
@@ -125,10 +126,12 @@ def test_the_loop_group_runs_a_round_on_pairs(tmp_path, minilm_path):
     done = synth(
         "loop", "--pairs", str(pairs), "--corpus", str(corpus), "--embedder", minilm_path,
         "--base-model", minilm_path, "--rounds", "1", "--rows-per-round", "30", "--holdout", "0.3",
-        "--epochs", "1", "--batch-size", "8", "--out", str(out), *[a for s in sets for a in ("--set", s)],
+        "--epochs", "1", "--batch-size", "4", "--processes", "2", "--out", str(out),
+        *[a for s in sets for a in ("--set", s)],
         timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "round 1: nDCG@10" in done.stdout and (out / "report.html").exists()
     summary = json.loads((out / "loop.json").read_text())
     assert [entry["name"] for entry in summary["lift"]][:2] == ["base", "round 1"]
+    assert json.loads((out / "round-1" / "model" / "training_log.json").read_text())["processes"] == 2

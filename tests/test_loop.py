@@ -201,8 +201,8 @@ from pipeline.train.config import TrainConfig
 out, corpus, minilm = sys.argv[1:4]
 config = load_config(None, [*OPEN_GATE, f"corpus.path={{corpus}}", f"models.embedder={{minilm}}"])
 config.models.generator = "fake-engine"
-train = TrainConfig(epochs=1, batch_size=4, save_every=0, seed=0)
-plan = LoopPlan(Path(out), config, 3, 8, minilm, train, fraction=0.3)
+train = TrainConfig(epochs=1, batch_size=2, save_every=0, seed=0)
+plan = LoopPlan(Path(out), config, 3, 8, minilm, train, fraction=0.4)
 summary = run_loop(plan, engine=FakeEngine(default_answer), passages_of=pool_passages_of, say=print)
 print("LIFT " + json.dumps(summary["lift"]))
 """
@@ -236,6 +236,7 @@ def test_a_loop_killed_at_each_step_resumes_and_ends_with_the_uninterrupted_figu
     page = (out / "report.html").read_text()
     assert all(f"round {k}" in page for k in (1, 2, 3)) and "id='lift'" in page
     assert json.loads((out / "loop.json").read_text())["rounds"] == 3
+    assert json.loads((out / "round-1" / "split.json").read_text())["rows"]["eval_queries"] == 1
 
 
 def test_a_large_pool_is_sampled_for_the_eval_corpus_keeping_every_positive(tmp_path, minilm_path):

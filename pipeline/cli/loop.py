@@ -30,6 +30,10 @@ def loop(
         int,
         typer.Option(help="Documents in the eval corpus: a larger pool is sampled (every positive kept)."),
     ] = 100_000,
+    processes: Annotated[
+        int | None,
+        typer.Option(help="Training processes per round, under torchrun (default: one per GPU, 1 on CPU)."),
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs per round.")] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Rows per training batch.")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Learning rate per round.")] = TrainConfig.lr,
@@ -43,14 +47,25 @@ def loop(
 
     if options.limit is not None:
         fail("--limit is set per round by --rows-per-round")
-    if rounds < 1 or rows_per_round < 1 or eval_documents < 1 or not 0 < holdout < 1:
-        fail("--rounds, --rows-per-round and --eval-documents must be at least 1, --holdout between 0 and 1")
+    if min(rounds, rows_per_round, eval_documents, processes or 1) < 1 or not 0 < holdout < 1:
+        fail(
+            "--rounds, --rows-per-round, --eval-documents and --processes must be at least 1, "
+            "--holdout between 0 and 1"
+        )
     out = Path(options.out or "outputs/loop")
     config = o.run_config(options)
     train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=config.seed, save_every=0)
     base = base_model or resolve_embedder(None).path
     plan = LoopPlan(
-        out, config, rounds, rows_per_round, base, train, fraction=holdout, eval_documents=eval_documents
+        out,
+        config,
+        rounds,
+        rows_per_round,
+        base,
+        train,
+        fraction=holdout,
+        eval_documents=eval_documents,
+        processes=processes if processes is not None else gpu_count(),
     )
     plan.extra = {"workers": options.workers, "executor": options.executor, "overwrite": False}
     from .. import console
@@ -70,6 +85,13 @@ def loop(
             f"Recall@100 {entry['recall@100']:.4f}"
         )
     typer.echo(f"report: {out / 'report.html'}")
+
+
+def gpu_count() -> int:
+    """The GPUs torch sees (at least 1: one process on a CPU)."""
+    import torch
+
+    return max(1, torch.cuda.device_count())
 
 
 def pool_passages_of(run: Path):
