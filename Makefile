@@ -75,6 +75,7 @@ bench:
 	$(RUN) $(BIN)/python bench/review.py --quick
 	$(RUN) $(BIN)/python bench/compressed.py --quick
 	$(RUN) $(BIN)/python bench/train_throughput.py --quick
+	$(RUN) $(BIN)/python bench/loop.py --quick --out outputs/bench-loop-q --results outputs/bench-loop-q/loop.json
 
 lint:
 	$(BIN)/ruff check .
