@@ -98,8 +98,7 @@ def pool_passages_of(run: Path):
     """What gives a finished round's pool passages, read again as its run read them (None for a
     domain run)."""
     from ..config import load_config
-    from ..executors.workbench import run_pool_passages
+    from ..executors.workbench import run_pool
     from ..run.folder import RunFolder
 
-    config = load_config(RunFolder(run).config_file)
-    return None if config.makes_documents else (lambda: run_pool_passages(config))
+    return run_pool(load_config(RunFolder(run).config_file))

@@ -286,14 +286,13 @@ def split(
 def split_with_corpus(out: Path, fraction: float, seed: int, max_queries: int) -> dict:
     """``split_run`` with the run's pool passages read again from its corpus (none for a domain run)."""
     from ..config import load_config
-    from ..executors.workbench import run_pool_passages
+    from ..executors.workbench import run_pool
     from ..run.folder import RunFolder
     from ..train.split import split_run
 
     config = load_config(RunFolder(out).config_file)
-    passages = None if config.makes_documents else (lambda: run_pool_passages(config))
     dedup = config.filters.dedup
-    return split_run(out, fraction, seed, max_queries, passages, dedup.near_threshold, dedup.num_perm)
+    return split_run(out, fraction, seed, max_queries, run_pool(config), dedup.near_threshold, dedup.num_perm)
 
 
 @app.command()

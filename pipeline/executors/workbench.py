@@ -209,6 +209,12 @@ def run_pool_passages(config: RunConfig) -> Iterator[Passage]:
     return pool_passages(config, open_documents(config), count_tokens)
 
 
+def run_pool(config: RunConfig) -> Callable[[], Iterator[Passage]] | None:
+    """What reads a finished run's pool passages again (``run_pool_passages``), or None for a run
+    without a corpus (the domain task type): ``synth split``'s eval corpus."""
+    return None if config.makes_documents else (lambda: run_pool_passages(config))
+
+
 def build_pool(plan: RunPlan, corpus: Corpus, embedder: Embedder, count_tokens) -> PassagePool:
     """The whole corpus (or ``negatives.pool_size`` passages), encoded once for mining (cached on disk)."""
     pool = PassagePool.build(

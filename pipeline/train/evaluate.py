@@ -237,11 +237,12 @@ def evaluate_targets(
         results = {
             m: evaluate_benchmark(m, folder, split, mteb_task=task, per_query=True, **options) for m in models
         }
-        per_query = {m: r.pop("per_query") for m, r in results.items()}
+        differences = compare(results) if len(models) > 1 else {}
+        for result in results.values():
+            del result["per_query"]  # the table and the JSON show the means
         if len(models) == 1:
             yield json.dumps(results[models[0]])
             continue
-        differences = compare({m: {**results[m], "per_query": per_query[m]} for m in models})
         yield comparison_table(target, results, differences)
         yield json.dumps({"benchmark": target, "models": results, "differences": differences})
 

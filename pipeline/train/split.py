@@ -79,9 +79,10 @@ def split_run(
     """Split the finished run in ``out``; returns what ``split.json`` records.
 
     ``passages``: gives the run's pool passages (``executors.workbench.run_pool_passages``;
-    called twice: once to count them), or None for a run without a corpus. ``frozen``: another
-    split run whose held-out documents this run keeps out of training too, with no eval side of
-    its own (``synth loop``'s later rounds, which all score on round 1's eval split).
+    called a second time only when the pool must be sampled), or None for a run without a
+    corpus. ``frozen``: another split run whose held-out documents this run keeps out of training
+    too, with no eval side of its own (``synth loop``'s later rounds, which all score on round 1's
+    eval split).
     """
     if not 0 < fraction < 1:
         raise SplitError(f"the held-out fraction must be between 0 and 1, got {fraction}")
@@ -115,7 +116,7 @@ def split_run(
         "fraction": fraction,
         "max_queries": max_queries,
         "rate": round(plan.rate, 6),
-        "held_out_documents": plan.held_out_documents,
+        "held_out_documents": len(train.held_out_documents),
         "rows": {"train": train.rows, "held_out": train.held_out, "eval_queries": len(kept)},
         "eval_removed": {"near_duplicate_of_train": len(removed)},
         "human_checked": sum(1 for row_id in kept if verdicts.get(row_id) == "good"),
@@ -204,10 +205,6 @@ class _SplitPlan:
             return document in self.frozen
         return document in self.good_documents or held_out_draw(self.seed, document) < self.rate
 
-    @property
-    def held_out_documents(self) -> int:
-        return len({row[S.SOURCE_ID] for row in self._rows([S.SOURCE_ID]) if self.held_out(row[S.SOURCE_ID])})
-
     def eval_rows(self) -> dict[str, dict]:
         columns = [S.ID, S.SOURCE_ID, S.PASSAGE_ID, S.TASK_TYPE, S.QUERY, S.POSITIVE, S.TITLE, S.INSTRUCTION]
         columns += [S.LANGUAGE]
@@ -233,12 +230,14 @@ class _TrainWriter:
             self.exact.setdefault(norm, []).append(row_id)
         self.near_duplicates: set[str] = set()
         self.rows = self.held_out = 0
+        self.held_out_documents: set[str] = set()
         self._texts: dict[str, str] | None = {} if keep_texts else None
 
     def write(self, shard: Path, plan: _SplitPlan) -> None:
         table = pq.read_table(shard)
         documents = table.column(S.SOURCE_ID).to_pylist()
         keep = [not plan.held_out(document) for document in documents]
+        self.held_out_documents.update(d for d, kept in zip(documents, keep, strict=True) if not kept)
         train = table.filter(keep)
         for row in train.select([S.QUERY, S.TASK_TYPE]).to_pylist():
             if row[S.TASK_TYPE] in QUESTION_TASK_TYPES:
@@ -276,32 +275,19 @@ def _write_eval(
     """``corpus.jsonl`` (the pool, then positives it lacks), ``queries.jsonl``, ``qrels/test.tsv``.
 
     A query's relevant documents are every corpus document whose text is its positive's, exactly
-    (a corpus that holds a passage twice has both count). A pool of more than ``most`` passages
-    is sampled to about ``most`` by a hash of each id; every relevant passage stays."""
+    (a corpus that holds a passage twice has both count). The pool is read once; a pool of more
+    than ``most`` passages is then read again and sampled to about ``most`` by a hash of each id,
+    every relevant passage kept."""
     root = folder.eval_split_folder
     by_text: dict[str, list[str]] = {}
     for row_id, row in rows.items():
         by_text.setdefault(text_id(row[S.POSITIVE]), []).append(row_id)
-    pool = sum(1 for _ in passages())
+    pool, relevant, from_pool, added = _write_corpus(root / "corpus.jsonl", rows, by_text, passages(), None)
     rate = min(1.0, most / max(1, pool))
-    relevant: dict[str, list[str]] = {}
-    from_pool = added = 0
-    with storage.atomic_path(root / "corpus.jsonl") as tmp:
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="utf-8") as sink:
-            for doc_id, text, title in _documents(passages()):
-                answers = by_text.get(text_id(text), ())
-                if not answers and rate < 1 and held_out_draw(seed, doc_id) >= rate:
-                    continue
-                _write_line(sink, {"_id": doc_id, "title": title or "", "text": text})
-                from_pool += 1
-                for row_id in answers:
-                    relevant.setdefault(row_id, []).append(doc_id)
-            for row_id in sorted(set(rows) - set(relevant)):  # positives the pool lacks as written
-                row, doc_id = rows[row_id], f"{row_id}:positive"
-                _write_line(sink, {"_id": doc_id, "title": row.get(S.TITLE) or "", "text": row[S.POSITIVE]})
-                relevant[row_id] = [doc_id]
-                added += 1
+    if rate < 1:  # too large for an exact search per model: written again, sampled by a hash of each id
+        _, relevant, from_pool, added = _write_corpus(
+            root / "corpus.jsonl", rows, by_text, passages(), (seed, rate)
+        )
     with storage.atomic_path(root / "queries.jsonl") as tmp, tmp.open("w", encoding="utf-8") as sink:
         for row_id in sorted(rows):
             row = rows[row_id]
@@ -322,6 +308,38 @@ def _write_eval(
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     sampled = {"sampled_from": pool} if rate < 1 else {}
     return {"documents": from_pool + added, "from_pool": from_pool, "positives_added": added, **sampled}
+
+
+def _write_corpus(
+    path: Path,
+    rows: dict[str, dict],
+    by_text: dict[str, list[str]],
+    passages: Iterable,
+    sample: tuple[int, float] | None,
+) -> tuple[int, dict[str, list[str]], int, int]:
+    """Pool passages (all, or those whose hash of (seed, id) falls under a rate, every relevant one
+    kept), then the positives the pool lacks; returns (pool passages read, row id -> relevant
+    document ids, passages written, positives added)."""
+    relevant: dict[str, list[str]] = {}
+    read = from_pool = added = 0
+    with storage.atomic_path(path) as tmp:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8") as sink:
+            for doc_id, text, title in _documents(passages):
+                read += 1
+                answers = by_text.get(text_id(text), ())
+                if not answers and sample is not None and held_out_draw(sample[0], doc_id) >= sample[1]:
+                    continue
+                _write_line(sink, {"_id": doc_id, "title": title or "", "text": text})
+                from_pool += 1
+                for row_id in answers:
+                    relevant.setdefault(row_id, []).append(doc_id)
+            for row_id in sorted(set(rows) - set(relevant)):  # positives the pool lacks as written
+                row, doc_id = rows[row_id], f"{row_id}:positive"
+                _write_line(sink, {"_id": doc_id, "title": row.get(S.TITLE) or "", "text": row[S.POSITIVE]})
+                relevant[row_id] = [doc_id]
+                added += 1
+    return read, relevant, from_pool, added
 
 
 def _write_line(sink, record: dict) -> None:
