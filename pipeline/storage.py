@@ -93,6 +93,16 @@ def stale_temporary(path: Path, max_age: float) -> bool:
         return False
 
 
+def sweep_temporaries(top: list[Path], below: list[Path], max_age: float) -> None:
+    """Remove the local temporaries left by writers that are gone (``stale_temporary``): those
+    directly in the ``top`` folders and those anywhere under the ``below`` folders."""
+    found = [p for f in top for p in f.glob(TEMPORARY_GLOB)]
+    found += [p for f in below for p in f.rglob(TEMPORARY_GLOB)]
+    for tmp in found:
+        if stale_temporary(tmp, max_age):
+            tmp.unlink(missing_ok=True)
+
+
 def is_temporary(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith(".tmp")
 

@@ -295,68 +295,64 @@ class RunFolder:
         """Create or reopen the folder for this run; refuse one that holds another run.
 
         ``corpus`` is the input's identity (``Corpus.identity``): recorded by a new run,
-        compared by a resumed one (see ``pin_corpus``).
+        compared by a resumed one (see ``claim``).
         """
         if overwrite:
             self.clear()
         if not self.remote:  # an object store has no folders to make
             self._root.mkdir(parents=True, exist_ok=True)
-        self.claim(record)
-        if corpus is not None:
-            self.pin_corpus(corpus, record.num_tasks, accept_corpus_change)
+        self.claim(record, corpus, accept_corpus_change)
         if not self.remote:
             self.remove_stale_temporaries()
             (self._root / DATA).mkdir(exist_ok=True)
             (self._root / REJECTED).mkdir(exist_ok=True)
         storage.write_text(self.config_file, record.config_text)
 
-    def claim(self, record: RunRecord) -> None:
-        """Record the run's identity, or check that an existing run is the same one."""
+    def claim(self, record: RunRecord, corpus: dict | None = None, accept_change: bool = False) -> None:
+        """Record the run's identity and its input's, or check that an existing run is the same one.
+
+        A new run writes both in one exclusive create (two ranks starting together: one writes,
+        the other checks against it). A resumed run whose input changed stops, naming the file:
+        the finished chunks were read from the old blocks, and the new file may cut into other
+        ones. With ``accept_change`` the unfinished tasks start over on the new block plan (their
+        shards and checkpoints are removed); finished tasks stay as they are.
+        """
         fingerprint, num_tasks = record.fingerprint, record.num_tasks
         out = self._root
-        if self.run_file.exists():
-            previous = json.loads(self.run_file.read_text())
-            if previous["num_tasks"] != num_tasks:
+        if not self.run_file.exists():
+            leftovers = self._shards(DATA, "*.parquet") + self._shards(REJECTED, "*.parquet")
+            if leftovers:  # shards with no run record (another tool's, an older version's): never mix them in
                 raise RunStateError(
-                    f"{out} holds a run split into {previous['num_tasks']} tasks, this command asks for "
-                    f"{num_tasks}: resume with the same --num-tasks, or pass --overwrite "
-                    "to start over"
+                    f"{out} already holds shards of an unknown run ({leftovers[0]}): choose an empty "
+                    "folder, or pass --overwrite to delete them"
                 )
-            if previous["fingerprint"] != fingerprint:
-                raise RunStateError(
-                    f"{out} holds a run made with a different configuration (see {self.config_file}): "
-                    "rerun with the same options to resume, or pass --overwrite to start over"
-                )
-            return
-        leftovers = self._shards(DATA, "*.parquet") + self._shards(REJECTED, "*.parquet")
-        if leftovers:  # shards with no run record: another tool's, or an older version's; never mix them in
+            created = {"fingerprint": fingerprint, "num_tasks": num_tasks}
+            created |= {"corpus": corpus} if corpus is not None else {}
+            if storage.create_exclusive(self.run_file, json.dumps(created, indent=2).encode()):
+                return
+            # another rank created it a moment ago: check this run against it (below)
+        previous = json.loads(self.run_file.read_text())
+        if previous["num_tasks"] != num_tasks:
             raise RunStateError(
-                f"{out} already holds shards of an unknown run ({leftovers[0]}): choose an empty folder, "
-                "or pass --overwrite to delete them"
+                f"{out} holds a run split into {previous['num_tasks']} tasks, this command asks for "
+                f"{num_tasks}: resume with the same --num-tasks, or pass --overwrite "
+                "to start over"
             )
-        created = {"fingerprint": fingerprint, "num_tasks": num_tasks}
-        if not storage.create_exclusive(self.run_file, json.dumps(created, indent=2).encode()):
-            self.claim(record)  # another rank created it a moment ago: check this run against it
-
-    def pin_corpus(self, corpus: dict, num_tasks: int, accept_change: bool = False) -> None:
-        """Record the input's identity, or check that it is the one the run started from.
-
-        A changed file stops the run, naming it: the finished chunks were read from the old
-        blocks, and the new file may cut into other ones. With ``accept_change`` the unfinished
-        tasks start over on the new block plan (their shards and checkpoints are removed);
-        finished tasks stay as they are.
-        """
-        record = json.loads(self.run_file.read_text())
-        previous = record.get("corpus")
-        if previous is not None and previous != corpus:
+        if previous["fingerprint"] != fingerprint:
+            raise RunStateError(
+                f"{out} holds a run made with a different configuration (see {self.config_file}): "
+                "rerun with the same options to resume, or pass --overwrite to start over"
+            )
+        if corpus is None or previous.get("corpus") == corpus:
+            return
+        if previous.get("corpus") is not None:
             if not accept_change:
-                raise RunStateError(_corpus_change(self._root, previous, corpus))
+                raise RunStateError(_corpus_change(self._root, previous["corpus"], corpus))
             for state in self.tasks(num_tasks):
                 if not state.is_complete():
                     state.remove_uncommitted(keep=())
                     state.forget()
-        if previous != corpus:
-            storage.write_json(self.run_file, {**record, "corpus": corpus})
+        storage.write_json(self.run_file, {**previous, "corpus": corpus})
 
     def num_tasks(self) -> int:
         """The task count recorded when the run started."""
@@ -365,15 +361,12 @@ class RunFolder:
     def remove_stale_temporaries(self) -> None:
         """Half-written files of a killed run: hidden, never read, removed by a later start.
 
-        Only a dead writer's go (``storage.stale_temporary``: its process is gone from this
-        machine, or the file is older than the lease time): ranks start at once and each
+        Only a dead writer's go (``storage.sweep_temporaries``): ranks start at once and each
         sweeps, and another rank's temporary may be a write in progress.
         """
-        folders = [(self._root, "glob")] + [(self._root / k, "rglob") for k in (DATA, REJECTED, PROGRESS)]
-        for folder, pattern in [*folders, (self._root / COMPLETIONS, "rglob")]:
-            for tmp in getattr(folder, pattern)(storage.TEMPORARY_GLOB):
-                if storage.stale_temporary(tmp, Lease.seconds()):
-                    tmp.unlink(missing_ok=True)
+        top = [self._root]
+        below = [self._root / k for k in (DATA, REJECTED, PROGRESS, COMPLETIONS)]
+        storage.sweep_temporaries(top, below, max_age=Lease.seconds())
 
     # -- tasks -----------------------------------------------------------------------
     def task(self, task: int) -> TaskState:
