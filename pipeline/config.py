@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 QUESTION_TYPES = ["keywords", "acquire_knowledge", "summary", "yes_or_no", "background"]
 DIFFICULTIES = ["high_school", "university", "phd"]
@@ -555,15 +555,17 @@ class DomainConfig(_Strict):
     names: list[str] = Field(
         default_factory=list,
         description="Domains to write data for without a corpus (`synth generate --domains legal,medical`): "
-        "the `domain` task type brainstorms search tasks per domain, then writes a query, the document "
-        "that answers it and look-alike documents that do not, all in one call per row.",
+        "the `domain` task type brainstorms topics (search needs) per domain, then writes a query, the "
+        "document that answers it and look-alike documents that do not, all in one call per row.",
     )
     count: int = Field(64, ge=1, description="Rows asked for in all, dealt to the domains in turn.")
-    tasks_per_domain: int = Field(
+    topics_per_domain: int = Field(
         8,
         ge=1,
         le=32,
-        description="Search tasks brainstormed per domain and language (saved in OUT/domain_tasks.json).",
+        validation_alias=AliasChoices("topics_per_domain", "tasks_per_domain"),  # the name before 2026-12
+        description="Topics (search needs) brainstormed per domain and language (saved in "
+        "OUT/domain_topics.json).",
     )
     negatives: int = Field(
         3, ge=3, le=5, description="Hard-negative documents written with each row (the recipe asks 3-5)."

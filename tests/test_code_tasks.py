@@ -351,7 +351,7 @@ def test_domain_mode_writes_documents_without_a_corpus(tmp_path, minilm_path):
         print(json.dumps(next(r for r in rows if r[S.DOMAIN] == "legal"), ensure_ascii=False, default=str))
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows_in"] == 16 == len(rows) + sum(stats["dropped"].values())
-    tasks = json.loads((out / "domain_tasks.json").read_text())
+    tasks = json.loads((out / "domain_topics.json").read_text())
     assert set(tasks) == {"legal/en", "legal/zh", "medical/en", "medical/zh"}
     assert {r[S.DOMAIN] for r in rows} == {"legal", "medical"}
     for r in rows:
@@ -376,6 +376,22 @@ def test_domain_mode_writes_documents_without_a_corpus(tmp_path, minilm_path):
         *OPEN,
     )
     assert json.loads((again / "stats.json").read_text())["rows_in"] == 4 and rows_of(again)
+
+
+def test_a_domain_run_started_before_the_topic_rename_resumes(tmp_path):
+    """``domains.tasks_per_domain`` and ``domain_tasks.json`` were the names before topics: a run
+    started then keeps its fingerprint and its brainstormed list."""
+    from pipeline.config import load_config
+    from pipeline.run.folder import RunFolder, config_fingerprint
+
+    old = load_config(None, ["domains.tasks_per_domain=3"])
+    new = load_config(None, ["domains.topics_per_domain=3"])
+    assert old.domains.topics_per_domain == 3 and config_fingerprint(old) == config_fingerprint(new)
+    assert config_fingerprint(new) != config_fingerprint(load_config(None, ["domains.topics_per_domain=4"]))
+    folder = RunFolder(tmp_path)
+    assert folder.domain_topics_file.name == "domain_topics.json"
+    (tmp_path / "domain_tasks.json").write_text("{}")
+    assert folder.domain_topics_file.name == "domain_tasks.json"
 
 
 def test_domain_flags_are_checked_before_anything_runs(tmp_path, minilm_path):

@@ -204,14 +204,14 @@ def test_code_types_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path, tmp
 
 def test_domain_mode_on_the_real_engine(vllm_engine, tiny_qwen3, minilm_path, tmp_path):
     out = tmp_path / "run"
-    sets = [*REAL_OPEN, "domains.max_tokens=1200", "domains.tasks_per_domain=2"]
+    sets = [*REAL_OPEN, "domains.max_tokens=1200", "domains.topics_per_domain=2"]
     args = generate_args(out, minilm_path, limit=4, model=tiny_qwen3, sets=sets)
     args = [a for a in args if a not in ("--limit", "4")] + ["--domains", "legal", "--count", "4"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows_in"] == 4 == stats["rows_out"] + sum(stats["dropped"].values())
-    tasks = json.loads((out / "domain_tasks.json").read_text())
+    tasks = json.loads((out / "domain_topics.json").read_text())
     assert list(tasks) == ["legal/en"] and tasks["legal/en"]  # brainstormed, or the fallback task
     assert "domain_example" in stats["stages"]
 

@@ -46,9 +46,9 @@ from .task import run_task
 from .workbench import (
     Workbench,
     cached,
-    needs_domain_tasks,
+    needs_domain_topics,
     needs_labels_from_engine,
-    resolve_domain_tasks,
+    resolve_domain_topics,
     resolve_labels,
     token_counter,
 )
@@ -168,7 +168,7 @@ def replica_resources(options: RayOptions, tensor_parallel: int) -> dict[str, fl
 
 def _propose_labels(plan: RunPlan) -> None:
     """What the generator is asked once per run, before the replicas start (they read the files):
-    the classification labels, a domain run's search tasks."""
+    the classification labels, a domain run's topics."""
     from ..engine.factory import get_engine
 
     engine = cached(
@@ -178,7 +178,7 @@ def _propose_labels(plan: RunPlan) -> None:
     )
     count_tokens = token_counter(plan.models.generator, local_only=plan.models.remote)
     resolve_labels(plan, engine, open_input(plan.config), count_tokens)
-    resolve_domain_tasks(plan, engine)
+    resolve_domain_topics(plan, engine)
 
 
 class RayExecutor(Executor):
@@ -214,7 +214,7 @@ class RayExecutor(Executor):
             resources,
             _session_dir(),
         )
-        if (needs_labels_from_engine(plan) or needs_domain_tasks(plan)) and self.engine is None:
+        if (needs_labels_from_engine(plan) or needs_domain_topics(plan)) and self.engine is None:
             t = time.perf_counter()
             ray.get(ray.remote(**resources)(_propose_labels).remote(plan))
             self.timings["labels"] = time.perf_counter() - t

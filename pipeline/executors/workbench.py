@@ -34,7 +34,7 @@ from ..generate.bitext import WriteBitext
 from ..generate.classification import WriteClassification
 from ..generate.code import WriteCodeNegatives, WriteCodeQuery, WriteCodeTranslation
 from ..generate.configure import Configure
-from ..generate.domain import DomainTask, WriteDomainExample, load_or_brainstorm
+from ..generate.domain import DomainTopic, WriteDomainExample, load_or_brainstorm
 from ..generate.labels import load_or_propose
 from ..generate.llm_call import LLM
 from ..generate.negatives import MineNegatives, WriteNegatives
@@ -85,7 +85,7 @@ class Parts:
     pool: PassagePool | None = None
     judge_engine: ChatEngine | None = None
     labels: dict[str, str] | None = None
-    domain_tasks: dict[str, list[str]] | None = None  # "domain/language" -> brainstormed search tasks
+    domain_topics: dict[str, list[str]] | None = None  # "domain/language" -> brainstormed topics
 
     @property
     def llm(self) -> LLM:
@@ -115,10 +115,10 @@ def _code_personas(p: Parts) -> Step:
     )
 
 
-def _domain_task(p: Parts) -> Step:
-    if not p.domain_tasks:
-        raise ValueError("domain rows need the brainstormed task lists")
-    return DomainTask(p.domain_tasks, p.plan.config.seed)
+def _domain_topic(p: Parts) -> Step:
+    if not p.domain_topics:
+        raise ValueError("domain rows need the brainstormed topic lists")
+    return DomainTopic(p.domain_topics, p.plan.config.seed)
 
 
 # recipe name -> how to build its step from the parts (the order comes from plan.step_recipe)
@@ -137,7 +137,7 @@ BUILDERS: dict[str, Callable[[Parts], Step]] = {
     "code_personas": _code_personas,
     "code_query": lambda p: WriteCodeQuery(p.llm, p.plan.config.generation),
     "code_translation": lambda p: WriteCodeTranslation(p.llm, p.plan.config.generation),
-    "domain_task": _domain_task,
+    "domain_topic": _domain_topic,
     "domain_example": lambda p: WriteDomainExample(
         p.llm,
         p.plan.config.generation,
@@ -163,26 +163,26 @@ BUILDERS: dict[str, Callable[[Parts], Step]] = {
 }
 
 
-def needs_domain_tasks(plan: RunPlan) -> bool:
-    """A domain run whose search tasks are not in the run folder yet."""
-    return "domain_task" in plan.recipe and not plan.folder.domain_tasks_file.exists()
+def needs_domain_topics(plan: RunPlan) -> bool:
+    """A domain run whose topics are not in the run folder yet."""
+    return "domain_topic" in plan.recipe and not plan.folder.domain_topics_file.exists()
 
 
-def resolve_domain_tasks(plan: RunPlan, engine: ChatEngine) -> dict[str, list[str]] | None:
-    """A domain run's search tasks: saved in the run folder, or brainstormed once and saved."""
-    if "domain_task" not in plan.recipe:
+def resolve_domain_topics(plan: RunPlan, engine: ChatEngine) -> dict[str, list[str]] | None:
+    """A domain run's topics: saved in the run folder, or brainstormed once and saved."""
+    if "domain_topic" not in plan.recipe:
         return None
     config = plan.config
-    tasks = load_or_brainstorm(
-        plan.folder.domain_tasks_file,
+    topics = load_or_brainstorm(
+        plan.folder.domain_topics_file,
         engine,
         plan.prompts,
         config.domains,
         list(config.generation.languages),
         config.seed,
     )
-    log.info("domain tasks: %d in all", sum(len(t) for t in tasks.values()))
-    return tasks
+    log.info("domain topics: %d in all", sum(len(t) for t in topics.values()))
+    return topics
 
 
 def build_steps(parts: Parts) -> list[Step]:
@@ -307,8 +307,8 @@ class Workbench:
         if plan.judge_on and models.judge is not None:
             judge_engine = cached(plan, lambda: start(models.judge), models.judge)
         labels = resolve_labels(plan, engine, corpus, count_tokens)
-        domain_tasks = resolve_domain_tasks(plan, engine)
-        steps = build_steps(Parts(plan, engine, embedder, pool, judge_engine, labels, domain_tasks))
+        domain_topics = resolve_domain_topics(plan, engine)
+        steps = build_steps(Parts(plan, engine, embedder, pool, judge_engine, labels, domain_topics))
         return cls(engine, embedder, count_tokens, steps, timings)
 
     @property

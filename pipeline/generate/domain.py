@@ -1,13 +1,14 @@
-"""Corpus-free domain data: search tasks brainstormed per domain, then one written example per row.
+"""Corpus-free domain data: topics brainstormed per domain, then one written example per row.
 
 The recipe of E5-mistral, in the pipeline's steps:
 
 1. ``load_or_brainstorm``: once per run, for each domain and query language, the LLM lists
-   ``domains.tasks_per_domain`` search tasks ("find the clause of a lease that covers early
-   termination"); saved in ``OUT/domain_tasks.json`` and reused on resume, so every task of a
-   run, and every rerun, draws from the same list.
-2. ``DomainTask`` (step): each seed row draws one task of its domain with the run seed; the
-   task text becomes what the persona retrieval reads, so personas fit the task.
+   ``domains.topics_per_domain`` topics, each a search need ("find the clause of a lease that
+   covers early termination"); saved in ``OUT/domain_topics.json`` and reused on resume, so
+   every task of a run, and every rerun, draws from the same list. The prompt asks for "search
+   tasks", E5-mistral's phrase; here a task is a unit of work, so the code says topic.
+2. ``DomainTopic`` (step): each seed row draws one topic of its domain with the run seed; the
+   topic text becomes what the persona retrieval reads, so personas fit the topic.
 3. ``WriteDomainExample`` (step): one structured call writes the query (persona, question type,
    difficulty and length drawn as in corpus mode), the document that answers it, and 3-5
    documents that look relevant but do not answer it; the gate then treats them like any
@@ -29,7 +30,7 @@ from . import sampling
 from .budgets import JSON_OVERHEAD, capped, words_budget
 from .llm_call import LLM, PARAPHRASE_SHARE, LLMStep, copies_example, example_word_share
 from .prompts import PromptLibrary
-from .replies import domain_example_output, domain_tasks_output
+from .replies import domain_example_output, domain_topics_output
 
 log = logging.getLogger(__name__)
 
@@ -38,25 +39,25 @@ EXAMPLE = "domain/example"
 DOCUMENT_SLACK = 1.25  # a written document may run a quarter longer than asked before it is cut
 
 
-def fallback_task(domain: str) -> str:
-    """The one task used when the brainstorm gave nothing usable for a domain (said in the log)."""
+def fallback_topic(domain: str) -> str:
+    """The one topic used when the brainstorm gave nothing usable for a domain (said in the log)."""
     return f"Find a {domain} document that answers a specific question a person has"
 
 
-MIN_TASK_WORDS = 5
+MIN_TOPIC_WORDS = 5
 
 
-def usable_task(task: str, prompt: str) -> bool:
-    """A task a person could have: words, not a path or a number run, and not the example's."""
-    words = task.split()
-    letters = sum(c.isalpha() or c.isspace() for c in task) / max(1, len(task))
-    return len(words) >= MIN_TASK_WORDS and letters >= 0.8 and not copies_example(task, prompt)
+def usable_topic(topic: str, prompt: str) -> bool:
+    """A topic a person could have: words, not a path or a number run, and not the example's."""
+    words = topic.split()
+    letters = sum(c.isalpha() or c.isspace() for c in topic) / max(1, len(topic))
+    return len(words) >= MIN_TOPIC_WORDS and letters >= 0.8 and not copies_example(topic, prompt)
 
 
 def brainstorm(
     engine: ChatEngine, prompts: PromptLibrary, config: DomainConfig, languages: list[str], seed: int
 ) -> dict[str, list[str]]:
-    """``domain/language`` -> search tasks, one call per pair; a failed reply falls back (logged)."""
+    """``domain/language`` -> topics, one call per pair; a failed reply falls back (logged)."""
     keys = [(domain, language) for domain in config.names for language in languages]
     chats = [
         [
@@ -64,25 +65,25 @@ def brainstorm(
                 "role": "user",
                 "content": prompts.render(
                     BRAINSTORM,
-                    {"domain": d, "language": language_name(lang), "count": config.tasks_per_domain},
+                    {"domain": d, "language": language_name(lang), "count": config.topics_per_domain},
                 ),
             }
         ]
         for d, lang in keys
     ]
     seeds = [request_seed(seed, f"{d}/{lang}", BRAINSTORM) for d, lang in keys]
-    output = domain_tasks_output(config.tasks_per_domain)
-    budget = JSON_OVERHEAD + config.tasks_per_domain * 64
+    output = domain_topics_output(config.topics_per_domain)
+    budget = JSON_OVERHEAD + config.topics_per_domain * 64
     generations = engine.generate(chats, output, budget, desc=BRAINSTORM, seeds=seeds)
-    tasks: dict[str, list[str]] = {}
+    topics: dict[str, list[str]] = {}
     for (domain, language), chat, generation in zip(keys, chats, generations, strict=True):
         found = []
         if generation.parsed is not None:
             written = dict.fromkeys(" ".join(t.split()) for t in generation.parsed.tasks)
-            found = [task for task in written if usable_task(task, chat[0]["content"])]
+            found = [topic for topic in written if usable_topic(topic, chat[0]["content"])]
             if len(found) < len(written):
                 log.info(
-                    "domain %s (%s): %d of %d tasks unusable",
+                    "domain %s (%s): %d of %d topics unusable",
                     domain,
                     language,
                     len(written) - len(found),
@@ -90,17 +91,17 @@ def brainstorm(
                 )
         if not found:
             log.warning(
-                "domain %s (%s): the brainstorm gave no task; using one generic task", domain, language
+                "domain %s (%s): the brainstorm gave no topic; using one generic topic", domain, language
             )
-            found = [fallback_task(domain)]
-        tasks[f"{domain}/{language}"] = found
-    return tasks
+            found = [fallback_topic(domain)]
+        topics[f"{domain}/{language}"] = found
+    return topics
 
 
 def load_or_brainstorm(
     path, engine: ChatEngine, prompts: PromptLibrary, config: DomainConfig, languages: list[str], seed: int
 ) -> dict[str, list[str]]:
-    """The run's task lists: read from ``path`` when a run already made them, else brainstormed and
+    """The run's topic lists: read from ``path`` when a run already made them, else brainstormed and
     saved; created only if absent, so processes brainstorming at once all use the first one saved."""
     from ..storage import write_json
     from .labels import create_once
@@ -110,25 +111,26 @@ def load_or_brainstorm(
         saved = json.loads(path.read_text(encoding="utf-8"))
         if wanted <= set(saved):
             return saved
-        tasks = brainstorm(engine, prompts, config, languages, seed)
-        write_json(path, tasks)  # an older run's lists lack some domains: replaced whole
-        return tasks
+        topics = brainstorm(engine, prompts, config, languages, seed)
+        write_json(path, topics)  # an older run's lists lack some domains: replaced whole
+        return topics
     return create_once(path, brainstorm(engine, prompts, config, languages, seed))
 
 
-class DomainTask(Step):
-    """Each seed row draws its search task; the task text is what persona retrieval then reads."""
+class DomainTopic(Step):
+    """Each seed row draws its topic; the topic text is what persona retrieval then reads."""
 
-    name = "domain_task"
+    name = "domain_topic"
     task_types = frozenset({"domain"})
 
-    def __init__(self, tasks: dict[str, list[str]], seed: int):
-        self.tasks = tasks
+    def __init__(self, topics: dict[str, list[str]], seed: int):
+        self.topics = topics
         self.seed = seed
 
     def __call__(self, rows: list[Row]) -> StepResult:
         for row in rows:
-            choices = self.tasks.get(f"{row[S.DOMAIN]}/{row[S.LANGUAGE]}") or [fallback_task(row[S.DOMAIN])]
+            choices = self.topics.get(f"{row[S.DOMAIN]}/{row[S.LANGUAGE]}") or [fallback_topic(row[S.DOMAIN])]
+            # the draw's salt keeps its old name, so a run draws the same topics as before the rename
             row[S.TITLE] = sampling.pick(choices, self.seed, row[S.ID], "domain_task")
             row[S.POSITIVE] = f"{row[S.DOMAIN]}: {row[S.TITLE]}"  # replaced by the written document
         return StepResult(kept=rows)

@@ -170,13 +170,16 @@ def code_negatives_output(count: int) -> type[BaseModel]:
     )
 
 
-TASK_MAX_CHARS = 200
+TOPIC_MAX_CHARS = 200
 DOCUMENT_MAX_CHARS = 2000
 
 
-def domain_tasks_output(count: int) -> type[BaseModel]:
-    """Answer of the brainstorm call: ``count`` search tasks of one domain."""
-    task = Annotated[str, StringConstraints(min_length=10, max_length=TASK_MAX_CHARS)]
+def domain_topics_output(count: int) -> type[BaseModel]:
+    """Answer of the brainstorm call: ``count`` topics of one domain.
+
+    The schema keeps the words the model is asked in (``DomainTasksOutput``, ``tasks``: "search
+    tasks", E5-mistral's phrase), so cached brainstorm replies stay valid."""
+    task = Annotated[str, StringConstraints(min_length=10, max_length=TOPIC_MAX_CHARS)]
     return create_model(
         "DomainTasksOutput",
         __base__=_Output,

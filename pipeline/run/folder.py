@@ -47,7 +47,8 @@ DATA, REJECTED, PROGRESS, COMPLETIONS, EXPORT, LOGS, REVIEW = (
 )
 RUN_FILE, CONFIG_FILE, STATS_FILE, MANIFEST_FILE = "run.json", "config.yaml", "stats.json", "manifest.json"
 CARD_FILE, LABELS_FILE, REPORT_FILE = "README.md", "labels.json", "report.html"
-DOMAIN_TASKS_FILE = "domain_tasks.json"
+DOMAIN_TOPICS_FILE = "domain_topics.json"
+LEGACY_DOMAIN_TOPICS_FILE = "domain_tasks.json"  # its name before 2026-12
 SPLITS = "splits"  # synth split: splits/train/ (row shards), splits/eval/ (BEIR), splits/split.json
 COMMIT_PREFIX = "commit-"
 
@@ -82,6 +83,8 @@ def config_fingerprint(config: RunConfig) -> str:
         data.pop("pairs", None)  # no pairs: the fingerprint of runs made before pairs existed
     data.pop("cache", None)  # where replies come from never changes them
     data.pop("budget", None)  # a run stopped by its budget resumes with a larger one
+    # the key's name before 2026-12, so runs started before the rename resume
+    data["domains"]["tasks_per_domain"] = data["domains"].pop("topics_per_domain")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -112,7 +115,8 @@ class RunFolder:
 
     # what a run writes, and so what --overwrite removes; other files in the folder are left alone
     OWNED = (DATA, REJECTED, PROGRESS, COMPLETIONS, RUN_FILE, STATS_FILE, MANIFEST_FILE, CONFIG_FILE)
-    OWNED += (LABELS_FILE, DOMAIN_TASKS_FILE, CARD_FILE, REPORT_FILE, EXPORT, REVIEW, SPLITS)
+    OWNED += (LABELS_FILE, DOMAIN_TOPICS_FILE, LEGACY_DOMAIN_TOPICS_FILE, CARD_FILE, REPORT_FILE)
+    OWNED += (EXPORT, REVIEW, SPLITS)
 
     def __init__(self, root: str | Path):
         self._root = storage.location(root)
@@ -166,9 +170,11 @@ class RunFolder:
         return self._root / LABELS_FILE
 
     @property
-    def domain_tasks_file(self) -> Path:
-        """A domain run's brainstormed search tasks (pipeline/generate/domain.py)."""
-        return self._root / DOMAIN_TASKS_FILE
+    def domain_topics_file(self) -> Path:
+        """A domain run's brainstormed topics (pipeline/generate/domain.py); a run started before
+        the file's rename keeps reading its ``domain_tasks.json``."""
+        legacy = self._root / LEGACY_DOMAIN_TOPICS_FILE
+        return legacy if legacy.exists() else self._root / DOMAIN_TOPICS_FILE
 
     @property
     def report_file(self) -> Path:

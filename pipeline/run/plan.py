@@ -162,7 +162,7 @@ def step_recipe(config: RunConfig, judge_on: bool) -> tuple[str, ...]:
     asks = set() if config.reads_pairs else types
     recipe += ["pair_positive"] if config.reads_pairs else []
     if "domain" in asks:
-        recipe.append("domain_task")  # the brainstormed task first: persona retrieval reads it
+        recipe.append("domain_topic")  # the brainstormed topic first: persona retrieval reads it
     if asks & {"retrieval", "classification", "domain"}:
         recipe.append("personas")
     if asks & {"code_search", "code_docs"}:
