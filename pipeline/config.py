@@ -409,6 +409,16 @@ class NegativesConfig(_Strict):
     mined_count: int = Field(
         3, ge=0, le=32, description="Hard negatives mined from the corpus with the embedder per row."
     )
+    model: str | None = Field(
+        None,
+        description="A trained embedder (a local folder) whose own mistakes become negatives: corpus "
+        "passages it ranks above the positive, or within the margin of it (ANCE, RocketQA). `synth loop` "
+        "sets the previous round's model. They pass the same margin (the run's embedder scores them) and "
+        "the judge when it is on; `negative_sources` says `model`. None: off.",
+    )
+    model_count: int = Field(
+        2, ge=0, le=16, description="Negatives per row from the trained model's mistakes (with `model`)."
+    )
     rank_min: int = Field(
         3,
         ge=0,
@@ -674,6 +684,19 @@ class PairsConfig(_Strict):
     language_field: str | None = Field(None, description="The query's language column. None: language, lang.")
 
 
+class AimConfig(_Strict):
+    path: str | None = Field(
+        None,
+        description="An aim file (`synth generate --aim`; `synth loop` writes one per round from the "
+        "trained model's failures, docs/training.md): its question-type, difficulty and language weights "
+        "replace the configured ones, and passages are drawn toward its target documents, the others "
+        "keeping its `share_kept` of the draw. None: the configured distributions, passages in corpus order.",
+    )
+    digest: str | None = Field(
+        None, description="The aim file's content hash, recorded when it is applied (set by the pipeline)."
+    )
+
+
 class RunConfig(_Strict):
     corpus: CorpusConfig = Field(default_factory=CorpusConfig, description="Where documents come from.")
     personas: PersonaConfig = Field(default_factory=PersonaConfig, description="Persona collection.")
@@ -697,6 +720,7 @@ class RunConfig(_Strict):
         "passage mix) and for the engine's sampling.",
     )
     pairs: PairsConfig = Field(default_factory=PairsConfig, description="Your own query-passage pairs.")
+    aim: AimConfig = Field(default_factory=AimConfig, description="A targeted round's plan.")
 
     @property
     def makes_documents(self) -> bool:

@@ -10,7 +10,15 @@ Each round ``k`` lives in ``DIR/round-k/``:
 3. **train** from the previous round's model (the base model for round 1) into ``round-k/model``;
    with ``processes`` above 1 (by default, one per GPU of the machine) the round is trained by
    that many processes under ``torchrun``, as ``synth train`` is on several GPUs;
-4. **eval** of the round's model on the frozen split, with per-query scores.
+4. **eval** of the round's model on the frozen split, with per-query scores;
+5. before every round but the last, with ``aim`` on (the default): **failures**, the rank of each
+   train-side row's positive under the round's model, with failure rates by corpus neighbourhood,
+   task type, language pair, question type and difficulty (``aim/failures.py``,
+   ``round-k/failures.json``), then **aim**, the plan that points the next round at them
+   (``aim/plan.py``, ``round-k/aim.json``): its weights replace the next round's distributions and
+   its passages are drawn toward the failing neighbourhoods, ``aim_share`` of the draw kept as
+   configured. With ``model_negatives`` on (the default), rounds after the first also mine the
+   previous round's model's own mistakes as negatives (``negatives.model``).
 
 After the rounds: the base model, and a slerp merge of the rounds' models (the paper's third
 stage, ``train/merge.py``; from two rounds on), are scored on the same split; then
@@ -39,7 +47,7 @@ from .faults import crash_point
 
 log = logging.getLogger(__name__)
 
-STEPS = ("generate", "split", "train", "eval")
+STEPS = ("generate", "split", "train", "eval", "failures", "aim")
 
 
 @dataclass
@@ -56,6 +64,9 @@ class LoopPlan:
     max_queries: int = 2000
     eval_documents: int = 100_000  # the eval corpus: the pool, sampled down to this many documents
     processes: int = 1  # training processes per round (torchrun above 1: one per GPU)
+    aim: bool = True  # rounds after the first aimed at the previous round's failures
+    aim_share: float = 0.3  # share of an aimed round's draw kept as configured
+    model_negatives: bool = True  # rounds after the first mine the previous round's model's mistakes
     extra: dict = field(default_factory=dict)  # run_generate's keyword arguments (workers, executor...)
 
     def round(self, k: int) -> Path:
@@ -148,7 +159,54 @@ def run_round(plan: LoopPlan, k: int, engine, passages_of, say) -> dict:
     splitted = step(plan, k, "split", split)
     trained = step(plan, k, "train", lambda: _train(plan, k, say))
     scored = step(plan, k, "eval", lambda: _score(plan, None, str(plan.model(k)), say, f"round {k}"))
-    return {"generate": generated, "split": splitted, "train": trained, "eval": scored}
+    found = {"generate": generated, "split": splitted, "train": trained, "eval": scored}
+    if plan.aim and k < plan.rounds:
+        found["failures"] = step(plan, k, "failures", lambda: _failures(plan, k, say))
+        found["aim"] = step(plan, k, "aim", lambda: _aim(plan, k, found["failures"], say))
+    return found
+
+
+def _failures(plan: LoopPlan, k: int, say) -> dict:
+    from .aim.failures import analyse_failures
+
+    say(f"round {k}: failure analysis of the train side under {plan.model(k)}")
+    pairs = _pair_documents(plan.config)
+    documents = set(pairs) if pairs is not None else None
+    return analyse_failures(
+        plan.run_folder(k), str(plan.model(k)), plan.eval_split, seed=plan.config.seed, documents=documents
+    )
+
+
+def _pair_documents(config: RunConfig) -> list[str] | None:
+    """With ``--pairs``: the document each pair names, one entry per pair (None without pairs)."""
+    if not config.reads_pairs:
+        return None
+    from .readers.documents import ReadStats
+    from .readers.passages import open_input, task_passages
+
+    whole = config.model_copy(deep=True)
+    whole.limit, whole.output.num_tasks, whole.aim.path = None, 1, None
+    return [p.source_id for p in task_passages(whole, open_input(whole), 0, len, ReadStats())]
+
+
+def _aim(plan: LoopPlan, k: int, failures: dict, say) -> dict:
+    from .aim.plan import aim_plan
+    from .run.folder import RunFolder
+    from .train.split import held_out_documents
+
+    first = RunFolder(plan.run_folder(1))
+    corpus = json.loads(first.split_file.read_text(encoding="utf-8"))["corpus"]
+    pairs = _pair_documents(plan.config)  # with --pairs the draw is of pairs, not of pool passages
+    aimed = aim_plan(
+        failures,
+        plan.config,
+        share_kept=plan.aim_share,
+        pool_passages=len(pairs) if pairs is not None else corpus.get("sampled_from") or corpus["documents"],
+        held_out=held_out_documents(first.root),
+        source=f"round-{k}/failures.json",  # beside this file, in the loop folder
+    )
+    say(f"round {k + 1} aims at: " + ("; ".join(aimed["why"]) or "no slice fails more than the rest"))
+    return aimed
 
 
 def _generate(plan: LoopPlan, k: int, engine, say) -> dict:
@@ -159,6 +217,12 @@ def _generate(plan: LoopPlan, k: int, engine, say) -> dict:
     config.output.out_dir = str(plan.run_folder(k))
     config.limit = plan.rows_per_round * k
     config.seed = plan.config.seed + k - 1
+    if plan.aim and k > 1:
+        from .aim.plan import apply_aim
+
+        config = apply_aim(config, plan.round(k - 1) / "aim.json")
+    if plan.model_negatives and k > 1:
+        config.negatives.model = str(plan.model(k - 1))
     result = run_generate(config, engine=engine, **plan.extra)
     stats = result.stats.to_json()
     tokens = stats.get("tokens", {})
@@ -168,6 +232,7 @@ def _generate(plan: LoopPlan, k: int, engine, say) -> dict:
         "total_tokens": tokens.get("total_tokens", 0),
         "output_tokens": tokens.get("output_tokens", 0),
         "engine_hours": round(tokens.get("engine_seconds", 0.0) / 3600, 6),
+        **({"aim": stats["input"]["aim"]} if stats.get("input", {}).get("aim") else {}),
     }
 
 
@@ -276,7 +341,37 @@ def _summary(plan: LoopPlan, rounds: list[dict], results: dict, differences: dic
         "documents": base["documents"],
         "lift": table,
         "missed_by_final_model": _misses(plan.eval_split, misses),
+        "aims": _aims(plan, rounds),
     }
+
+
+def _aims(plan: LoopPlan, rounds: list[dict]) -> list[dict]:
+    """What each aimed round aimed at (the previous round's failures) and what it changed."""
+    aims = []
+    for k, found in enumerate(rounds, 1):
+        if "aim" not in found:
+            continue
+        aimed, failures = found["aim"], found["failures"]
+        configured = {f: getattr(plan.config.generation, f) for f in aimed["generation"]}
+        changed = {
+            field: {name: [round(configured[field].get(name, 0.0), 4), w] for name, w in weights.items()}
+            for field, weights in aimed["generation"].items()
+        }
+        drawn = rounds[k]["generate"].get("aim", {}) if k < len(rounds) else {}
+        aims.append(
+            {
+                "round": k + 1,
+                "from_round": k,
+                "rows_analysed": failures["rows"],
+                "failed": failures["failed"],
+                "failure_rate": failures["rate"],
+                "why": aimed["why"],
+                "target_documents": len(aimed["passages"]["targets"]),
+                "weights": changed,
+                "passages_drawn": drawn,
+            }
+        )
+    return aims
 
 
 def _misses(eval_split: Path, query_ids: list[str], most: int = 50) -> list[dict]:

@@ -150,6 +150,7 @@ def check_models(config: RunConfig) -> None:
         named.append(("models.embedder (--embedder)", config.models.embedder))
     if config.models.engine != "vllm":
         named = [n for n in named if not n[0].startswith(("models.generator", "filters.judge"))]
+    named.append(("negatives.model", config.negatives.model))
     for field, value in named:
         if not value or not (value.startswith((".", "/", "~")) or Path(value).exists()):
             continue  # unset, or a Hub id: resolved when the model loads

@@ -172,6 +172,7 @@ WORK_CANDIDATES = "_persona_candidates"  # top-k persona texts for the passage
 WORK_PROMPTS = "_prompt_hashes"  # template name -> short hash, joined into PROMPT_HASH
 WORK_LLM_NEGATIVES = "_llm_negatives"  # candidates written by the LLM, before any check
 WORK_MINED_NEGATIVES = "_mined_negatives"  # candidates mined from the corpus, nearest first
+WORK_MODEL_NEGATIVES = "_model_negatives"  # candidates a trained model ranks above the positive
 WORK_REQUESTED_SCORE = "_requested_score"  # sts: the similarity the pair was asked to have
 WORK_SCORES = "_scores"  # score name -> value: for histograms, output columns and rejected rows
 WORK_TOKENS = "_tokens"  # LLM tokens (prompt + output) spent on the row so far

@@ -221,7 +221,15 @@ def test_a_loop_killed_at_each_step_resumes_and_ends_with_the_uninterrupted_figu
     reference = loop(tmp_path / "reference")
     assert reference.returncode == 0, reference.stderr[-3000:]
     out = tmp_path / "killed"
-    for point in ("loop_generate@2", "loop_split@1", "loop_train@1", "loop_eval@1"):
+    points = (
+        "loop_generate@2",
+        "loop_split@1",
+        "loop_train@1",
+        "loop_eval@1",
+        "loop_failures@1",
+        "loop_aim@1",
+    )
+    for point in points:
         killed = loop(out, point)
         assert killed.returncode == CRASH_EXIT, (point, killed.stderr[-3000:])
     resumed = loop(out)
@@ -237,6 +245,21 @@ def test_a_loop_killed_at_each_step_resumes_and_ends_with_the_uninterrupted_figu
     assert all(f"round {k}" in page for k in (1, 2, 3)) and "id='lift'" in page
     assert json.loads((out / "loop.json").read_text())["rounds"] == 3
     assert json.loads((out / "round-1" / "split.json").read_text())["rows"]["eval_queries"] == 1
+    # rounds 2 and 3 were aimed, by default; the plan killed mid-way resumed to the same plan
+    aims = json.loads((out / "loop.json").read_text())["aims"]
+    assert [a["round"] for a in aims] == [2, 3] and "What each round aimed at" in page
+    plan = lambda root, k: {  # noqa: E731
+        key: value
+        for key, value in json.loads((root / f"round-{k}" / "aim.json").read_text()).items()
+        if key != "seconds"
+    }
+    for k in (1, 2):
+        assert plan(out, k) == plan(tmp_path / "reference", k)
+    config = (out / "round-2" / "run" / "config.yaml").read_text()
+    assert "round-1/aim.json" in config and "digest:" in config
+    manifest = json.loads((out / "round-3" / "run" / "manifest.json").read_text())
+    assert manifest["aim"]["from"].endswith("round-2/failures.json")
+    assert "What this run was aimed at" in (out / "round-3" / "run" / "README.md").read_text()
 
 
 def test_a_large_pool_is_sampled_for_the_eval_corpus_keeping_every_positive(tmp_path, minilm_path):

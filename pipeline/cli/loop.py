@@ -34,14 +34,29 @@ def loop(
         int | None,
         typer.Option(help="Training processes per round, under torchrun (default: one per GPU, 1 on CPU)."),
     ] = None,
+    aim_rounds: Annotated[
+        bool,
+        typer.Option(help="Aim each round after the first at the previous round's failures (aim.json)."),
+    ] = True,
+    aim_share: Annotated[
+        float, typer.Option(help="Share of an aimed round's draw kept as configured (nothing starved).")
+    ] = 0.3,
+    model_negatives: Annotated[
+        bool,
+        typer.Option(
+            help="Rounds after the first also take the previous round's model's mistakes as negatives."
+        ),
+    ] = True,
     epochs: Annotated[int, typer.Option(help="Training epochs per round.")] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Rows per training batch.")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="Learning rate per round.")] = TrainConfig.lr,
 ) -> None:
     """From a corpus to a measured, better embedder: each round generates (every synth generate
     option applies; --out is the loop's folder), trains from the previous round's model, and
-    scores on round 1's frozen held-out split; then the base and a merge of the rounds are scored,
-    and OUT/report.html shows the lift with intervals. Rerun the same command to resume."""
+    scores on round 1's frozen held-out split. Each round after the first is aimed at what the
+    previous round's model still gets wrong on its training rows (round-k/failures.json,
+    round-k/aim.json). Then the base and a merge of the rounds are scored, and OUT/report.html
+    shows the lift with intervals and what each round aimed at. Rerun the same command to resume."""
     from ..loop import LoopPlan, run_loop
     from ..models import resolve_embedder
 
@@ -52,6 +67,8 @@ def loop(
             "--rounds, --rows-per-round, --eval-documents and --processes must be at least 1, "
             "--holdout between 0 and 1"
         )
+    if not 0 <= aim_share < 1:
+        fail("--aim-share must be at least 0 and below 1")
     out = Path(options.out or "outputs/loop")
     config = o.run_config(options)
     train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=config.seed, save_every=0)
@@ -66,6 +83,9 @@ def loop(
         fraction=holdout,
         eval_documents=eval_documents,
         processes=processes if processes is not None else gpu_count(),
+        aim=aim_rounds,
+        aim_share=aim_share,
+        model_negatives=model_negatives,
     )
     plan.extra = {"workers": options.workers, "executor": options.executor, "overwrite": False}
     from .. import console

@@ -37,6 +37,13 @@ Pairs = Annotated[
         "positive text; the gate, mined negatives and margin run on them, no LLM writes queries."
     ),
 ]
+Aim = Annotated[
+    str | None,
+    typer.Option(
+        help="An aim file (synth loop's round-k/aim.json, or your own): its question-type, difficulty "
+        "and language weights replace the configured ones; passages are drawn toward its target documents."
+    ),
+]
 Domains = Annotated[
     str | None,
     typer.Option(help="No corpus: write documents for these domains, e.g. legal,medical,academic."),
@@ -102,6 +109,7 @@ class GenerateOptions:
     corpus: Corpus = None
     pairs: Pairs = None
     limit: Limit = None
+    aim: Aim = None
     domains: Domains = None
     count: Count = None
     model: Model = None
@@ -147,6 +155,7 @@ class GenerateOptions:
             "domains.count": self.count,
             "corpus.path": self.corpus,
             "pairs.path": self.pairs,
+            "aim.path": self.aim,
             "limit": self.limit,
             "models.generator": self.model,
             "models.embedder": self.embedder,
@@ -233,6 +242,13 @@ def checked_config(config: str | None, sets: list[str] | None, flags: dict):
         fail(f"{exc.filename or config}: {exc.strerror or exc}")
     except ValueError as exc:
         fail(config_error(exc))
+    if cfg.aim.path:
+        from ..aim.plan import AimError, apply_aim
+
+        try:
+            cfg = apply_aim(cfg, cfg.aim.path)
+        except AimError as exc:
+            fail(str(exc))
     try:
         preflight(cfg)
     except InputError as exc:

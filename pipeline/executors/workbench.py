@@ -37,7 +37,7 @@ from ..generate.configure import Configure
 from ..generate.domain import DomainTopic, WriteDomainExample, load_or_brainstorm
 from ..generate.labels import load_or_propose
 from ..generate.llm_call import LLM
-from ..generate.negatives import MineNegatives, WriteNegatives
+from ..generate.negatives import MineModelNegatives, MineNegatives, WriteNegatives
 from ..generate.pairs import PairPositive
 from ..generate.personas import PersonaCandidates, developer_personas, load_personas
 from ..generate.query import WriteQuery
@@ -86,6 +86,7 @@ class Parts:
     judge_engine: ChatEngine | None = None
     labels: dict[str, str] | None = None
     domain_topics: dict[str, list[str]] | None = None  # "domain/language" -> brainstormed topics
+    mistakes: MineModelNegatives | None = None  # a trained model and its pool (negatives.model)
 
     @property
     def llm(self) -> LLM:
@@ -156,6 +157,7 @@ BUILDERS: dict[str, Callable[[Parts], Step]] = {
         p.llm, p.plan.config.negatives, p.plan.config.filters.language.check_negatives
     ),
     "negatives_mined": lambda p: MineNegatives(p.embedder, p.pool, p.plan.config.negatives),
+    "negatives_model": lambda p: p.mistakes,
     "pair_positive": lambda p: PairPositive(p.embedder, p.pool),
     "margin": lambda p: NegativeMargin(p.embedder, p.plan.config.negatives, p.plan.config.domains.negatives),
     "judge": lambda p: Judge(p.judge_engine or p.engine, p.plan.prompts, p.plan.config.filters.judge),
@@ -224,6 +226,20 @@ def build_pool(plan: RunPlan, corpus: Corpus, embedder: Embedder, count_tokens) 
     return pool
 
 
+def model_negatives(plan: RunPlan, corpus: Corpus, count_tokens) -> MineModelNegatives:
+    """The step that mines the trained model's mistakes: the model, and the corpus encoded by it."""
+    path = plan.config.negatives.model or ""
+    with console.quiet():
+        model = Embedder(
+            path,
+            f"trained:{Path(path).name}",
+            plan.config.models.embed_batch_size,
+            store_root=cache_root() / "vectors" if plan.config.models.embedding_store else None,
+        )
+    pool = build_pool(plan, corpus, model, count_tokens)
+    return MineModelNegatives(model, pool, plan.config.negatives)
+
+
 def needs_labels_from_engine(plan: RunPlan) -> bool:
     """Classification with no label set on disk or in the config, and a generator worth asking."""
     return (
@@ -289,6 +305,10 @@ class Workbench:
         if {"negatives_mined", "pair_positive"} & set(plan.recipe):  # with --pairs the corpus is the pool
             documents = open_documents(config) if config.reads_pairs else corpus
             pool = build_pool(plan, documents, embedder, count_tokens)
+        mistakes = None
+        if "negatives_model" in plan.recipe:  # the same corpus, encoded by the trained model
+            documents = open_documents(config) if config.reads_pairs else corpus
+            mistakes = model_negatives(plan, documents, count_tokens)
         timings["mining_pool"] = time.perf_counter() - t
 
         given = engine
@@ -308,7 +328,8 @@ class Workbench:
             judge_engine = cached(plan, lambda: start(models.judge), models.judge)
         labels = resolve_labels(plan, engine, corpus, count_tokens)
         domain_topics = resolve_domain_topics(plan, engine)
-        steps = build_steps(Parts(plan, engine, embedder, pool, judge_engine, labels, domain_topics))
+        parts = Parts(plan, engine, embedder, pool, judge_engine, labels, domain_topics, mistakes)
+        steps = build_steps(parts)
         return cls(engine, embedder, count_tokens, steps, timings)
 
     @property

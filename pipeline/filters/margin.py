@@ -4,7 +4,9 @@ A negative is kept only if score(q, neg) < (1 - margin) * score(q, pos) (NV-Retr
 TopK-PercPos; margin 0.05 means 95% of the positive's score). Rows in languages the
 embedder does not handle keep their candidates unchecked (counted as an event). Peers apply this
 to mined negatives only; here LLM-written negatives must pass it too, since an
-LLM asked for a look-alike often writes something that answers the query.
+LLM asked for a look-alike often writes something that answers the query, and so must the
+passages a trained model ranks above the positive (``negatives.model``), scored here by the
+run's embedder.
 """
 
 from __future__ import annotations
@@ -42,11 +44,8 @@ class NegativeMargin(Step):
             positives = self.embedder.encode([rows[i][S.POSITIVE] for i in missing], role="passage")
             for j, i in enumerate(missing):
                 rows[i][S.POSITIVE_SCORE] = float(queries[i] @ positives[j])
-        llm_texts = [(i, t) for i, r in enumerate(rows) for t in r.get(S.WORK_LLM_NEGATIVES) or []]
-        llm_vectors = self.embedder.encode([t for _, t in llm_texts], role="passage")
-        llm_scores: dict[int, list[tuple[str, float]]] = {}
-        for (i, text), vector in zip(llm_texts, llm_vectors, strict=True):
-            llm_scores.setdefault(i, []).append((text, float(queries[i] @ vector)))
+        llm_scores = self._scored(rows, queries, S.WORK_LLM_NEGATIVES)
+        model_scores = self._scored(rows, queries, S.WORK_MODEL_NEGATIVES)
 
         for i, row in enumerate(rows):
             positive = row[S.POSITIVE_SCORE]
@@ -66,6 +65,7 @@ class NegativeMargin(Step):
                     [(c["text"], c["score"]) for c in row.get(S.WORK_MINED_NEGATIVES) or []],
                     self.config.mined_count,
                 ),
+                ("model", model_scores.get(i, []), self.config.model_count),
             ):
                 taken = 0
                 for text, score in candidates:
@@ -84,6 +84,15 @@ class NegativeMargin(Step):
             if chosen:
                 set_score(row, "hardest_negative", float(np.max([c[1] for c in chosen])))
         return result
+
+    def _scored(self, rows: list[Row], queries, column: str) -> dict[int, list[tuple[str, float]]]:
+        """Row index -> (text, the run's embedder's score) of the candidates in ``column``."""
+        texts = [(i, t) for i, r in enumerate(rows) for t in r.get(column) or []]
+        vectors = self.embedder.encode([t for _, t in texts], role="passage")
+        scored: dict[int, list[tuple[str, float]]] = {}
+        for (i, text), vector in zip(texts, vectors, strict=True):
+            scored.setdefault(i, []).append((text, float(queries[i] @ vector)))
+        return scored
 
 
 class RequireNegatives(Filter):

@@ -144,3 +144,50 @@ class MineNegatives(Step):
                 rank += 1
             row[S.WORK_MINED_NEGATIVES] = candidates
         return StepResult(kept=rows)
+
+
+class MineModelNegatives(Step):
+    """Candidates a trained model gets wrong: the corpus passages it ranks above the row's positive,
+    or within the margin of it (the model's own scores), nearest first.
+
+    The model's pool is the same corpus encoded by the model (``negatives.model``); the positive,
+    its document and copies of it are skipped as in ``MineNegatives``. The run's embedder then
+    scores the candidates for the margin, and the judge grades them when it is on: a passage the
+    model prefers may be a second answer, which those checks catch.
+    """
+
+    name = "negatives_model"
+    task_types = frozenset({"retrieval", "code_search", "code_docs"})
+
+    def __init__(self, model: Embedder, pool: PassagePool, config: NegativesConfig):
+        self.model = model
+        self.pool = pool
+        self.config = config
+
+    def __call__(self, rows: list[Row]) -> StepResult:
+        if not rows or not self.pool.size:
+            return StepResult(kept=rows)
+        queries = self.model.encode([r[S.QUERY] for r in rows], role="query")
+        positives = self.model.encode([r[S.POSITIVE] for r in rows], role="passage")
+        depth = self.config.model_count * 4 + SAME_DOCUMENT_ROOM
+        scores, nearest = self.pool.nearest(queries, depth)
+        found = self.pool.passages(nearest.ravel())
+        for row, query, positive_vector, order, row_scores in zip(
+            rows, queries, positives, nearest, scores, strict=True
+        ):
+            floor = (1.0 - self.config.relative_margin) * float(query @ positive_vector)
+            positive = normalise(row[S.POSITIVE])
+            candidates = []
+            for index, score in zip(order, row_scores, strict=True):
+                if index < 0 or score < floor or len(candidates) == self.config.model_count * 2:
+                    break  # nearest first: the rest score lower still
+                passage_id, source_id, text = found[int(index)]
+                if (
+                    passage_id == row[S.PASSAGE_ID]
+                    or source_id == row[S.SOURCE_ID]
+                    or normalise(text) == positive
+                ):
+                    continue
+                candidates.append(text)
+            row[S.WORK_MODEL_NEGATIVES] = candidates
+        return StepResult(kept=rows)

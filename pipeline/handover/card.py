@@ -115,7 +115,7 @@ def card_data(folder: RunFolder, license: str) -> CardData:
 def card_text(folder: RunFolder, license: str) -> str:
     """The dataset card: front matter, then one small renderer per section over ``card_data``."""
     data = card_data(folder, license)
-    sections = (_head, _loading, _making, _funnel, _review, _distributions, _cost, _columns)
+    sections = (_head, _loading, _making, _aim, _funnel, _review, _distributions, _cost, _columns)
     return "\n".join(part for section in sections for part in section(data)).rstrip() + "\n"
 
 
@@ -175,6 +175,28 @@ def _making(data: CardData) -> list[str]:
         rows = [[key, v.get("kept", 0), v.get("dropped", 0)] for key, v in sorted(pairs.items())]
         parts.append(_table(["task, languages", "kept", "dropped"], rows) + "\n")
     return parts
+
+
+def _aim(data: CardData) -> list[str]:
+    """An aimed run (``synth generate --aim``, ``synth loop``'s later rounds): what it aimed at and why."""
+    aim = data.manifest.get("aim")
+    if not aim:
+        return []
+    parts = [
+        "### What this run was aimed at\n",
+        f"This run was aimed by a plan (`{Path(aim['file']).name}`, from `{aim.get('from') or 'by hand'}`): "
+        f"passages were drawn toward {aim['target_documents']} documents near rows a trained model "
+        f"ranked badly, {aim['share_kept']:.0%} of the draw kept as configured.",
+    ]
+    drawn = data.stats.get("input", {}).get("aim", {})
+    if drawn:
+        read = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in drawn.items())
+        parts.append(f"Passages read: {read}.")
+    parts += [f"- {line}" for line in aim["why"]] or ["- no slice failed more often than all rows"]
+    weights = [[field, name, w] for field, values in aim["weights"].items() for name, w in values.items()]
+    if weights:
+        parts.append("\n" + _table(["distribution", "value", "aimed weight"], weights))
+    return parts + [""]
 
 
 def _funnel(data: CardData) -> list[str]:

@@ -64,6 +64,36 @@ def misses_table(summary: dict) -> str:
     return f"<table id='misses'><thead>{head}</thead><tbody>{rows}</tbody></table>"
 
 
+def aims_section(summary: dict) -> str:
+    """What each aimed round aimed at, why, and the distributions it changed."""
+    if not summary.get("aims"):
+        return "<p id='aims'>No round was aimed (one round, or --no-aim-rounds).</p>"
+    parts = ["<div id='aims'>"]
+    for aim in summary["aims"]:
+        reasons = "".join(f"<li>{html.escape(line)}</li>" for line in aim["why"]) or (
+            "<li>no slice of at least 5 rows failed more often than the rows as a whole</li>"
+        )
+        drawn = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in aim["passages_drawn"].items())
+        weights = "".join(
+            f"<tr><td>{html.escape(field)}</td><td>{html.escape(value)}</td>"
+            f"<td>{before:.3f}</td><td>{after:.3f}</td></tr>"
+            for field, values in aim["weights"].items()
+            for value, (before, after) in values.items()
+        )
+        parts += [
+            f"<h3>Round {aim['round']}, aimed at round {aim['from_round']}'s failures</h3>",
+            f"<p>{aim['failed']} of {aim['rows_analysed']} training rows ({aim['failure_rate']:.0%}) had "
+            f"their positive outside the model's top 10 over the corpus. Passages near the failing "
+            f"positives: {aim['target_documents']} documents targeted"
+            + (f"; passages read: {html.escape(drawn)}" if drawn else "")
+            + ".</p>",
+            f"<ul>{reasons}</ul>",
+            "<table class='numbers'><thead><tr><th>distribution</th><th>value</th><th>configured</th>"
+            f"<th>aimed</th></tr></thead><tbody>{weights}</tbody></table>",
+        ]
+    return "".join(parts + ["</div>"])
+
+
 def loop_report(summary: dict, name: str) -> str:
     misses = len(summary["missed_by_final_model"])
     return "".join(
@@ -78,6 +108,8 @@ def loop_report(summary: dict, name: str) -> str:
             "bootstrap 95% interval over the queries; an interval that includes 0 shows no lift.</p>",
             "<h2>Lift per round</h2>",
             lift_table(summary),
+            "<h2>What each round aimed at</h2>",
+            aims_section(summary),
             "<h2>Held-out queries the final model still misses "
             f"(positive outside its top 10; first {misses})</h2>",
             misses_table(summary),

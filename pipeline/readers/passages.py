@@ -286,6 +286,32 @@ def passage_mix(config: RunConfig) -> dict[str, float] | None:
     return None
 
 
+def aimed(stream: Iterator[Passage], config: RunConfig, read_stats: ReadStats) -> Iterator[Passage]:
+    """The passages an aim file draws (``aim/plan.py``): every one of a target document, each other
+    with the plan's rate (a seeded draw per passage id), none of a held-out document. Each passage
+    read is counted once: ``passages_aimed``, ``passages_drawn_by_share``, ``passages_not_drawn``
+    or ``passages_held_out``."""
+    from ..aim.plan import others_rate, read_aim
+    from ..step import row_rng
+
+    aim = read_aim(config.aim.path)
+    targets = set(aim.get("passages", {}).get("targets", []))
+    held_out = set(aim.get("held_out_documents", []))
+    rate = others_rate(aim, config.limit)
+    counts = read_stats.counts
+    for passage in stream:
+        if passage.source_id in held_out:
+            counts["passages_held_out"] += 1
+        elif passage.source_id in targets:
+            counts["passages_aimed"] += 1
+            yield passage
+        elif row_rng(config.seed, passage.passage_id, "aim").random() < rate:
+            counts["passages_drawn_by_share"] += 1
+            yield passage
+        else:
+            counts["passages_not_drawn"] += 1
+
+
 def limit_share(config: RunConfig, task: int) -> int | None:
     """Task ``task``'s part of ``--limit``: the limit split as evenly as the tasks allow."""
     if not config.limit:
@@ -309,6 +335,8 @@ def task_passages(
     mix = None if config.reads_pairs else passage_mix(config)
     if mix:
         stream = mix_languages(stream, mix, config.seed, read_stats)
+    if config.aim.path:
+        stream = aimed(stream, config, read_stats)
     share = limit_share(config, task)
     if share is not None:
         stream = itertools.islice(stream, share)

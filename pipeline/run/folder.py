@@ -81,6 +81,13 @@ def config_fingerprint(config: RunConfig) -> str:
             data["models"].pop(key, None)
     if data.get("pairs", {}).get("path") is None:
         data.pop("pairs", None)  # no pairs: the fingerprint of runs made before pairs existed
+    if data["negatives"].get("model") is None:  # off: the fingerprint of runs made before it existed
+        data["negatives"].pop("model", None)
+        data["negatives"].pop("model_count", None)
+    if data.get("aim", {}).get("path") is None:
+        data.pop("aim", None)  # not aimed: the fingerprint of runs made before aims existed
+    else:
+        data["aim"].pop("path")  # the plan's content (its digest) decides, not where the file is
     data.pop("cache", None)  # where replies come from never changes them
     data.pop("budget", None)  # a run stopped by its budget resumes with a larger one
     # the key's name before 2026-12, so runs started before the rename resume

@@ -48,6 +48,22 @@ def queries_source(config) -> dict:
     }
 
 
+def aim_summary(path: str, digest: str | None) -> dict:
+    """What an aimed run's plan said (``aim/plan.py``): its reasons, share kept, targets, weights."""
+    from ..aim.plan import read_aim
+
+    aim = read_aim(path)
+    return {
+        "file": path,
+        "digest": digest,
+        "from": aim.get("from"),
+        "why": aim.get("why", []),
+        "share_kept": aim.get("share_kept"),
+        "target_documents": len(aim.get("passages", {}).get("targets", [])),
+        "weights": aim.get("generation", {}),
+    }
+
+
 def write_manifest(plan: RunPlan, stats: RunStats, committed: list[str]) -> None:
     """Write the manifest of a complete run (its ``committed`` shards), checked against its stats."""
     folder, models = plan.folder, plan.models
@@ -85,6 +101,8 @@ def write_manifest(plan: RunPlan, stats: RunStats, committed: list[str]) -> None
         "shards": shards,
         "schema": [f"{f.name}: {f.type}" for f in S.ROW_SCHEMA],
     }
+    if plan.config.aim.path:
+        manifest["aim"] = aim_summary(plan.config.aim.path, plan.config.aim.digest)
     if folder.labels_file.exists():
         manifest["labels"] = json.loads(folder.labels_file.read_text(encoding="utf-8"))
     with storage.atomic_path(folder.manifest_file) as tmp:

@@ -189,6 +189,11 @@ def step_recipe(config: RunConfig, judge_on: bool) -> tuple[str, ...]:
             "negatives_mined",
             bool(negatives.mined_count) and bool(types & {"retrieval", "code_search", "code_docs"}),
         ),
+        (
+            "negatives_model",
+            bool(negatives.model and negatives.model_count)
+            and bool(types & {"retrieval", "code_search", "code_docs"}),
+        ),
         ("margin", True),
         ("judge", judge_on),
         ("require_negatives", bool(negatives.min_negatives)),

@@ -277,6 +277,9 @@ def format_groups(stats: dict[str, Any]) -> str:
 ROW_SKIPS = ("skipped_empty_document", "skipped_duplicate_id")  # rows read and not used, by reason
 
 
+AIM_DRAWS = ("aimed", "drawn_by_share", "not_drawn", "held_out")
+
+
 def input_accounting(reading: Counter | dict) -> dict[str, Any]:
     """Every input row read, and where it went: ``rows_read = documents + sum(rows_skipped)``
     (with ``--pairs``: ``rows_read = pairs``, every pair a row; a bad pair stops the run).
@@ -290,6 +293,8 @@ def input_accounting(reading: Counter | dict) -> dict[str, Any]:
     files = {k[len("skipped_files_") :]: int(v) for k, v in reading.items() if k.startswith("skipped_files_")}
     if reading.get("skipped_binary_file"):
         files["binary .txt"] = int(reading["skipped_binary_file"])
+    # an aimed run (aim/plan.py): each passage read was drawn as a target, drawn by share, or not
+    aim = {name: int(reading[f"passages_{name}"]) for name in AIM_DRAWS if reading.get(f"passages_{name}")}
     return {
         "rows_read": rows_read,
         **({"pairs": pairs} if pairs else {}),
@@ -297,6 +302,7 @@ def input_accounting(reading: Counter | dict) -> dict[str, Any]:
         "rows_skipped": skipped,
         "blank_lines": int(reading.get("skipped_blank_line", 0)),
         "files_not_read": dict(sorted(files.items())),
+        **({"aim": aim} if aim else {}),
     }
 
 
@@ -311,6 +317,9 @@ def format_input(accounting: dict[str, Any]) -> str:
     if accounting["files_not_read"]:
         kinds = ", ".join(f"{n} {kind}" for kind, n in accounting["files_not_read"].items())
         line += f"; files not read: {kinds}"
+    if accounting.get("aim"):
+        draws = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in accounting["aim"].items())
+        line += f"; passages of the aim: {draws}"
     return line
 
 
