@@ -3,7 +3,7 @@
 SciFact's training claims become a pairs file (claim, abstract id), as in bench/loop.py. Round 1
 of `synth loop` runs once: the pairs through the gate, the frozen eval split (20% of the
 documents held out), MiniLM trained on the rest, then the failure analysis of its training rows
-and the plan for round 2 (`round-1/failures.json`, `round-1/aim.json`). Round 2 then runs twice
+and the plan for round 2 (`round-1/failures.json`, `round-1/aim.json`). Round 2 then runs per arm
 from that same round 1, reading the same number of pairs (2 x --rows-per-round):
 
 - **targeted**: the pairs drawn by the plan (pairs of documents near the failing rows' positives,
@@ -12,8 +12,11 @@ from that same round 1, reading the same number of pairs (2 x --rows-per-round):
 
 Both are trained from round 1's model with the same settings, once per training seed, and scored
 on the frozen split; the difference (targeted - untargeted) has a paired bootstrap 95% interval
-over the held-out claims. SciFact's test claims have no relevance labels in the shared data, so
-the frozen split is the only test.
+over the held-out claims. A third arm, **targeted+model**, adds the negatives round 1's
+model gets wrong (`negatives.model`, source `model`) to the targeted round: against
+**targeted** it measures model-mined negatives beside embedder-mined ones at equal pairs.
+SciFact's test claims have no relevance labels in the shared data, so the frozen split is the
+only test.
 
     .venv/bin/python bench/aim.py                                   # 200 pairs a round, seeds 0 and 1
     .venv/bin/python bench/aim.py --quick --out outputs/bench-aim-q # 100 pairs, seed 0
@@ -50,6 +53,12 @@ def main() -> None:
     parser.add_argument(
         "--share", type=float, default=0.3, help="the share of round 2's draw kept as configured"
     )
+    parser.add_argument(
+        "--arms",
+        default="targeted,untargeted,targeted+model",
+        help="round-2 variants: targeted, untargeted, targeted+model (the aim, and round 1's model's "
+        "mistakes as negatives); finished arms are read back, not run again",
+    )
     parser.add_argument("--quick", action="store_true", help="100 pairs a round, one seed")
     parser.add_argument("--results", type=Path, default=ROOT / "bench/results/aim.json")
     args = parser.parse_args()
@@ -82,27 +91,32 @@ def main() -> None:
     config = load_config(None, sets)
     base = resolve_embedder(None, ["en"]).path
 
-    def plan_of(folder: Path, seed: int, aim: bool) -> LoopPlan:
+    def plan_of(folder: Path, seed: int, arm: str) -> LoopPlan:
         train = TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, save_every=0, seed=seed
         )
         plan = LoopPlan(
             folder, config, 2, args.rows_per_round, base, train, eval_documents=args.eval_documents
         )
-        plan.aim, plan.aim_share = aim, args.share
-        plan.model_negatives = False  # the aim alone differs between the arms (bench/negatives.py: the other)
+        plan.aim, plan.aim_share = arm != "untargeted", args.share
+        plan.model_negatives = arm == "targeted+model"  # else one thing differs between arms: the aim
         return plan
 
-    shared = plan_of(args.out / "round-1-shared", 0, True)
+    shared = plan_of(args.out / "round-1-shared", 0, "targeted")
+
+    def without_model(folder: str, names: list[str]) -> list[str]:
+        return ["model"] if Path(folder) == shared.round(1) else []
+
     started = time.perf_counter()
     first = run_round(shared, 1, None, pool_passages_of, say)
     first_seconds = time.perf_counter() - started
     arms: dict[str, dict] = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
-        for arm, aim in (("targeted", True), ("untargeted", False)):
-            plan = plan_of(args.out / f"{arm}-seed{seed}", seed, aim)
-            if not plan.round(1).exists():
-                shutil.copytree(shared.round(1), plan.round(1))
+        for arm in args.arms.split(","):
+            plan = plan_of(args.out / f"{arm}-seed{seed}", seed, arm)
+            if not plan.round(1).exists():  # round 1's files, and a link to its one model (one pool of it)
+                shutil.copytree(shared.round(1), plan.round(1), ignore=without_model)
+                (plan.round(1) / "model").symlink_to(shared.model(1).resolve())
             started = time.perf_counter()
             found = run_round(plan, 2, None, pool_passages_of, say)
             arms[f"{arm} seed {seed}"] = {
@@ -110,20 +124,29 @@ def main() -> None:
                 "rows": found["generate"]["rows"],
                 "rows_in": found["generate"]["rows_in"],
                 "drawn": found["generate"].get("aim", {}),
-                "seconds": round(time.perf_counter() - started, 1),
+                "seconds": {name: found[name]["seconds"] for name in ("generate", "split", "train", "eval")},
             }
-    comparisons = {}
-    for seed in args.seeds.split(","):
-        targeted, untargeted = arms[f"targeted seed {seed}"], arms[f"untargeted seed {seed}"]
-        versus = compare({"untargeted": untargeted["eval"], "targeted": targeted["eval"]})["targeted"]
-        comparisons[f"seed {seed}"] = {
-            "targeted_ndcg@10": targeted["eval"]["ndcg@10"],
-            "untargeted_ndcg@10": untargeted["eval"]["ndcg@10"],
-            "targeted_rows": targeted["rows"],
-            "untargeted_rows": untargeted["rows"],
-            **versus,
-        }
-    differences = [c["ndcg@10"]["difference"] for c in comparisons.values()]
+
+    def versus(first: str, second: str) -> tuple[dict, float | None]:
+        """``second`` against ``first`` per seed, and the mean difference in nDCG@10."""
+        found = {}
+        for seed in args.seeds.split(","):
+            a, b = arms.get(f"{first} seed {seed}"), arms.get(f"{second} seed {seed}")
+            if a is None or b is None:
+                continue
+            difference = compare({first: a["eval"], second: b["eval"]})[second]
+            found[f"seed {seed}"] = {
+                f"{first}_ndcg@10": a["eval"]["ndcg@10"],
+                f"{second}_ndcg@10": b["eval"]["ndcg@10"],
+                f"{first}_rows": a["rows"],
+                f"{second}_rows": b["rows"],
+                **difference,
+            }
+        means = [c["ndcg@10"]["difference"] for c in found.values()]
+        return found, round(sum(means) / len(means), 4) if means else None
+
+    comparisons, mean = versus("untargeted", "targeted")
+    model_comparisons, model_mean = versus("targeted", "targeted+model")
     result = {
         "data": args.data.name,
         "pairs": count,
@@ -140,7 +163,9 @@ def main() -> None:
         },
         "round_2": {name: {k: v for k, v in arm.items() if k != "eval"} for name, arm in arms.items()},
         "targeted_vs_untargeted": comparisons,
-        "mean_difference_ndcg@10": round(sum(differences) / len(differences), 4),
+        "mean_difference_ndcg@10": mean,
+        "model_negatives_vs_embedder_mined_only": model_comparisons,
+        "model_negatives_mean_difference_ndcg@10": model_mean,
         "machine": "2-core CPU, no GPU",
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)

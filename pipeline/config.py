@@ -550,6 +550,25 @@ class RepetitionConfig(_Strict):
     )
 
 
+class PositiveCheckConfig(_Strict):
+    enabled: bool = Field(
+        True,
+        description="Check every positive against the corpus when negatives are mined (the pool is there): "
+        "rows whose positive other passages outrank go to the judge with the best of them (kept, given the "
+        "better positive, or dropped as `ambiguous_positive`); without the judge, flagged only. Sets the "
+        "`positive_gap` and `easy` columns (docs/quality.md).",
+    )
+    candidates: int = Field(
+        2, ge=1, le=8, description="Outranking passages the judge grades beside the positive."
+    )
+    easy_margin: float = Field(
+        0.1, ge=0, le=2, description="A positive first by more than this cosine gap makes the row `easy`."
+    )
+    drop_easy_share: float = Field(
+        0.0, ge=0, le=1, description="Share of the easy rows dropped, the widest gaps first (`easy`)."
+    )
+
+
 class FiltersConfig(_Strict):
     language: LanguageCheckConfig = Field(default_factory=LanguageCheckConfig, description="Language check.")
     repetition: RepetitionConfig = Field(default_factory=RepetitionConfig, description="Looping-text check.")
@@ -559,6 +578,9 @@ class FiltersConfig(_Strict):
     cosine: CosineConfig = Field(default_factory=CosineConfig, description="Cosine-similarity filter.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Deduplication and decontamination.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="LLM judge.")
+    positive_check: PositiveCheckConfig = Field(
+        default_factory=PositiveCheckConfig, description="Every positive checked against the corpus."
+    )
 
 
 class DomainConfig(_Strict):

@@ -161,20 +161,66 @@ def run_round(plan: LoopPlan, k: int, engine, passages_of, say) -> dict:
     scored = step(plan, k, "eval", lambda: _score(plan, None, str(plan.model(k)), say, f"round {k}"))
     found = {"generate": generated, "split": splitted, "train": trained, "eval": scored}
     if plan.aim and k < plan.rounds:
-        found["failures"] = step(plan, k, "failures", lambda: _failures(plan, k, say))
+        found["failures"] = step(plan, k, "failures", lambda: _failures(plan, k, passages_of, say))
         found["aim"] = step(plan, k, "aim", lambda: _aim(plan, k, found["failures"], say))
     return found
 
 
-def _failures(plan: LoopPlan, k: int, say) -> dict:
+def _failures(plan: LoopPlan, k: int, passages_of, say) -> dict:
+    """With ``--pairs``, the pairs no round has read yet are the probe (rows the model never saw);
+    else the round's own training rows."""
     from .aim.failures import analyse_failures
 
-    say(f"round {k}: failure analysis of the train side under {plan.model(k)}")
+    probe = _probe_pairs(plan, k, passages_of) if plan.config.reads_pairs else None
+    what = f"{len(probe)} unread pairs" if probe is not None else "the train side"
+    say(f"round {k}: failure analysis of {what} under {plan.model(k)}")
     pairs = _pair_documents(plan.config)
     documents = set(pairs) if pairs is not None else None
     return analyse_failures(
-        plan.run_folder(k), str(plan.model(k)), plan.eval_split, seed=plan.config.seed, documents=documents
+        plan.run_folder(k),
+        str(plan.model(k)),
+        plan.eval_split,
+        seed=plan.config.seed,
+        documents=documents,
+        probe=probe,
     )
+
+
+def _probe_pairs(plan: LoopPlan, k: int, passages_of) -> list[dict]:
+    """The pairs after the first ``rows_per_round * k`` (those no round has read), held-out
+    documents left out, each with its document's first pool passage as the positive."""
+    from . import schema as S
+    from .aim.failures import MAX_ROWS
+    from .instructions import instruction
+    from .readers.documents import ReadStats
+    from .readers.passages import open_input, task_passages
+    from .train.split import held_out_documents
+
+    held_out = held_out_documents(plan.run_folder(1))
+    whole = plan.config.model_copy(deep=True)
+    whole.limit, whole.output.num_tasks, whole.aim.path = None, 1, None
+    pairs = task_passages(whole, open_input(whole), 0, len, ReadStats())
+    unread = [p for i, p in enumerate(pairs) if i >= plan.rows_per_round * k and p.source_id not in held_out]
+    unread = unread[: 2 * MAX_ROWS]
+    wanted = {p.source_id for p in unread}
+    texts: dict[str, str] = {}
+    for passage in (passages_of(plan.run_folder(k)) or (lambda: ()))():
+        if passage.source_id in wanted and passage.source_id not in texts:
+            texts[passage.source_id] = passage.text
+    language = next(iter(whole.generation.languages))
+    probe = []
+    for p in unread:
+        if p.source_id in texts:
+            row = {S.TASK_TYPE: "retrieval", S.LANGUAGE: p.language or language}
+            row[S.PASSAGE_LANGUAGE] = row[S.LANGUAGE]
+            row |= {S.ID: p.passage_id, S.QUERY: p.meta["query"], S.POSITIVE: texts[p.source_id]}
+            row |= {
+                S.SOURCE_ID: p.source_id,
+                S.PASSAGE_ID: f"{p.source_id}#probe",
+                S.INSTRUCTION: instruction(row),
+            }
+            probe.append(row)
+    return probe
 
 
 def _pair_documents(config: RunConfig) -> list[str] | None:

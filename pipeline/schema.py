@@ -52,6 +52,8 @@ DOMAIN = "domain"  # domain rows: the domain asked for (legal, medical, ...)
 NEGATIVE_SOURCES = "negative_sources"  # "llm" or "mined", one per negative
 POSITIVE_SCORE = "positive_score"  # cos(query, positive) from the embedder
 NEGATIVE_SCORES = "negative_scores"  # cos(query, negative), one per negative
+POSITIVE_GAP = "positive_gap"  # cos(query, positive) minus the best other corpus passage's (positive check)
+EASY = "easy"  # the positive is first over the corpus by more than filters.positive_check.easy_margin
 JUDGE_SCORE = "judge_score"  # the LLM judge's 0-3 grade of the positive; null when the judge is off
 MODEL = "model"  # generator that wrote the query
 PROMPT_HASH = "prompt_hash"  # short hashes of every template used for the row
@@ -85,6 +87,8 @@ ROW_SCHEMA = pa.schema(
         pa.field(DOMAIN, pa.string()),
         pa.field(POSITIVE_SCORE, pa.float32()),
         pa.field(NEGATIVE_SCORES, pa.list_(pa.float32())),
+        pa.field(POSITIVE_GAP, pa.float32()),
+        pa.field(EASY, pa.bool_()),
         pa.field(JUDGE_SCORE, pa.int8()),
         pa.field(MODEL, pa.string(), nullable=False),
         pa.field(PROMPT_HASH, pa.string(), nullable=False),
@@ -173,6 +177,7 @@ WORK_PROMPTS = "_prompt_hashes"  # template name -> short hash, joined into PROM
 WORK_LLM_NEGATIVES = "_llm_negatives"  # candidates written by the LLM, before any check
 WORK_MINED_NEGATIVES = "_mined_negatives"  # candidates mined from the corpus, nearest first
 WORK_MODEL_NEGATIVES = "_model_negatives"  # candidates a trained model ranks above the positive
+WORK_RELEVANT = "_relevant"  # corpus passages the judge graded as answers too: never negatives
 WORK_REQUESTED_SCORE = "_requested_score"  # sts: the similarity the pair was asked to have
 WORK_SCORES = "_scores"  # score name -> value: for histograms, output columns and rejected rows
 WORK_TOKENS = "_tokens"  # LLM tokens (prompt + output) spent on the row so far

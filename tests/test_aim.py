@@ -283,3 +283,106 @@ def test_a_trained_models_own_mistakes_are_mined_and_pass_the_margin(tmp_path, m
             assert score < (1 - margin) * row[S.POSITIVE_SCORE]
     stats = json.loads((out / "stats.json").read_text())
     assert "negatives_model" in stats["stages"]
+
+
+def test_the_corpus_check_relabels_confirms_or_drops_and_a_relevant_passage_is_never_a_negative(
+    tmp_path, minilm_path
+):
+    """Three rows whose positives other corpus passages outrank: one given the better passage, one
+    confirmed (the passage beside it answers too, so it never becomes a negative), one dropped.
+    Without the judge the same rows are only flagged; the easiest rows go when asked."""
+    import copy
+
+    from pipeline.config import JudgeConfig, PositiveCheckConfig
+    from pipeline.embed.embedder import Embedder
+    from pipeline.embed.pool import PassagePool
+    from pipeline.filters.margin import NegativeMargin
+    from pipeline.filters.positive_check import PositiveCheck
+    from pipeline.generate.prompts import PromptLibrary
+    from pipeline.readers.documents import Passage
+
+    from .conftest import FakeEngine, task_field
+
+    docs = {d[0]: d for d in documents()}
+    passages = [Passage(f"{d[0]}#0", d[0], None, d[1], "en") for d in docs.values()]
+    model = Embedder(minilm_path, "check")
+    pool = PassagePool.build(lambda: passages, model, tmp_path / "pools")
+
+    def row(name: str, query: str, positive: str, doc: str) -> dict:
+        ids = {S.ID: name, S.PASSAGE_ID: f"{doc}#0", S.SOURCE_ID: doc, S.TASK_TYPE: "retrieval"}
+        return {**ids, S.QUERY: query, S.POSITIVE: positive, S.LANGUAGE: "en", S.PASSAGE_LANGUAGE: "en"}
+
+    lava = "Molten rock reaches the surface through openings in some mountains."
+    rows = [
+        row("wrong", docs["B01"][2], docs["A03"][1], "A03"),  # an invoice question on the bread passage
+        row("both", "what is a volcano", lava, "X1"),  # answered by its positive and by A00
+        row("none", docs["B02"][2], docs["A05"][1], "A05"),  # the judge finds no answer at all
+    ]
+
+    def judge(prompt: str, output) -> str:
+        query, passage = task_field(prompt, "Query"), task_field(prompt, "Passage")
+        if "volcano" in query:
+            score = 3 if "lava" in passage or "Molten" in passage else 0
+        elif "41137" in query:
+            score = 3 if "41137" in passage else 0
+        else:
+            score = 0
+        return json.dumps({"reason": "planted", "score": score})
+
+    config, judge_config = PositiveCheckConfig(), JudgeConfig()
+    flagged = PositiveCheck(model, pool, config)(copy.deepcopy(rows))  # no judge: flags only
+    assert flagged.events["positive_outranked"] == 3 and len(flagged.kept) == 3 and not flagged.dropped
+    assert [r[S.POSITIVE] for r in flagged.kept] == [r[S.POSITIVE] for r in rows]
+    assert all(r[S.POSITIVE_GAP] < 0 and r[S.EASY] is False for r in flagged.kept)
+
+    result = PositiveCheck(model, pool, config, FakeEngine(judge), PromptLibrary(), judge_config)(rows)
+    assert result.events["positive_replaced"] == 1 and result.events["positive_confirmed"] == 1
+    [dropped] = result.dropped
+    assert dropped.reason == "ambiguous_positive" and dropped.row[S.ID] == "none"
+    assert dropped.scores["positive_gap"] < 0 and dropped.scores["judge_positive"] == 0
+    wrong, both = result.kept
+    assert wrong[S.POSITIVE] == docs["B01"][1] and wrong[S.PASSAGE_ID] == "B01#0"
+    assert wrong[S.WORK_LLM_NEGATIVES] == [docs["A03"][1]]  # the seed passage, graded irrelevant
+    assert both[S.POSITIVE] == lava and docs["A00"][1] in both[S.WORK_RELEVANT]
+    # the margin never takes a passage the judge graded relevant, whatever mined it
+    both[S.WORK_MINED_NEGATIVES] = [
+        {"text": docs["A00"][1], "score": 0.0},
+        {"text": docs["A09"][1], "score": 0.0},
+    ]
+    negatives = load_config(None, ["negatives.mined_count=2"]).negatives
+    margin = NegativeMargin(model, negatives)([both])
+    assert docs["A00"][1] not in both[S.NEGATIVES] and margin.events["negatives_removed_relevant_mined"] == 1
+
+    easy_rows = [row("easy", "what is a penguin", docs["A02"][1], "A02")]
+    easiest = PositiveCheck(model, pool, PositiveCheckConfig(drop_easy_share=1.0))(easy_rows)
+    assert [d.reason for d in easiest.dropped] == ["easy"] and easiest.dropped[0].scores["positive_gap"] > 0.1
+
+
+def test_with_pairs_the_unread_pairs_are_the_probe_and_the_failing_ones_lead_the_plan(tmp_path, minilm_path):
+    """A model ranks what it was trained on first, so with --pairs the loop analyses the pairs no
+    round has read: the invoices among them fail, and their own documents head the targets."""
+    from pipeline.aim.plan import document_of
+    from pipeline.loop import LoopPlan, _probe_pairs
+    from pipeline.readers.documents import Passage
+
+    run, corpus = planted_round(tmp_path)
+    docs = documents()
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"query": d[2], "passage_id": d[0]}) + "\n" for d in docs))
+    config = load_config(None, [f"corpus.path={corpus}", f"pairs.path={pairs}"])
+    plan = LoopPlan(tmp_path, config, 2, 24, minilm_path, None)
+    (tmp_path / "round-1").mkdir()
+    (tmp_path / "round-1" / "run").symlink_to(run)
+    RunFolder(run).held_out_file.write_text("".join(f"{d}\n" for d in sorted(HELD_OUT)))
+    passages = [Passage(f"{d[0]}#0", d[0], None, d[1], "en") for d in docs]
+    probe = _probe_pairs(plan, 1, lambda run: lambda: iter(passages))
+    # the first 24 pairs were read by round 1; of the other 24, the held-out documents' are left out
+    assert len(probe) == 22 and not {r[S.SOURCE_ID] for r in probe} & HELD_OUT
+    assert {r[S.SOURCE_ID] for r in probe} == {d[0] for d in docs[24:]} - HELD_OUT
+    failures = analyse_failures(run, minilm_path, RunFolder(run).eval_split_folder, seed=3, probe=probe)
+    assert failures["analysed"] == "probe" and failures["rows"] == 22 and failures["failed"] > 0
+    assert all(r["id"].startswith("pair:") for r in failures["failing_rows"])
+    leading = [c["passage_id"] for c in failures["candidates"][: failures["failed"]]]
+    failing_documents = {r["source_id"] for r in failures["failing_rows"]}
+    assert {document_of(p) for p in leading} == failing_documents
+    assert all(d.startswith("B") for d in failing_documents)  # the invoices, again

@@ -28,12 +28,17 @@ def test_the_recipe_follows_the_settings():
         "copy_check",
         "dedup",
         "cosine",
+        "positive_check",
         "negatives_llm",
         "negatives_mined",
         "margin",
         "judge",
         "require_negatives",
     )
+    unchecked = load_config(None, ["filters.positive_check.enabled=false", "negatives.model=/trained"])
+    recipe = step_recipe(unchecked, judge_on=True)
+    assert "positive_check" not in recipe
+    assert recipe.index("negatives_mined") < recipe.index("negatives_model") < recipe.index("margin")
     one_call = load_config(None, ["generation.calls=one", "filters.cosine.enabled=false"])
     recipe = step_recipe(one_call, judge_on=False)
     assert recipe[:2] == ("personas", "persona_query") and "cosine" not in recipe and "judge" not in recipe
@@ -48,7 +53,9 @@ def test_the_recipe_follows_the_settings():
         "margin",
         "judge",
     )  # no personas, no mining: they serve retrieval and classification rows only
-    assert set(BUILDERS) >= {name for c in (config, one_call, sts) for name in step_recipe(c, True)}
+    assert set(BUILDERS) >= {
+        name for c in (config, one_call, sts, unchecked) for name in step_recipe(c, True)
+    }
 
 
 def test_the_judge_policy_is_decided_and_said_once(caplog, monkeypatch):

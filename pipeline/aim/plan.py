@@ -62,7 +62,8 @@ def language_table(pairs: list[dict]) -> list[dict]:
 
 
 def document_of(passage_id: str) -> str:
-    """The document a pool passage was cut from (``readers/passages.py`` names them ``doc#n``)."""
+    """The document a pool passage was cut from (``readers/passages.py`` names them ``doc#n``; a
+    failing probe row's own document comes as ``doc#probe``)."""
     return passage_id.rsplit("#", 1)[0]
 
 

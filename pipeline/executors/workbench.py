@@ -29,6 +29,7 @@ from ..filters.dedup import Dedup
 from ..filters.judge import Judge
 from ..filters.language import LanguageCheck
 from ..filters.margin import NegativeMargin, RequireNegatives
+from ..filters.positive_check import PositiveCheck
 from ..filters.repetition import RepetitionCheck
 from ..generate.bitext import WriteBitext
 from ..generate.classification import WriteClassification
@@ -159,6 +160,14 @@ BUILDERS: dict[str, Callable[[Parts], Step]] = {
     "negatives_mined": lambda p: MineNegatives(p.embedder, p.pool, p.plan.config.negatives),
     "negatives_model": lambda p: p.mistakes,
     "pair_positive": lambda p: PairPositive(p.embedder, p.pool),
+    "positive_check": lambda p: PositiveCheck(
+        p.embedder,
+        p.pool,
+        p.plan.config.filters.positive_check,
+        (p.judge_engine or p.engine) if p.plan.judge_on else None,
+        p.plan.prompts,
+        p.plan.config.filters.judge,
+    ),
     "margin": lambda p: NegativeMargin(p.embedder, p.plan.config.negatives, p.plan.config.domains.negatives),
     "judge": lambda p: Judge(p.judge_engine or p.engine, p.plan.prompts, p.plan.config.filters.judge),
     "require_negatives": lambda p: RequireNegatives(p.plan.config.negatives.min_negatives),
@@ -302,7 +311,9 @@ class Workbench:
 
         t = time.perf_counter()
         pool = None
-        if {"negatives_mined", "pair_positive"} & set(plan.recipe):  # with --pairs the corpus is the pool
+        if {"negatives_mined", "pair_positive", "positive_check"} & set(
+            plan.recipe
+        ):  # with --pairs the corpus is the pool
             documents = open_documents(config) if config.reads_pairs else corpus
             pool = build_pool(plan, documents, embedder, count_tokens)
         mistakes = None

@@ -25,6 +25,26 @@ def judgement_chat(prompts: PromptLibrary, query: str, passage: str) -> list[dic
     return [{"role": "user", "content": prompts.render(TEMPLATE, {"query": query, "passage": passage})}]
 
 
+def grade(
+    engine: ChatEngine,
+    prompts: PromptLibrary,
+    asked: list,
+    config: JudgeConfig,
+    result: StepResult,
+    desc: str,
+) -> dict[int, list]:
+    """The judge's grades of (row index, query, passage) triples, grouped by row index in the order
+    asked; what the calls cost is added to ``result``."""
+    chats = [judgement_chat(prompts, query, passage) for _, query, passage in asked]
+    started = time.perf_counter()
+    generations = engine.generate(chats, JudgeOutput, config.max_tokens, temperature=0.0, desc=desc)
+    result.usage.add(generations, time.perf_counter() - started)
+    grouped: dict[int, list] = {}
+    for (i, _, _), generation in zip(asked, generations, strict=True):
+        grouped.setdefault(i, []).append(generation)
+    return grouped
+
+
 class Judge(Step):
     name = "judge"
     task_types = QUESTION_TASK_TYPES  # the rubric grades whether a passage answers a query
@@ -38,21 +58,13 @@ class Judge(Step):
         result = StepResult()
         if not rows:
             return result
-        # one judgement per (row, document): index 0 is the positive, then the negatives
-        pairs = [(i, j) for i, row in enumerate(rows) for j in range(1 + len(row.get(S.NEGATIVES) or []))]
-        chats = []
-        for i, j in pairs:
-            row = rows[i]
-            document = row[S.POSITIVE] if j == 0 else row[S.NEGATIVES][j - 1]
-            chats.append(judgement_chat(self.prompts, row[S.QUERY], document))
-        started = time.perf_counter()
-        generations = self.engine.generate(
-            chats, JudgeOutput, self.config.max_tokens, temperature=0.0, desc="judge"
-        )
-        result.usage.add(generations, time.perf_counter() - started)
-        verdicts: dict[int, list] = {}
-        for (i, _), generation in zip(pairs, generations, strict=True):
-            verdicts.setdefault(i, []).append(generation)
+        # one judgement per (row, document): first the positive, then the negatives
+        asked = [
+            (i, row[S.QUERY], text)
+            for i, row in enumerate(rows)
+            for text in (row[S.POSITIVE], *(row.get(S.NEGATIVES) or []))
+        ]
+        verdicts = grade(self.engine, self.prompts, asked, self.config, result, "judge")
 
         judge_hash = self.prompts.prompt(TEMPLATE).hash
         for i, row in enumerate(rows):

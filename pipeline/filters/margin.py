@@ -73,6 +73,9 @@ class NegativeMargin(Step):
                         break
                     if any(text == c[0] for c in chosen):
                         continue
+                    if text in (row.get(S.WORK_RELEVANT) or ()):  # the judge found it answers the query
+                        result.events[f"negatives_removed_relevant_{source}"] += 1
+                        continue
                     if not trusted or passes_margin(score, positive, self.config.relative_margin):
                         chosen.append((text, score, source))
                         taken += 1

@@ -180,6 +180,13 @@ def step_recipe(config: RunConfig, judge_on: bool) -> tuple[str, ...]:
         ("copy_check", filters.passage_copy.enabled),
         ("dedup", True),
         ("cosine", filters.cosine.enabled),
+        # a better answer elsewhere in the corpus: needs the mining pool, before any negative is written
+        (
+            "positive_check",
+            filters.positive_check.enabled
+            and bool(negatives.mined_count)
+            and bool(types & {"retrieval", "code_search", "code_docs"}),
+        ),
         # a pair's negatives are mined: --pairs spends LLM tokens on the judge alone, when it is on
         ("negatives_llm", bool(negatives.llm_count) and bool(asks & {"retrieval", "code_docs"})),
         ("code_negatives_llm", bool(negatives.llm_count) and "code_search" in types),
