@@ -414,7 +414,8 @@ class NegativesConfig(_Strict):
         description="A trained embedder (a local folder) whose own mistakes become negatives: corpus "
         "passages it ranks above the positive, or within the margin of it (ANCE, RocketQA). `synth loop` "
         "sets the previous round's model. They pass the same margin (the run's embedder scores them) and "
-        "the judge when it is on; `negative_sources` says `model`. None: off.",
+        "the judge when it is on; `negative_sources` says `model`, and they come first in a row's "
+        "negatives (a trainer taking one negative per row takes them). None: off.",
     )
     model_count: int = Field(
         2, ge=0, le=16, description="Negatives per row from the trained model's mistakes (with `model`)."

@@ -13,7 +13,7 @@ Each round ``k`` lives in ``DIR/round-k/``:
 4. **eval** of the round's model on the frozen split, with per-query scores;
 5. before every round but the last, with ``aim`` on (the default): **failures**, the rank of each
    train-side row's positive under the round's model, with failure rates by corpus neighbourhood,
-   task type, language pair, question type and difficulty (``aim/failures.py``,
+   task type, language pair, question type and difficulty (``train/failures.py``,
    ``round-k/failures.json``), then **aim**, the plan that points the next round at them
    (``aim/plan.py``, ``round-k/aim.json``): its weights replace the next round's distributions and
    its passages are drawn toward the failing neighbourhoods, ``aim_share`` of the draw kept as
@@ -169,7 +169,7 @@ def run_round(plan: LoopPlan, k: int, engine, passages_of, say) -> dict:
 def _failures(plan: LoopPlan, k: int, passages_of, say) -> dict:
     """With ``--pairs``, the pairs no round has read yet are the probe (rows the model never saw);
     else the round's own training rows."""
-    from .aim.failures import analyse_failures
+    from .train.failures import analyse_failures
 
     probe = _probe_pairs(plan, k, passages_of) if plan.config.reads_pairs else None
     what = f"{len(probe)} unread pairs" if probe is not None else "the train side"
@@ -190,10 +190,10 @@ def _probe_pairs(plan: LoopPlan, k: int, passages_of) -> list[dict]:
     """The pairs after the first ``rows_per_round * k`` (those no round has read), held-out
     documents left out, each with its document's first pool passage as the positive."""
     from . import schema as S
-    from .aim.failures import MAX_ROWS
     from .instructions import instruction
     from .readers.documents import ReadStats
     from .readers.passages import open_input, task_passages
+    from .train.failures import MAX_ROWS
     from .train.split import held_out_documents
 
     held_out = held_out_documents(plan.run_folder(1))

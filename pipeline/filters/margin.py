@@ -54,7 +54,10 @@ class NegativeMargin(Step):
             if not trusted:
                 result.events["margin_skipped_unsupported_language"] += 1
             chosen: list[tuple[str, float, str]] = []
+            # a trained model's own mistakes first: the hardest, and a trainer that takes one
+            # negative per row (train.negatives = 1) takes them
             for source, candidates, limit in (
+                ("model", model_scores.get(i, []), self.config.model_count),
                 (
                     "llm",
                     llm_scores.get(i, []),
@@ -65,7 +68,6 @@ class NegativeMargin(Step):
                     [(c["text"], c["score"]) for c in row.get(S.WORK_MINED_NEGATIVES) or []],
                     self.config.mined_count,
                 ),
-                ("model", model_scores.get(i, []), self.config.model_count),
             ):
                 taken = 0
                 for text, score in candidates:

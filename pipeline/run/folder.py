@@ -293,11 +293,6 @@ class RunFolder:
     def exists(self) -> bool:
         return self._root.exists()
 
-    def clear(self) -> None:
-        """Remove what a run writes (``--overwrite``); other files in the folder are left alone."""
-        for name in self.OWNED:
-            storage.remove(self._root / name)
-
     def open(
         self,
         record: RunRecord,
@@ -307,30 +302,42 @@ class RunFolder:
     ) -> None:
         """Create or reopen the folder for this run; refuse one that holds another run.
 
-        ``corpus`` is the input's identity (``Corpus.identity``): recorded by a new run,
-        compared by a resumed one (see ``claim``).
+        Everything is checked before anything is written. A new run records its identity and its
+        input's (``corpus``, ``Corpus.identity``) in one exclusive create: of two ranks starting
+        together, one writes and the other checks against it. A resumed run whose input changed
+        stops, naming the file: the finished chunks were read from the old blocks, and the new
+        file may cut into other ones. With ``accept_corpus_change`` the unfinished tasks start
+        over on the new block plan (their shards and checkpoints are removed); finished tasks stay
+        as they are. ``overwrite`` removes what a run writes (other files are left alone).
         """
-        if overwrite:
-            self.clear()
-        if not self.remote:  # an object store has no folders to make
-            self._root.mkdir(parents=True, exist_ok=True)
-        self.claim(record, corpus, accept_corpus_change)
-        if not self.remote:
-            self.remove_stale_temporaries()
+        created = {"fingerprint": record.fingerprint, "num_tasks": record.num_tasks}
+        created |= {"corpus": corpus} if corpus is not None else {}
+        while True:
+            previous = None if overwrite else self._recorded(record)
+            if previous is not None and self._input_changed(previous, corpus, accept_corpus_change):
+                self._restart_unfinished(record.num_tasks)
+            if overwrite:
+                for name in self.OWNED:
+                    storage.remove(self._root / name)
+                overwrite = False
+            if not self.remote:  # an object store has no folders to make
+                self._root.mkdir(parents=True, exist_ok=True)
+            if previous is not None or storage.create_exclusive(
+                self.run_file, json.dumps(created, indent=2).encode()
+            ):
+                break
+            # another rank created the record a moment ago: check this run against it
+        if previous is not None and corpus is not None and previous.get("corpus") != corpus:
+            storage.write_json(self.run_file, {**previous, "corpus": corpus})
+        if not self.remote:  # a killed run's half-written files (``storage.sweep_temporaries``)
+            below = [self._root / k for k in (DATA, REJECTED, PROGRESS, COMPLETIONS)]
+            storage.sweep_temporaries([self._root], below, max_age=Lease.seconds())
             (self._root / DATA).mkdir(exist_ok=True)
             (self._root / REJECTED).mkdir(exist_ok=True)
         storage.write_text(self.config_file, record.config_text)
 
-    def claim(self, record: RunRecord, corpus: dict | None = None, accept_change: bool = False) -> None:
-        """Record the run's identity and its input's, or check that an existing run is the same one.
-
-        A new run writes both in one exclusive create (two ranks starting together: one writes,
-        the other checks against it). A resumed run whose input changed stops, naming the file:
-        the finished chunks were read from the old blocks, and the new file may cut into other
-        ones. With ``accept_change`` the unfinished tasks start over on the new block plan (their
-        shards and checkpoints are removed); finished tasks stay as they are.
-        """
-        fingerprint, num_tasks = record.fingerprint, record.num_tasks
+    def _recorded(self, record: RunRecord) -> dict | None:
+        """The run record already in the folder, checked to be this run's; None for a new run."""
         out = self._root
         if not self.run_file.exists():
             leftovers = self._shards(DATA, "*.parquet") + self._shards(REJECTED, "*.parquet")
@@ -339,47 +346,38 @@ class RunFolder:
                     f"{out} already holds shards of an unknown run ({leftovers[0]}): choose an empty "
                     "folder, or pass --overwrite to delete them"
                 )
-            created = {"fingerprint": fingerprint, "num_tasks": num_tasks}
-            created |= {"corpus": corpus} if corpus is not None else {}
-            if storage.create_exclusive(self.run_file, json.dumps(created, indent=2).encode()):
-                return
-            # another rank created it a moment ago: check this run against it (below)
+            return None
         previous = json.loads(self.run_file.read_text())
-        if previous["num_tasks"] != num_tasks:
+        if previous["num_tasks"] != record.num_tasks:
             raise RunStateError(
                 f"{out} holds a run split into {previous['num_tasks']} tasks, this command asks for "
-                f"{num_tasks}: resume with the same --num-tasks, or pass --overwrite "
+                f"{record.num_tasks}: resume with the same --num-tasks, or pass --overwrite "
                 "to start over"
             )
-        if previous["fingerprint"] != fingerprint:
+        if previous["fingerprint"] != record.fingerprint:
             raise RunStateError(
                 f"{out} holds a run made with a different configuration (see {self.config_file}): "
                 "rerun with the same options to resume, or pass --overwrite to start over"
             )
-        if corpus is None or previous.get("corpus") == corpus:
-            return
-        if previous.get("corpus") is not None:
-            if not accept_change:
-                raise RunStateError(_corpus_change(self._root, previous["corpus"], corpus))
-            for state in self.tasks(num_tasks):
-                if not state.is_complete():
-                    state.remove_uncommitted(keep=())
-                    state.forget()
-        storage.write_json(self.run_file, {**previous, "corpus": corpus})
+        return previous
+
+    def _input_changed(self, previous: dict, corpus: dict | None, accept_change: bool) -> bool:
+        """Whether the input changed since the run started (and may: else a ``RunStateError``)."""
+        if corpus is None or previous.get("corpus") in (None, corpus):
+            return False
+        if not accept_change:
+            raise RunStateError(_corpus_change(self._root, previous["corpus"], corpus))
+        return True
+
+    def _restart_unfinished(self, num_tasks: int) -> None:
+        """The unfinished tasks' shards and checkpoints removed: they start over on the new input."""
+        for state in self.tasks(num_tasks):
+            if not state.is_complete():
+                state.start_over()
 
     def num_tasks(self) -> int:
         """The task count recorded when the run started."""
         return int(json.loads(self.run_file.read_text(encoding="utf-8"))["num_tasks"])
-
-    def remove_stale_temporaries(self) -> None:
-        """Half-written files of a killed run: hidden, never read, removed by a later start.
-
-        Only a dead writer's go (``storage.sweep_temporaries``): ranks start at once and each
-        sweeps, and another rank's temporary may be a write in progress.
-        """
-        top = [self._root]
-        below = [self._root / k for k in (DATA, REJECTED, PROGRESS, COMPLETIONS)]
-        storage.sweep_temporaries(top, below, max_age=Lease.seconds())
 
     # -- tasks -----------------------------------------------------------------------
     def task(self, task: int) -> TaskState:
@@ -495,11 +493,13 @@ class TaskState:
                 storage.remove(self.task_folder / name)
         storage.remove(self.legacy_progress_file)
 
-    def forget(self) -> None:
-        """Remove the task's commits (``--accept-corpus-change``: it starts over); the lease stays."""
-        for name in self._commits():
-            storage.remove(self.task_folder / name)
-        storage.remove(self.legacy_progress_file)
+    def start_over(self) -> None:
+        """Remove the task's shards and commits (``--accept-corpus-change``: it starts over on the
+        new input); the lease stays."""
+        doomed = [path for kind in (DATA, REJECTED) for path in self.folder.task_shards(kind, self.task)]
+        doomed += [self.task_folder / name for name in self._commits()] + [self.legacy_progress_file]
+        for path in doomed:
+            storage.remove(path)
 
     def complete(self) -> None:
         storage.write_text(self.completion_file, "done\n")
@@ -515,13 +515,12 @@ class TaskState:
         lease was taken over, leaves shards no checkpoint lists; they must go before anything
         reads the task's shards back (the stateful steps resume from them).
         """
-        kept, removed = set(keep), []
-        for kind in (DATA, REJECTED):
-            for path in self.folder.task_shards(kind, self.task):
-                if self.folder.relative(path) not in kept:
-                    storage.remove(path)
-                    removed.append(self.folder.relative(path))
-        return removed
+        shards = [path for kind in (DATA, REJECTED) for path in self.folder.task_shards(kind, self.task)]
+        doomed = {self.folder.relative(path): path for path in shards}
+        doomed = {name: path for name, path in doomed.items() if name not in set(keep)}
+        for path in doomed.values():
+            storage.remove(path)
+        return list(doomed)
 
     def lease(self, wait: float | None = None) -> Lease:
         """The one-writer lease of this task (``with state.lease(): ...``)."""

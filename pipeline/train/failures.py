@@ -2,8 +2,9 @@
 
 ``analyse_failures`` takes a finished round (its run folder with ``splits/train``), the round's
 model and the eval corpus (the run's pool, as ``synth split`` wrote it), and for every sampled
-train-side question row (never the frozen eval side) finds the rank of its positive among the
-corpus under the model: 1 plus the number of corpus passages that score above the positive
+train-side question row (never the frozen eval side), or every row of a ``probe`` the model
+never trained on (``synth loop --pairs``: the pairs no round has read), finds the rank of its
+positive among the corpus under the model: 1 plus the number of corpus passages that score above the positive
 (the positive's own text excluded). A row fails when that rank is above ``top``.
 
 Failure rates are given per slice, each with its row count and a 95% Wilson interval, so a slice
@@ -33,9 +34,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from .. import schema as S
+from ..aim.plan import document_of
 from ..config import QUESTION_TASK_TYPES
 from ..run.folder import RunFolder, shards_under
-from .plan import document_of
 
 TOP = 10  # a positive ranked below this fails (nDCG@10's cut)
 MAX_ROWS = 5000
@@ -119,10 +120,10 @@ def analyse_failures(
     first (measured: 0 of 113 SciFact rows failed after one epoch), so only such rows show what it
     has not learned; a failing probe row's own document is then the first candidate.
     """
-    from ..train.beir import load_beir, read_jsonl_texts
-    from ..train.encoder import Encoder
-    from ..train.evaluate import StoredEncoder, model_identity
-    from ..train.split import QRELS_SPLIT, text_id
+    from .beir import load_beir, read_jsonl_texts
+    from .encoder import Encoder
+    from .evaluate import StoredEncoder, model_identity
+    from .split import QRELS_SPLIT, text_id
 
     rows = sampled_rows(run, max_rows, seed) if probe is None else _lowest(probe, max_rows, seed)
     if not rows:  # nothing to learn from: a plan from this keeps the configured distributions
