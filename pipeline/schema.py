@@ -178,6 +178,7 @@ WORK_LLM_NEGATIVES = "_llm_negatives"  # candidates written by the LLM, before a
 WORK_MINED_NEGATIVES = "_mined_negatives"  # candidates mined from the corpus, nearest first
 WORK_MODEL_NEGATIVES = "_model_negatives"  # candidates a trained model ranks above the positive
 WORK_RELEVANT = "_relevant"  # corpus passages the judge graded as answers too: never negatives
+WORK_GRADES = "_grades"  # passage text -> the judge's reply, for what the positive check asked already
 WORK_REQUESTED_SCORE = "_requested_score"  # sts: the similarity the pair was asked to have
 WORK_SCORES = "_scores"  # score name -> value: for histograms, output columns and rejected rows
 WORK_TOKENS = "_tokens"  # LLM tokens (prompt + output) spent on the row so far

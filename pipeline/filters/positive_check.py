@@ -123,6 +123,8 @@ class PositiveCheck(Step):
             broken = next(g for g in generations if g.parsed is None)
             return Dropped(row, "judge_invalid", detail=broken.error, raw_output=broken.raw)
         positive, *others = [g.parsed.score for g in generations]
+        texts = [row[S.POSITIVE], *(b[0] for b in better)]
+        row[S.WORK_GRADES] = dict(zip(texts, generations, strict=True))  # the judge step asks none again
         relevant = [
             b
             for b, grade in zip(better, others, strict=True)
