@@ -77,6 +77,7 @@ bench:
 	$(RUN) $(BIN)/python bench/train_throughput.py --quick
 	$(RUN) $(BIN)/python bench/loop.py --quick --out outputs/bench-loop-q --results outputs/bench-loop-q/loop.json
 	$(RUN) $(BIN)/python bench/aim.py --quick --out outputs/bench-aim-q --results outputs/bench-aim-q/aim.json
+	$(RUN) $(BIN)/python bench/positive_check.py --quick --results outputs/bench-positive-check-q.json
 
 lint:
 	$(BIN)/ruff check .
