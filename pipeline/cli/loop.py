@@ -93,6 +93,11 @@ def loop(
     console.start_logging(out, options.verbose, command="loop", logs=out / "logs")
     with one_line_errors(str(out)), checked(ValueError):
         summary = run_loop(plan, passages_of=pool_passages_of, say=lambda line: typer.echo(line, err=True))
+    print_lift(summary, out)
+
+
+def print_lift(summary: dict, out: Path) -> None:
+    """Each model's nDCG@10, its difference to the base with the interval, and its Recall@100."""
     for entry in summary["lift"]:
         difference = entry.get("difference", {}).get("ndcg@10")
         shown = (
