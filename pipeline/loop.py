@@ -168,63 +168,26 @@ def run_round(plan: LoopPlan, k: int, engine, passages_of, say) -> dict:
 
 def _failures(plan: LoopPlan, k: int, passages_of, say) -> dict:
     """With ``--pairs``, the pairs no round has read yet are the probe (rows the model never saw);
-    else the round's own training rows."""
+    else the round's own training rows. The pairs file is read once here."""
     from .train.failures import analyse_failures
 
-    probe = _probe_pairs(plan, k, passages_of) if plan.config.reads_pairs else None
+    pairs = _all_pairs(plan.config)
+    probe = _probe_pairs(plan, k, passages_of, pairs) if pairs is not None else None
     what = f"{len(probe)} unread pairs" if probe is not None else "the train side"
     say(f"round {k}: failure analysis of {what} under {plan.model(k)}")
-    pairs = _pair_documents(plan.config)
-    documents = set(pairs) if pairs is not None else None
-    return analyse_failures(
+    found = analyse_failures(
         plan.run_folder(k),
         str(plan.model(k)),
         plan.eval_split,
         seed=plan.config.seed,
-        documents=documents,
+        documents={p.source_id for p in pairs} if pairs is not None else None,
         probe=probe,
     )
+    return {**found, "pairs": len(pairs)} if pairs is not None else found
 
 
-def _probe_pairs(plan: LoopPlan, k: int, passages_of) -> list[dict]:
-    """The pairs after the first ``rows_per_round * k`` (those no round has read), held-out
-    documents left out, each with its document's first pool passage as the positive."""
-    from . import schema as S
-    from .instructions import instruction
-    from .readers.documents import ReadStats
-    from .readers.passages import open_input, task_passages
-    from .train.failures import MAX_ROWS
-    from .train.split import held_out_documents
-
-    held_out = held_out_documents(plan.run_folder(1))
-    whole = plan.config.model_copy(deep=True)
-    whole.limit, whole.output.num_tasks, whole.aim.path = None, 1, None
-    pairs = task_passages(whole, open_input(whole), 0, len, ReadStats())
-    unread = [p for i, p in enumerate(pairs) if i >= plan.rows_per_round * k and p.source_id not in held_out]
-    unread = unread[: 2 * MAX_ROWS]
-    wanted = {p.source_id for p in unread}
-    texts: dict[str, str] = {}
-    for passage in (passages_of(plan.run_folder(k)) or (lambda: ()))():
-        if passage.source_id in wanted and passage.source_id not in texts:
-            texts[passage.source_id] = passage.text
-    language = next(iter(whole.generation.languages))
-    probe = []
-    for p in unread:
-        if p.source_id in texts:
-            row = {S.TASK_TYPE: "retrieval", S.LANGUAGE: p.language or language}
-            row[S.PASSAGE_LANGUAGE] = row[S.LANGUAGE]
-            row |= {S.ID: p.passage_id, S.QUERY: p.meta["query"], S.POSITIVE: texts[p.source_id]}
-            row |= {
-                S.SOURCE_ID: p.source_id,
-                S.PASSAGE_ID: f"{p.source_id}#probe",
-                S.INSTRUCTION: instruction(row),
-            }
-            probe.append(row)
-    return probe
-
-
-def _pair_documents(config: RunConfig) -> list[str] | None:
-    """With ``--pairs``: the document each pair names, one entry per pair (None without pairs)."""
+def _all_pairs(config: RunConfig) -> list | None:
+    """With ``--pairs``: every pair, in file order, as the run reads them (None without pairs)."""
     if not config.reads_pairs:
         return None
     from .readers.documents import ReadStats
@@ -232,7 +195,35 @@ def _pair_documents(config: RunConfig) -> list[str] | None:
 
     whole = config.model_copy(deep=True)
     whole.limit, whole.output.num_tasks, whole.aim.path = None, 1, None
-    return [p.source_id for p in task_passages(whole, open_input(whole), 0, len, ReadStats())]
+    return list(task_passages(whole, open_input(whole), 0, len, ReadStats()))
+
+
+def _probe_pairs(plan: LoopPlan, k: int, passages_of, pairs: list) -> list[dict]:
+    """The pairs after the first ``rows_per_round * k`` (those no round has read), held-out
+    documents left out, each with its document's first pool passage as the positive."""
+    from . import schema as S
+    from .instructions import instruction
+    from .train.failures import MAX_ROWS
+    from .train.split import held_out_documents
+
+    held_out = held_out_documents(plan.run_folder(1))
+    unread = [p for p in pairs[plan.rows_per_round * k :] if p.source_id not in held_out][: 2 * MAX_ROWS]
+    wanted = {p.source_id for p in unread}
+    texts: dict[str, str] = {}
+    for passage in (passages_of(plan.run_folder(k)) or (lambda: ()))():
+        if passage.source_id in wanted and passage.source_id not in texts:
+            texts[passage.source_id] = passage.text
+    language = next(iter(plan.config.generation.languages))
+    probe = []
+    for p in unread:
+        if p.source_id in texts:
+            row = {S.TASK_TYPE: "retrieval", S.LANGUAGE: p.language or language}
+            row[S.PASSAGE_LANGUAGE] = row[S.LANGUAGE]
+            row |= {S.ID: p.passage_id, S.QUERY: p.meta["query"], S.POSITIVE: texts[p.source_id]}
+            row |= {S.SOURCE_ID: p.source_id, S.PASSAGE_ID: f"{p.source_id}#probe"}
+            row[S.INSTRUCTION] = instruction(row)
+            probe.append(row)
+    return probe
 
 
 def _aim(plan: LoopPlan, k: int, failures: dict, say) -> dict:
@@ -242,12 +233,14 @@ def _aim(plan: LoopPlan, k: int, failures: dict, say) -> dict:
 
     first = RunFolder(plan.run_folder(1))
     corpus = json.loads(first.split_file.read_text(encoding="utf-8"))["corpus"]
-    pairs = _pair_documents(plan.config)  # with --pairs the draw is of pairs, not of pool passages
+    pool = corpus.get("sampled_from") or corpus["documents"]
+    if plan.config.reads_pairs:  # the draw is of pairs, not of pool passages
+        pool = failures.get("pairs") or len(_all_pairs(plan.config))
     aimed = aim_plan(
         failures,
         plan.config,
         share_kept=plan.aim_share,
-        pool_passages=len(pairs) if pairs is not None else corpus.get("sampled_from") or corpus["documents"],
+        pool_passages=pool,
         held_out=held_out_documents(first.root),
         source=f"round-{k}/failures.json",  # beside this file, in the loop folder
     )

@@ -362,7 +362,7 @@ def test_with_pairs_the_unread_pairs_are_the_probe_and_the_failing_ones_lead_the
     """A model ranks what it was trained on first, so with --pairs the loop analyses the pairs no
     round has read: the invoices among them fail, and their own documents head the targets."""
     from pipeline.aim.plan import document_of
-    from pipeline.loop import LoopPlan, _probe_pairs
+    from pipeline.loop import LoopPlan, _all_pairs, _probe_pairs
     from pipeline.readers.documents import Passage
 
     run, corpus = planted_round(tmp_path)
@@ -375,7 +375,7 @@ def test_with_pairs_the_unread_pairs_are_the_probe_and_the_failing_ones_lead_the
     (tmp_path / "round-1" / "run").symlink_to(run)
     RunFolder(run).held_out_file.write_text("".join(f"{d}\n" for d in sorted(HELD_OUT)))
     passages = [Passage(f"{d[0]}#0", d[0], None, d[1], "en") for d in docs]
-    probe = _probe_pairs(plan, 1, lambda run: lambda: iter(passages))
+    probe = _probe_pairs(plan, 1, lambda run: lambda: iter(passages), _all_pairs(config))
     # the first 24 pairs were read by round 1; of the other 24, the held-out documents' are left out
     assert len(probe) == 22 and not {r[S.SOURCE_ID] for r in probe} & HELD_OUT
     assert {r[S.SOURCE_ID] for r in probe} == {d[0] for d in docs[24:]} - HELD_OUT
