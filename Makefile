@@ -78,6 +78,7 @@ bench:
 	$(RUN) $(BIN)/python bench/loop.py --quick --out outputs/bench-loop-q --results outputs/bench-loop-q/loop.json
 	$(RUN) $(BIN)/python bench/aim.py --quick --out outputs/bench-aim-q --results outputs/bench-aim-q/aim.json
 	$(RUN) $(BIN)/python bench/positive_check.py --quick --results outputs/bench-positive-check-q.json
+	$(RUN) $(BIN)/python bench/engine_fill.py --quick
 
 lint:
 	$(BIN)/ruff check .

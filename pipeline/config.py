@@ -122,7 +122,13 @@ class ModelConfig(_Strict):
         "of the reply cache's key, so replies of another revision served under the same name never "
         "answer for this one. The cache also keys a server's model by what its /v1/models reports.",
     )
-    concurrency: int = Field(16, ge=1, description="Requests in flight at once with the openai engine.")
+    concurrency: int = Field(
+        256,
+        ge=1,
+        description="Requests in flight at once with the openai engine, all steps and chunks together: "
+        "what a vLLM or SGLang server on one GPU batches (vLLM's default max_num_seqs is 256). "
+        "While the server answers 429 the engine keeps fewer in flight, and climbs back as it answers.",
+    )
     max_attempts: int = Field(
         6, ge=1, description="Tries per request on 429, 5xx and timeouts (exponential backoff with jitter)."
     )
@@ -648,6 +654,25 @@ class OutputConfig(_Strict):
     )
 
 
+class FlowConfig(_Strict):
+    slice_rows: int | None = Field(
+        None,
+        ge=1,
+        description="Rows of a chunk that move through the steps together: a slice's rows go on to the "
+        "next step as soon as the slice's replies are back, while other slices, of this chunk and the "
+        "next ones, keep the engine busy; the chunk is still written and committed whole. None: 16 with "
+        "the openai engine, the whole chunk with the in-process vLLM engine (its LLM.chat serves one "
+        "batch at a time). The rows written do not depend on it.",
+    )
+    rows_in_flight: int = Field(
+        2048,
+        ge=1,
+        description="At most this many rows between their first step and their chunk's commit (memory "
+        "stays flat however large the corpus); at least one slice. Used when slices are smaller than "
+        "the chunk.",
+    )
+
+
 class CacheConfig(_Strict):
     enabled: bool = Field(
         True,
@@ -729,6 +754,7 @@ class RunConfig(_Strict):
     filters: FiltersConfig = Field(default_factory=FiltersConfig, description="The quality gate.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
     domains: DomainConfig = Field(default_factory=DomainConfig, description="Corpus-free domain data.")
+    flow: FlowConfig = Field(default_factory=FlowConfig, description="How rows move through the steps.")
     cache: CacheConfig = Field(default_factory=CacheConfig, description="The reply cache.")
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Spending limits.")
     limit: int | None = Field(

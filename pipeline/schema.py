@@ -182,6 +182,7 @@ WORK_GRADES = "_grades"  # passage text -> the judge's reply, for what the posit
 WORK_REQUESTED_SCORE = "_requested_score"  # sts: the similarity the pair was asked to have
 WORK_SCORES = "_scores"  # score name -> value: for histograms, output columns and rejected rows
 WORK_TOKENS = "_tokens"  # LLM tokens (prompt + output) spent on the row so far
+WORK_POSITION = "_position"  # the row's place in its chunk: a streamed chunk's slices are put back in order
 WORK_CODE = "_code"  # code rows: the unit as written, docstring included (what the LLM reads)
 WORK_PAIR = "_pair"  # --pairs rows: where the pair was read (file:line), for messages
 WORK_DOCSTRING = "_docstring"  # code rows: the unit's docstring, which a query must not just paste

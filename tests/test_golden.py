@@ -60,8 +60,12 @@ def stopping_answer(after: int):
     return answer
 
 
-def _config(out: Path, minilm_path: str):
-    config = load_config(None, [*SETTINGS, f"output.out_dir={out}", f"models.embedder={minilm_path}"])
+# the same run streamed: slices of 2 rows, up to 3 chunks (12 rows each) out at once
+STREAMED = ["flow.slice_rows=2", "flow.rows_in_flight=36"]
+
+
+def _config(out: Path, minilm_path: str, *extra: str):
+    config = load_config(None, [*SETTINGS, f"output.out_dir={out}", f"models.embedder={minilm_path}", *extra])
     config.models.generator = "fake-engine"
     return config
 
@@ -143,19 +147,21 @@ def digest(files: dict[str, object]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def golden_runs(tmp_path_factory, minilm_path):
-    """(uninterrupted run, stopped-and-rerun run), each with its own empty cache folder."""
+    """(uninterrupted run, stopped-and-rerun run, both again streamed), each with its own empty cache."""
     runs = {}
     previous = os.environ.get("SYNTH_CACHE"), os.environ.get("SYNTH_REPLY_CACHE")
     try:
-        for name in ("uninterrupted", "resumed"):
+        for name in ("uninterrupted", "resumed", "streamed", "streamed_resumed"):
             os.environ["SYNTH_CACHE"] = str(tmp_path_factory.mktemp(f"cache-{name}"))
             os.environ["SYNTH_REPLY_CACHE"] = str(tmp_path_factory.mktemp(f"replies-{name}"))
             out = tmp_path_factory.mktemp(name) / "out"
-            if name == "resumed":
+            extra = STREAMED if name.startswith("streamed") else []
+            if name.endswith("resumed"):
+                stop = 40 if name == "resumed" else 120  # streamed: 3 chunks out share the first replies
                 with pytest.raises(Stop):
-                    run_generate(_config(out, minilm_path), engine=FakeEngine(stopping_answer(40)))
+                    run_generate(_config(out, minilm_path, *extra), engine=FakeEngine(stopping_answer(stop)))
                 assert any((out / "data").rglob("*.parquet")), "the stop came before any shard"
-            run_generate(_config(out, minilm_path), engine=FakeEngine(default_answer))
+            run_generate(_config(out, minilm_path, *extra), engine=FakeEngine(default_answer))
             runs[name] = snapshot(out, minilm_path)
     finally:
         for variable, value in zip(("SYNTH_CACHE", "SYNTH_REPLY_CACHE"), previous, strict=True):
@@ -184,6 +190,20 @@ def test_golden_run_is_unchanged(golden_runs, tmp_path):
             f"{name} run differs from tests/golden: missing {missing}, new {extra}, changed {changed} "
             "(SYNTH_GOLDEN_DUMP=FILE writes the whole content)"
         )
+
+
+@pytest.mark.parametrize("name", ["streamed", "streamed_resumed"])
+def test_a_streamed_run_writes_what_the_staged_one_writes(golden_runs, name):
+    """Slices in threads, several chunks out, replies in any order: the same files (but the config,
+    which records the flow). Stopped and rerun, the same shards: its stats count the replies the
+    reply cache served, as the staged resumed run's do."""
+    staged, streamed = (digest(golden_runs[run]) for run in ("uninterrupted", name))
+    assert set(streamed) == set(staged)
+    compared = [f for f in staged if f != "config.yaml"]
+    if name == "streamed_resumed":
+        compared = [f for f in compared if f.endswith(".parquet") or f.startswith("completions/")]
+    changed = sorted(f for f in compared if staged[f] != streamed[f])
+    assert not changed, changed
 
 
 def test_golden_run_exercises_the_whole_gate(golden_runs):

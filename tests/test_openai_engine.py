@@ -207,8 +207,9 @@ def test_generate_cli_over_http(server, tmp_path, minilm_path):
 
 
 def generate_over_http(srv, out, minilm_path, *extra):
-    """A `synth generate` command line for a separate process, 8 passages, against the fake server."""
-    sets = ["filters.cosine.enabled=false"]
+    """A `synth generate` command line for a separate process, 8 passages, against the fake server,
+    one chunk out at a time (streamed in slices): a fault then lands between chunks."""
+    sets = ["filters.cosine.enabled=false", "flow.rows_in_flight=1"]
     return [sys.executable, "-m", "pipeline.cli", *http_args(srv, out, minilm_path, sets=sets, extra=extra)]
 
 

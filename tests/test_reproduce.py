@@ -92,6 +92,9 @@ def test_a_resumed_run_redoes_its_killed_chunk_with_the_replies_it_had(tmp_path,
     for name in ("stats.json",):
         a, b = (json.loads((folder / name).read_text()) for folder in (reference, out))
         assert (a["rows_in"], a["input"]) == (b["rows_in"], b["input"])
+        # the journal's replies were computed by the killed attempt: counted as computed, not served
+        served = {k: v["llm"].get("reply_cache_hits") for k, v in b["stages"].items() if "llm" in v}
+        assert not any(served.values()), served
     # task 0: chunk 0 committed before the kill, chunk 1 redone from its journal
     before = {name for name in want if "part-00000-0000" in name}
     assert {name: got.get(name) for name in before} == {name: want[name] for name in before}

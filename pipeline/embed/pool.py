@@ -25,6 +25,7 @@ import json
 import logging
 import shutil
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.base import waiting
 from .index import BLOCK, EXACT_MAX, VectorIndex, build_hnsw, save_hnsw
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class PassagePool:
         )
         self.db = sqlite3.connect(self.folder / "passages.sqlite", check_same_thread=False)
         self._index: VectorIndex | None = None
+        self._searching = threading.Lock()
 
     @property
     def index(self) -> VectorIndex:
@@ -70,7 +73,9 @@ class PassagePool:
 
     def nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, row numbers) of the k passages nearest to each query; -1 where HNSW found fewer."""
-        return self.index.search(queries, k)
+        # a streamed task's other slices run their steps meanwhile; one search at a time
+        with waiting(), self._searching:
+            return self.index.search(queries, k)
 
     def passages(self, rows: Iterable[int]) -> dict[int, tuple[str, str, str]]:
         """Row number -> (passage id, document id, text), for the rows asked."""

@@ -11,14 +11,41 @@ with a reason instead of keeping a broken one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 Chat = list[dict[str, str]]
+
+# What this thread lets go of while it waits for an engine's replies or the embedder's vectors: the
+# turn of a streamed task's slices (``executors/flow.py``), so the other slices' steps run meanwhile.
+# Unset: nothing.
+_WAITING: ContextVar[Callable[[], AbstractContextManager] | None] = ContextVar("engine_wait", default=None)
+
+
+@contextlib.contextmanager
+def letting_go(release: Callable[[], AbstractContextManager]):
+    """Meanwhile, this thread's waits for replies run inside ``release()`` (see ``waiting``)."""
+    token = _WAITING.set(release)
+    try:
+        yield
+    finally:
+        _WAITING.reset(token)
+
+
+def waiting() -> AbstractContextManager:
+    """Wrap a wait for replies or vectors: what this thread holds is let go of meanwhile (``letting_go``)."""
+    release = _WAITING.get()
+    return release() if release is not None else contextlib.nullcontext()
+
+
 REQUEST_FAILED = "request_failed"  # finish_reason of a generation whose request never got an answer
 PROMPT_TOO_LONG = "prompt_too_long"  # ... whose prompt the server refused as longer than its context
 

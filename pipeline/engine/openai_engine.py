@@ -1,9 +1,12 @@
 """Engine over HTTP: the same batch of chats sent to any OpenAI-compatible server.
 
 Works with `vllm serve`, SGLang and hosted APIs that accept a JSON-schema
-``response_format``. Requests run concurrently up to a limit; 429, 5xx,
-timeouts and dropped connections are retried with exponential backoff and
-jitter. The API key is read from an environment variable and never logged.
+``response_format``. Every call, from whichever thread (a streamed task's slices call at
+once), shares one pool of ``concurrency`` requests in flight (``models.concurrency``, 256 by
+default: what a vLLM or SGLang server on one GPU batches); while the server answers 429 fewer
+are sent (``Gate``). 429, 5xx, timeouts and dropped connections are retried with exponential
+backoff and jitter. The API key is read from an environment variable and never logged.
+Latency is not watched: a server that slows down without answering 429 keeps its load.
 
 What a fault does to the run:
 
@@ -24,7 +27,8 @@ import logging
 import os
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import httpx
 from pydantic import BaseModel
@@ -69,13 +73,55 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TransportError)  # timeouts, refused or dropped connections
 
 
+class Gate:
+    """How many requests may be in flight: ``most`` at first, fewer while the server answers 429.
+
+    On a 429 the limit drops to 70% (at most once a second: the requests already out answer 429
+    together for one overload); every ``limit`` answers in a row raise it by one, back up to ``most``.
+    """
+
+    def __init__(self, most: int):
+        self.most = most
+        self.limit = most
+        self.out = 0
+        self._answered = 0
+        self._lowered_at = 0.0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._cond:
+            while self.out >= self.limit:
+                self._cond.wait()
+            self.out += 1
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self.out -= 1
+            self._cond.notify()
+
+    def throttled(self) -> None:
+        with self._cond:
+            now = time.monotonic()
+            if now - self._lowered_at >= 1.0:
+                self.limit = max(1, int(self.limit * 0.7))
+                self._lowered_at, self._answered = now, 0
+                log.info("server answered 429: %d requests in flight at most", self.limit)
+
+    def answered(self) -> None:
+        with self._cond:
+            self._answered += 1
+            if self.limit < self.most and self._answered >= self.limit:
+                self.limit, self._answered = self.limit + 1, 0
+                self._cond.notify()
+
+
 class OpenAIEngine(ChatEngine):
     def __init__(
         self,
         base_url: str,
         model: str | None = None,
         api_key_env: str | None = None,
-        concurrency: int = 16,
+        concurrency: int = 256,
         timeout_s: float = 300.0,
         max_attempts: int = 6,
         max_wait_s: float = 30.0,
@@ -83,8 +129,11 @@ class OpenAIEngine(ChatEngine):
         top_p: float = 0.9,
     ):
         self.base_url = base_url.rstrip("/")
-        self.client = _client(self.base_url, api_key_env, timeout_s)
+        self.client = _client(self.base_url, api_key_env, timeout_s, concurrency)
         self.concurrency = concurrency
+        # one pool for every call, whichever thread makes it: a streamed task's slices share it
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="request")
+        self.gate = Gate(concurrency)
         self.temperature = temperature
         self.top_p = top_p
         self._post = retry(
@@ -104,7 +153,12 @@ class OpenAIEngine(ChatEngine):
         return str(_served(self.client, self.base_url, model).get("id") or model)
 
     def _post_once(self, body: dict) -> dict:
-        response = self.client.post("/chat/completions", json=body)
+        with self.gate:  # a retry waits outside the gate: a backing-off request holds no place
+            response = self.client.post("/chat/completions", json=body)
+        if response.status_code == 429:
+            self.gate.throttled()
+        elif response.status_code < 400:
+            self.gate.answered()
         response.raise_for_status()
         return response.json()
 
@@ -198,27 +252,33 @@ class OpenAIEngine(ChatEngine):
     ) -> list[Generation]:
         temp = self.temperature if temperature is None else temperature
         limits = budgets(max_tokens, len(chats))
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = [
-                pool.submit(self._one, chat, output, limit, temp, seed)
-                for chat, limit, seed in zip(chats, limits, seeds or [None] * len(chats), strict=True)
-            ]
-            try:
-                return [f.result() for f in tqdm(futures, desc=desc or "requests", leave=False)]
-            except EngineStopped:
-                pool.shutdown(wait=True, cancel_futures=True)  # the rest end at once (``_stopped``)
-                raise
+        futures = [
+            self._pool.submit(self._one, chat, output, limit, temp, seed)
+            for chat, limit, seed in zip(chats, limits, seeds or [None] * len(chats), strict=True)
+        ]
+        try:
+            # a bar for a large batch only: a streamed task sends many small ones at once
+            bar = tqdm(futures, desc=desc or "requests", leave=False, disable=len(futures) < 64)
+            return [f.result() for f in bar]
+        except EngineStopped:
+            for future in futures:  # those not started end here, the others at once (``_stopped``)
+                future.cancel()
+            wait(futures)
+            raise
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self.client.close()
 
 
-def _client(base_url: str, api_key_env: str | None, timeout_s: float) -> httpx.Client:
+def _client(base_url: str, api_key_env: str | None, timeout_s: float, connections: int = 4) -> httpx.Client:
     key = os.environ.get(api_key_env, "") if api_key_env else ""
     if api_key_env and not key:
         raise EngineUnavailable(f"environment variable {api_key_env} is empty or not set")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s)
+    # one connection per request in flight (httpx's own default pool holds 100)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s, limits=limits)
 
 
 def _served(client: httpx.Client, base_url: str, model: str | None) -> dict:

@@ -18,7 +18,9 @@ one is removed; any other error reading it (a store's 503, a timeout) is a miss 
 With the cache off (``--no-cache``) the same entries are still written, to the task's own
 journal of the chunk in flight (``progress/task-TTTTT/replies/``, set by ``journal``), and
 removed once the chunk is committed: a chunk killed part way is redone with the replies it had
-already received, so only the requests that had no reply yet are asked again.
+already received, so only the requests that had no reply yet are asked again. A reply the
+journal gives back counts as computed, not as a cache hit: the attempt that computed it died
+before its stats were written, so the resumed chunk's stats equal an uninterrupted run's.
 
 Eviction: past ``cache.max_gib`` the entries used least recently go first (a hit refreshes an
 entry's modification time on local disk; on an object store the time is the write's), down to
@@ -33,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -52,6 +55,7 @@ from .base import (
     budgets,
     json_schema,
     parse_output,
+    waiting,
 )
 
 log = logging.getLogger(__name__)
@@ -257,6 +261,7 @@ class CachingEngine(ChatEngine):
     ):
         self._start = start
         self._engine: ChatEngine | None = None
+        self._starting = threading.Lock()  # slices of a streamed task may all miss at once: one start
         self.cache = cache
         self.identity = identity
         self.model_name = model_name
@@ -264,9 +269,10 @@ class CachingEngine(ChatEngine):
 
     @property
     def engine(self) -> ChatEngine:
-        if self._engine is None:
-            self._engine = self._start()
-            self.model_name = self._engine.model_name
+        with self._starting:
+            if self._engine is None:
+                self._engine = self._start()
+                self.model_name = self._engine.model_name
         return self._engine
 
     @property
@@ -299,18 +305,22 @@ class CachingEngine(ChatEngine):
         stores = [self.cache] if self.cache is not None else [j for j in [_JOURNAL.get()] if j is not None]
         answers: list[Generation | None] = []
         for key in keys:
-            entry = next((e for store in stores if key and (e := store.get(self.identity, key))), None)
-            answers.append(_from_entry(entry, output) if entry else None)
+            found = next(((s, e) for s in stores if key and (e := s.get(self.identity, key))), None)
+            # a journal's reply is this chunk's own work, done by an attempt whose stats were lost
+            # with it: it counts as computed, so a resumed chunk's stats equal an uninterrupted one's
+            answers.append(_from_entry(found[1], output, served=found[0] is self.cache) if found else None)
         missing = [i for i, answer in enumerate(answers) if answer is None]
         if missing:
-            fresh = self.engine.generate(
-                [chats[i] for i in missing],
-                output,
-                [limits[i] for i in missing],
-                temperature=temperature,
-                desc=desc,
-                seeds=[request_seeds[i] for i in missing] if seeds is not None else None,
-            )
+            engine = self.engine  # started (once) before the wait, not inside it
+            with waiting():  # a streamed task's other slices run their steps meanwhile
+                fresh = engine.generate(
+                    [chats[i] for i in missing],
+                    output,
+                    [limits[i] for i in missing],
+                    temperature=temperature,
+                    desc=desc,
+                    seeds=[request_seeds[i] for i in missing] if seeds is not None else None,
+                )
             for i, generation in zip(missing, fresh, strict=True):
                 answers[i] = generation
                 key = keys[i]
@@ -338,9 +348,10 @@ def _entry(generation: Generation) -> dict:
     }
 
 
-def _from_entry(entry: dict, output: type[BaseModel]) -> Generation:
+def _from_entry(entry: dict, output: type[BaseModel], served: bool) -> Generation:
     generation = parse_output(entry["raw"], output, entry.get("finish_reason"))
     generation.prompt_tokens = int(entry.get("prompt_tokens") or 0)
+    generation.cached_tokens = int(entry.get("cached_tokens") or 0)
     generation.output_tokens = int(entry.get("output_tokens") or 0)
-    generation.from_cache = True
+    generation.from_cache = served
     return generation

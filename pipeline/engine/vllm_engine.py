@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -129,6 +130,7 @@ class VLLMEngine(ChatEngine):
     def __init__(self, model_path: str, model_name: str, config: ModelConfig, seed: int = 0):
         self.model_name = model_name
         self.config = config
+        self._calling = threading.Lock()
         on_gpu = has_cuda()
         if not on_gpu:
             configure_cpu_environment(config)
@@ -190,12 +192,13 @@ class VLLMEngine(ChatEngine):
             )
             for limit, seed in zip(limits, seeds or [None] * len(chats), strict=True)
         ]
-        results = self.llm.chat(
-            chats,
-            params,
-            use_tqdm=self.config.engine_progress,
-            chat_template_kwargs={"enable_thinking": False},
-        )
+        with self._calling:  # ``LLM.chat`` answers one batch at a time (slices of a streamed task)
+            results = self.llm.chat(
+                chats,
+                params,
+                use_tqdm=self.config.engine_progress,
+                chat_template_kwargs={"enable_thinking": False},
+            )
         generations = []
         for result in results:
             completion = result.outputs[0]

@@ -11,26 +11,25 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
 from .. import schema as S
 from .. import storage
 from ..console import say
-from ..engine.reply_cache import journal
 from ..faults import crash_point
 from ..generate.rows import new_rows
 from ..readers import Corpus
 from ..readers.documents import ReadStats
 from ..readers.passages import Passage, task_passages
-from ..run.budget import Budget
+from ..run.budget import Budget, BudgetReached
 from ..run.folder import DATA, REJECTED, Checkpoint, LeaseLost, TaskState
 from ..run.plan import RunPlan
-from ..run.shards import records_by_task_type, rejected_records, write_table
+from ..run.shards import records_by_task_type, write_table
 from ..run.stats import RunStats
-from ..step import Row, StatefulStep, Step, run_step
+from ..step import Row, StatefulStep, Step
 from .base import Interrupted
+from .flow import ChunkFlow, ChunkWork
 
 log = logging.getLogger(__name__)
 
@@ -66,25 +65,18 @@ def resume_stateful_steps(steps: list[Step], state: TaskState, checkpoint: Check
         step.resume(reached, passed)
 
 
-def process_chunk(steps: list[Step], rows: list[Row], stats: RunStats) -> tuple[list[Row], list[dict]]:
-    """Run one chunk's rows through every step; return the kept rows and the rejected records."""
-    stats.rows_in += len(rows)
-    rejected: list[dict] = []
-    for step in steps:
-        t = time.perf_counter()
-        result, others = run_step(step, rows)
-        stats.record(step.name, len(rows) - len(others), result, time.perf_counter() - t)
-        stats.add_outcomes([], result.dropped)
-        rejected.extend(rejected_records(step.name, result.dropped))
-        rows = result.kept + others
-    stats.add_outcomes(rows, [])
-    stats.rows_out += len(rows)
-    return rows, rejected
-
-
 def _chunks(items: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
     while batch := list(itertools.islice(items, size)):
         yield batch
+
+
+def _commit_all(works: list[ChunkWork], commit: Callable[[ChunkWork], None]) -> None:
+    for work in works:
+        commit(work)
+
+
+def _finish_out(flow: ChunkFlow, commit: Callable[[ChunkWork], None]) -> None:
+    _commit_all(list(flow.drain()), commit)
 
 
 def run_task(
@@ -161,29 +153,46 @@ def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested
     read_stats = ReadStats()
     budget = Budget(config.budget)
     passages = task_passages(config, corpus, state.task, count_tokens, read_stats)
-    for chunk, batch in enumerate(_chunks(passages, config.output.shard_rows)):
-        if chunk < chunks_done:  # written by an earlier run: read again only to count what it read
-            for passage in batch:
-                new_rows(passage, config, read_stats.counts)
-            continue
-        if stop_requested():
-            raise Interrupted(state.name)
-        budget.check(folder, plan.split.num_tasks)  # the whole run's spending, from the checkpoints
-        rows = [row for passage in batch for row in new_rows(passage, config, read_stats.counts)]
-        with journal(state.replies_folder):  # a chunk killed part way is redone with the replies it had
-            rows, rejected = process_chunk(steps, rows, stats)
+
+    def commit(work: ChunkWork) -> None:
+        nonlocal chunks_done
         crash_point("after_replies")
-        committed += write_shards(state, chunk, rows, rejected, lease)
-        stats.reading = Counter(read_stats.counts)
-        chunks_done = chunk + 1
+        committed.extend(write_shards(state, work.number, work.kept, work.rejected, lease))
+        stats.merge(work.stats)
+        stats.reading = work.reading
+        chunks_done = work.number + 1
         crash_point("before_checkpoint")
         # the commit: only after every shard of the chunk exists, under the lease version held
         state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)), lease.confirm())
         crash_point("after_checkpoint")
-        storage.remove(state.replies_folder)  # committed: its replies are in its rows now
-        on_chunk(len(batch), len(rows))
+        storage.remove(state.chunk_replies(work.number))  # committed: its replies are in its rows now
+        on_chunk(work.passages, len(work.kept))
+
+    with ChunkFlow(steps, plan.flow, state.chunk_replies) as flow:
+        for chunk, batch in enumerate(flow.guarded(_chunks(passages, config.output.shard_rows))):
+            if chunk < chunks_done:  # written by an earlier run: read again only to count what it read
+                with flow.held():
+                    for passage in batch:
+                        new_rows(passage, config, read_stats.counts)
+                continue
+            if stop_requested():
+                _finish_out(flow, commit)  # the chunks out are finished and committed first
+                raise Interrupted(state.name)
+            try:  # the whole run's spending, from the checkpoints, and what the chunks out spent so far
+                budget.check(folder, plan.split.num_tasks, flow.pending())
+            except BudgetReached:
+                _finish_out(flow, commit)
+                raise
+            with flow.held():
+                rows = [row for passage in batch for row in new_rows(passage, config, read_stats.counts)]
+            while not flow.has_room(len(rows)):
+                _commit_all(flow.finished(wait=True), commit)
+            flow.start(chunk, len(batch), rows, Counter(read_stats.counts))
+            _commit_all(flow.finished(), commit)
+        _finish_out(flow, commit)
     stats.reading = Counter(read_stats.counts)  # the task's whole input was read in this pass
     state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)), lease.confirm())
+    storage.remove(state.replies_folder)
     crash_point("before_complete")
     lease.confirm()
     state.complete()

@@ -6,8 +6,9 @@ The spending is read from the tasks' checkpoints, so it is the whole run's, whic
 worker or Ray actor committed it, earlier runs into the same folder included: a run stopped by
 its budget resumes, with a larger one, exactly where it stopped.
 
-Each task checks before its next chunk (``Budget.check``). A chunk that crosses the limit is
-finished and committed, so a run overshoots by at most the chunks in flight: one per worker.
+Each task checks before its next chunk (``Budget.check``), counting what its chunks still out
+have spent so far. A chunk that crosses the limit is finished and committed, so a run overshoots
+by at most the chunks in flight: one per worker, or per streamed task the chunks it had out.
 """
 
 from __future__ import annotations
@@ -59,11 +60,14 @@ class Budget:
             return f"engine-hour budget reached: {spent_hours:.4g} engine hours of {hours:g}"
         return None
 
-    def check(self, folder: RunFolder, num_tasks: int) -> None:
-        """Raise ``BudgetReached`` once the run's committed spending has reached a limit."""
+    def check(self, folder: RunFolder, num_tasks: int, pending: Usage | None = None) -> None:
+        """Raise ``BudgetReached`` once the run's committed spending, plus ``pending`` (what this
+        task's chunks still out have spent so far), has reached a limit."""
         if not self.active:
             return
         self.read(folder, num_tasks)
+        if pending is not None:
+            self.spent.merge(pending)
         reached = self.reached()
         if reached:
             raise BudgetReached(reached, self.to_json())

@@ -89,6 +89,9 @@ def config_fingerprint(config: RunConfig) -> str:
     else:
         data["aim"].pop("path")  # the plan's content (its digest) decides, not where the file is
     data.pop("cache", None)  # where replies come from never changes them
+    data.pop("flow", None)  # how rows move through the steps never changes them
+    # requests in flight never change a reply: pinned to the default of the runs made before it rose
+    data["models"]["concurrency"] = 16
     data.pop("budget", None)  # a run stopped by its budget resumes with a larger one
     # the key's name before 2026-12, so runs started before the rename resume
     data["domains"]["tasks_per_domain"] = data["domains"].pop("topics_per_domain")
@@ -441,8 +444,12 @@ class TaskState:
 
     @property
     def replies_folder(self) -> Path:
-        """The replies of the chunk in flight when the reply cache is off (``reply_cache.journal``)."""
+        """The replies of the chunks in flight when the reply cache is off (``reply_cache.journal``)."""
         return self.task_folder / "replies"
+
+    def chunk_replies(self, chunk: int) -> Path:
+        """One chunk's journal of replies, removed once the chunk is committed."""
+        return self.replies_folder / f"chunk-{chunk:05d}"
 
     @property
     def legacy_progress_file(self) -> Path:

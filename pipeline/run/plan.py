@@ -61,6 +61,38 @@ class TaskSplit:
 
 
 @dataclass
+class Flow:
+    """How a task's rows move through the steps (``executors/flow.py``).
+
+    ``slice_rows`` rows go through the steps together; chunks are admitted while fewer than
+    ``rows_in_flight`` rows are between their first step and their chunk's commit (always one).
+    None: a slice is the whole chunk and one chunk is out, the steps one after another as whole
+    batches.
+    """
+
+    slice_rows: int | None = None
+    rows_in_flight: int = 1
+
+    @property
+    def streams(self) -> bool:
+        return self.slice_rows is not None
+
+
+STREAMED_SLICE_ROWS = 16  # the openai engine's default slice: small, so a stage's tail is short
+
+
+def flow_decision(config: RunConfig) -> Flow:
+    """Slices with a server (it batches every request in flight); whole chunks with the in-process
+    engine, whose ``LLM.chat`` answers one batch at a time; ``flow.slice_rows`` when set."""
+    rows = config.flow.slice_rows
+    if rows is None and config.models.engine == "openai":
+        rows = STREAMED_SLICE_ROWS
+    if rows is None:
+        return Flow()
+    return Flow(rows, config.flow.rows_in_flight)
+
+
+@dataclass
 class RunPlan:
     config: RunConfig
     folder: RunFolder
@@ -78,6 +110,7 @@ class RunPlan:
     # the reply cache's folder, resolved once here (Ray actors and workers read it from the plan),
     # None when the cache is off
     reply_cache: str | None = None
+    flow: Flow = field(default_factory=Flow)
 
     @cached_property
     def prompts(self) -> PromptLibrary:
@@ -268,4 +301,5 @@ def resolve_plan(
         verbose=verbose,
         accept_corpus_change=accept_corpus_change,
         reply_cache=(config.cache.path or default_root()) if config.cache.enabled else None,
+        flow=flow_decision(config),
     )
