@@ -16,7 +16,6 @@ import pytest
 from bench.sim_server import SimulatedServer
 from pipeline import schema as S
 from pipeline.config import load_config
-from pipeline.engine.factory import close_engines
 from pipeline.engine.openai_engine import Gate, OpenAIEngine
 from pipeline.executors import flow as flow_module
 from pipeline.executors import run_generate
@@ -78,7 +77,6 @@ def test_streamed_rows_equal_one_chunk_at_a_time_and_stay_under_the_bound(
     # one chunk at a time, as one slice: the order replies come back in decides nothing
     staged = tmp_path / "staged"
     run_generate(config_for(staged, server, minilm_path, "flow.slice_rows=1000", "flow.rows_in_flight=1"))
-    close_engines()
     assert most["rows"] == 2 * SHARD
     most["rows"] = 0
     server.reset()
@@ -87,7 +85,6 @@ def test_streamed_rows_equal_one_chunk_at_a_time_and_stay_under_the_bound(
     result = run_generate(
         config_for(streamed, server, minilm_path, "flow.slice_rows=2", "flow.rows_in_flight=24")
     )
-    close_engines()
     seen = server.stats()
     assert result.stats.rows_in == 2 * PASSAGES
     assert rows_of(streamed) == rows_of(staged) and rows_of(staged)

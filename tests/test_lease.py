@@ -184,7 +184,9 @@ def test_a_paused_writer_resumed_after_a_takeover_cannot_commit(tmp_path, minilm
     and the run's rows equal an uninterrupted run's."""
     server = FakeServer(delay_s=0.25)
     try:
+        # one chunk out at a time (streamed in slices): the pause then lands between chunks
         sets = ["filters.cosine.enabled=false", "output.shard_rows=2", "filters.judge.enabled=false"]
+        sets.append("flow.rows_in_flight=1")
         extra = ["--engine", "openai", "--base-url", server.url, "--no-cache"]
         reference = tmp_path / "reference"
         args = generate_args(reference, minilm_path, limit=8, sets=sets, extra=extra)
