@@ -33,12 +33,18 @@ import hashlib
 import json
 import math
 import random
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script by the bench, too
+
+from tests.conftest import default_answer, send_json  # noqa: E402 - the tests' fake model and JSON answer
 
 BLOCK_CHARS = 64  # 16 tokens of 4 characters: the prefix cache's unit
 MODEL = "simulated-engine"
@@ -88,12 +94,7 @@ class SimulatedServer:
                 pass
 
             def _send(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, body)
 
             def do_GET(self):
                 if self.path.endswith("/sim/stats"):
@@ -260,11 +261,6 @@ class SimulatedServer:
 def main() -> None:
     """Serve until killed, in a process of its own (so the client's Python does not slow its clock)."""
     import argparse
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.conftest import default_answer  # the fake model the tests answer with
 
     parser = argparse.ArgumentParser(description="a simulated continuous-batching server")
     parser.add_argument("--slots", type=int, default=256)

@@ -116,16 +116,16 @@ def test_the_gate_lowers_once_per_overload_and_climbs_back():
     for _ in range(7):
         gate.answered()
     assert gate.limit == 8
-    entered = []
+    gate.limit = 1
+    entered = threading.Event()
 
     def enter():
         with gate:
-            entered.append(1)
+            entered.set()
 
-    with gate:
-        threads = [threading.Thread(target=enter) for _ in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    assert len(entered) == 3 and gate.out == 0
+    with gate:  # the one place is held: a second request waits for it
+        waiter = threading.Thread(target=enter)
+        waiter.start()
+        assert not entered.wait(0.2)
+    waiter.join(5)
+    assert entered.is_set() and gate.out == 0

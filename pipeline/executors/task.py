@@ -12,7 +12,7 @@ import itertools
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .. import schema as S
 from .. import storage
@@ -70,13 +70,10 @@ def _chunks(items: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
         yield batch
 
 
-def _commit_all(works: list[ChunkWork], commit: Callable[[ChunkWork], None]) -> None:
+def _commit_each(works: Iterable[ChunkWork], commit: Callable[[ChunkWork], None]) -> None:
+    """Commit chunks as they are handed back (``drain`` hands each on as soon as it finishes)."""
     for work in works:
         commit(work)
-
-
-def _finish_out(flow: ChunkFlow, commit: Callable[[ChunkWork], None]) -> None:
-    _commit_all(list(flow.drain()), commit)
 
 
 def run_task(
@@ -176,20 +173,20 @@ def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested
                         new_rows(passage, config, read_stats.counts)
                 continue
             if stop_requested():
-                _finish_out(flow, commit)  # the chunks out are finished and committed first
+                _commit_each(flow.drain(), commit)  # the chunks out are finished and committed first
                 raise Interrupted(state.name)
             try:  # the whole run's spending, from the checkpoints, and what the chunks out spent so far
-                budget.check(folder, plan.split.num_tasks, flow.pending())
+                budget.check(folder, plan.split.num_tasks, flow.pending() if budget.active else None)
             except BudgetReached:
-                _finish_out(flow, commit)
+                _commit_each(flow.drain(), commit)
                 raise
             with flow.held():
                 rows = [row for passage in batch for row in new_rows(passage, config, read_stats.counts)]
             while not flow.has_room(len(rows)):
-                _commit_all(flow.finished(wait=True), commit)
+                _commit_each(flow.finished(wait=True), commit)
             flow.start(chunk, len(batch), rows, Counter(read_stats.counts))
-            _commit_all(flow.finished(), commit)
-        _finish_out(flow, commit)
+            _commit_each(flow.finished(), commit)
+        _commit_each(flow.drain(), commit)
     stats.reading = Counter(read_stats.counts)  # the task's whole input was read in this pass
     state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)), lease.confirm())
     storage.remove(state.replies_folder)
