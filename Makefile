@@ -79,6 +79,7 @@ bench:
 	$(RUN) $(BIN)/python bench/aim.py --quick --out outputs/bench-aim-q --results outputs/bench-aim-q/aim.json
 	$(RUN) $(BIN)/python bench/positive_check.py --quick --results outputs/bench-positive-check-q.json
 	$(RUN) $(BIN)/python bench/engine_fill.py --quick
+	$(RUN) $(BIN)/python bench/engine_stream.py --quick
 
 lint:
 	$(BIN)/ruff check .

@@ -37,17 +37,21 @@ sys.path.insert(0, str(ROOT))
 
 
 class RecordingEngine:
-    """Wraps a ChatEngine; keeps every call (stage, chats, schema, budgets) and its wall time."""
+    """Wraps a ChatEngine; keeps every call (stage, chats, schema, budgets, seeds) and its wall time,
+    and in ``outputs`` each call's output model."""
 
     def __init__(self, engine):
         self.engine = engine
         self.model_name = engine.model_name
         self.settings = getattr(engine, "settings", {})
         self.calls: list[dict] = []
+        self.outputs: list[type[BaseModel]] = []
 
     def generate(self, chats, output: type[BaseModel], max_tokens, temperature=None, desc=None, seeds=None):
         started = time.perf_counter()
-        generations = self.engine.generate(chats, output, max_tokens, temperature=temperature, desc=desc)
+        generations = self.engine.generate(
+            chats, output, max_tokens, temperature=temperature, desc=desc, seeds=seeds
+        )
         self.calls.append(
             {
                 "stage": desc,
@@ -55,10 +59,12 @@ class RecordingEngine:
                 "schema": output.model_json_schema(),
                 "max_tokens": max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(chats),
                 "temperature": temperature,
+                "seeds": seeds,
                 "seconds": time.perf_counter() - started,
                 "output_tokens": [g.output_tokens for g in generations],
             }
         )
+        self.outputs.append(output)
         return generations
 
     def close(self):

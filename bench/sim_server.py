@@ -12,6 +12,8 @@ What it models (vLLM and SGLang on one GPU, to first order):
   request itself (its messages and seed, so arrival order changes nothing), and never more
   than the request's ``max_tokens``. Its text comes from ``answer(prompt, output)``.
 - A request that finds ``queue_limit`` others waiting is refused with 429.
+- ``GET /get_server_info`` says ``max_running_requests``: ``slots`` (as SGLang does), unless
+  ``reports_limit`` is off (as with vLLM, which reports none).
 
 It records slot occupancy: slot-seconds busy, the first arrival and the last reply (the window
 in which the client had work in flight), output tokens, the time spent on prefills, and per step
@@ -71,7 +73,9 @@ class SimulatedServer:
         queue_limit: int = 4096,
         jitter_s: float = 0.0,
         seed: int = 0,
+        reports_limit: bool = True,
     ):
+        self.reports_limit = reports_limit
         self.answer, self.slots, self.step_s, self.prefill_s = answer, slots, step_s, prefill_s
         self.mean_tokens, self.queue_limit, self.jitter_s, self.seed = (
             mean_tokens,
@@ -99,6 +103,11 @@ class SimulatedServer:
             def do_GET(self):
                 if self.path.endswith("/sim/stats"):
                     self._send(200, server.stats())
+                elif self.path.endswith("/get_server_info"):
+                    if server.reports_limit:
+                        self._send(200, {"max_running_requests": server.slots})
+                    else:
+                        self._send(404, {"detail": "Not Found"})
                 else:
                     self._send(200, {"data": [{"id": MODEL, "object": "model", "created": 1700000000}]})
 

@@ -105,10 +105,12 @@ class ModelConfig(_Strict):
         description="Sentence embedder: hub id or local folder. None: Qwen3-Embedding-0.6B on a GPU, "
         "the packaged all-MiniLM-L6-v2 elsewhere.",
     )
-    engine: Literal["vllm", "openai"] = Field(
+    engine: Literal["vllm", "openai", "batch"] = Field(
         "vllm",
         description="`vllm`: an in-process vLLM engine. `openai`: any OpenAI-compatible server at `base_url` "
-        "(vllm serve, SGLang); `generator` then names the served model (None: the first it lists).",
+        "(vllm serve, SGLang); `generator` then names the served model (None: the first it lists). "
+        "`batch`: requests written to OpenAI batch files for a batch runner (vllm run-batch, a hosted "
+        "batch API), its results read back with --batch-results; `generator` names the model it serves.",
     )
     base_url: str | None = Field(
         None, description="Server URL for the openai engine, e.g. http://host:8000/v1."
@@ -122,12 +124,14 @@ class ModelConfig(_Strict):
         "of the reply cache's key, so replies of another revision served under the same name never "
         "answer for this one. The cache also keys a server's model by what its /v1/models reports.",
     )
-    concurrency: int = Field(
-        256,
+    concurrency: int | None = Field(
+        None,
         ge=1,
-        description="Requests in flight at once with the openai engine, all steps and chunks together: "
-        "what a vLLM or SGLang server on one GPU batches (vLLM's default max_num_seqs is 256). "
-        "While the server answers 429 the engine keeps fewer in flight, and climbs back as it answers.",
+        description="Requests in flight at once with the openai engine, all steps and chunks together. "
+        "None: twice what the server says it runs at once where it says (SGLang's /get_server_info), "
+        "else 256 (vLLM's default max_num_seqs; vLLM reports none). While the server answers 429, or "
+        "its replies slow down well past its quickest pace, the engine keeps fewer in flight, and "
+        "climbs back as it keeps pace.",
     )
     max_attempts: int = Field(
         6, ge=1, description="Tries per request on 429, 5xx and timeouts (exponential backoff with jitter)."
@@ -655,21 +659,25 @@ class OutputConfig(_Strict):
 
 
 class FlowConfig(_Strict):
-    slice_rows: int | None = Field(
-        None,
+    streamed: bool = Field(
+        True,
+        description="Rows move through the steps in slices, each on to its next step as soon as its own "
+        "replies are back, while other slices, of this chunk and the next ones, keep the engine busy; "
+        "chunks are still written and committed whole, in order, and the rows written are those of a "
+        "staged run. False: staged, each chunk runs its steps one after another as whole batches, one "
+        "chunk at a time (for comparisons and debugging).",
+    )
+    slice_rows: int = Field(
+        16,
         ge=1,
-        description="Rows of a chunk that move through the steps together: a slice's rows go on to the "
-        "next step as soon as the slice's replies are back, while other slices, of this chunk and the "
-        "next ones, keep the engine busy; the chunk is still written and committed whole. None: 16 with "
-        "the openai engine, the whole chunk with the in-process vLLM engine (its LLM.chat serves one "
-        "batch at a time). The rows written do not depend on it.",
+        description="Rows of a chunk that move through the steps together when streamed: small, so a "
+        "step's tail is short. The rows written do not depend on it.",
     )
     rows_in_flight: int = Field(
         2048,
         ge=1,
-        description="At most this many rows between their first step and their chunk's commit (memory "
-        "stays flat however large the corpus); at least one slice. Used when slices are smaller than "
-        "the chunk.",
+        description="At most this many rows between their first step and their chunk's commit when "
+        "streamed (memory stays flat however large the corpus); always at least one chunk.",
     )
 
 

@@ -197,6 +197,8 @@ def summary(result, log_path: Path | None) -> list[str]:
         )
     if getattr(result, "budget_stop", None):
         lines.insert(0, f"stopped by the budget: {result.budget_stop}")
+    if getattr(result, "batch_waiting", None):
+        lines.insert(0, f"waiting for a batch runner: {result.batch_waiting}")
     t = stats.timings
     lines.append(
         f"time: {t.get('total', 0):.1f} s (engine start {t.get('engine_start', 0):.1f} s, "

@@ -131,6 +131,11 @@ def check_settings(config: RunConfig) -> None:
         raise InputError(
             f"corpus.language: {config.corpus.language!r} is not an ISO 639-1 code (e.g. en, zh)"
         )
+    if config.models.engine == "batch" and not config.models.generator:
+        raise InputError(
+            "--engine batch needs --model: the name of the model the batch runner serves (each "
+            'request\'s "model")'
+        )
     if config.limit is not None and config.limit < config.output.num_tasks:
         raise InputError(
             f"limit ({config.limit}) is below output.num_tasks ({config.output.num_tasks}): some tasks "

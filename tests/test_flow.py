@@ -16,7 +16,8 @@ import pytest
 from bench.sim_server import SimulatedServer
 from pipeline import schema as S
 from pipeline.config import load_config
-from pipeline.engine.openai_engine import Gate, OpenAIEngine
+from pipeline.engine.base import EngineClock
+from pipeline.engine.openai_engine import DEFAULT_CONCURRENCY, LATENCY_FLOOR, Gate, OpenAIEngine
 from pipeline.executors import flow as flow_module
 from pipeline.executors import run_generate
 from pipeline.generate.replies import QueryOutput
@@ -34,21 +35,23 @@ def server():
     simulated.close()
 
 
+def settings_for(out, minilm_path, *sets) -> list[str]:
+    """The runs' settings (later items win): 24 passages in 4 chunks, the reply cache off."""
+    return [
+        f"output.out_dir={out}",
+        f"limit={PASSAGES}",
+        f"output.shard_rows={SHARD}",
+        "generation.tasks=[retrieval, sts]",
+        "generation.languages={en: 1}",
+        f"models.embedder={minilm_path}",
+        "cache.enabled=false",
+        *sets,
+    ]
+
+
 def config_for(out, server, minilm_path, *sets):
     return load_config(
-        None,
-        [
-            f"output.out_dir={out}",
-            f"limit={PASSAGES}",
-            f"output.shard_rows={SHARD}",
-            "generation.tasks=[retrieval, sts]",
-            "generation.languages={en: 1}",
-            f"models.embedder={minilm_path}",
-            "models.engine=openai",
-            f"models.base_url={server.url}",
-            "cache.enabled=false",
-            *sets,
-        ],
+        None, settings_for(out, minilm_path, "models.engine=openai", f"models.base_url={server.url}", *sets)
     )
 
 
@@ -74,11 +77,9 @@ def test_streamed_rows_equal_one_chunk_at_a_time_and_stay_under_the_bound(
         most["rows"] = max(most["rows"], self.rows_out)
 
     monkeypatch.setattr(flow_module.ChunkFlow, "start", counting_start)
-    # one chunk at a time, as one slice: the order replies come back in decides nothing
+    # staged: one chunk at a time, each step as one batch
     staged = tmp_path / "staged"
-    run_generate(config_for(staged, server, minilm_path, "flow.slice_rows=1000", "flow.rows_in_flight=1"))
-    assert most["rows"] == 2 * SHARD
-    most["rows"] = 0
+    run_generate(config_for(staged, server, minilm_path, "flow.streamed=false"))
     server.reset()
     streamed = tmp_path / "streamed"
     # slices of 2 rows, up to 24 rows out: two chunks at once
@@ -129,3 +130,44 @@ def test_the_gate_lowers_once_per_overload_and_climbs_back():
         assert not entered.wait(0.2)
     waiter.join(5)
     assert entered.is_set() and gate.out == 0
+
+
+def test_the_gate_lowers_while_replies_slow_down_and_not_below_its_floor(monkeypatch):
+    clock = {"now": 100.0}
+    monkeypatch.setattr("pipeline.engine.openai_engine.time.monotonic", lambda: clock["now"])
+    gate = Gate(64)
+    for _ in range(50):  # the server's pace: 10 ms a token
+        gate.answered(0.5, 50)
+    assert gate.limit == 64
+    for _ in range(40):  # then requests queue: 5x slower per token, one reply every 100 ms
+        clock["now"] += 0.1
+        gate.answered(2.5, 50)
+    assert LATENCY_FLOOR <= gate.limit < 64
+    for _ in range(400):
+        clock["now"] += 0.1
+        gate.answered(2.5, 50)
+    assert gate.limit == LATENCY_FLOOR  # latency alone never goes below the floor
+
+
+def test_the_engine_keeps_twice_the_servers_reported_limit_in_flight():
+    for reports, expected in ((True, 2 * 8), (False, DEFAULT_CONCURRENCY)):
+        simulated = SimulatedServer(default_answer, slots=8, step_s=0.01, reports_limit=reports)
+        try:
+            engine = OpenAIEngine(simulated.url)
+            assert engine.concurrency == expected and engine.gate.most == expected
+            engine.close()
+        finally:
+            simulated.close()
+
+
+def test_engine_seconds_of_calls_waiting_side_by_side_add_up_to_the_wall_time(monkeypatch):
+    clock = {"now": 0.0}
+    monkeypatch.setattr("pipeline.engine.base.time.perf_counter", lambda: clock["now"])
+    shared = EngineClock()
+    with shared.share() as first:  # t=0: one call out
+        clock["now"] = 1.0
+        with shared.share() as second:  # t=1: two calls out until t=3
+            clock["now"] = 3.0
+        clock["now"] = 4.0
+    assert (first.seconds, second.seconds) == (3.0, 1.0)  # 1 alone + 2 shared by two + 1 alone
+    assert first.seconds + second.seconds == 4.0  # the engine was waited on for 4 s, not 6

@@ -60,6 +60,8 @@ def stopping_answer(after: int):
     return answer
 
 
+# the record's runs are staged: one chunk at a time, each step as one batch
+STAGED = ["flow.streamed=false"]
 # the same run streamed: slices of 2 rows, up to 3 chunks (12 rows each) out at once
 STREAMED = ["flow.slice_rows=2", "flow.rows_in_flight=36"]
 
@@ -155,7 +157,7 @@ def golden_runs(tmp_path_factory, minilm_path):
             os.environ["SYNTH_CACHE"] = str(tmp_path_factory.mktemp(f"cache-{name}"))
             os.environ["SYNTH_REPLY_CACHE"] = str(tmp_path_factory.mktemp(f"replies-{name}"))
             out = tmp_path_factory.mktemp(name) / "out"
-            extra = STREAMED if name.startswith("streamed") else []
+            extra = STREAMED if name.startswith("streamed") else STAGED
             if name.endswith("resumed"):
                 stop = 40 if name == "resumed" else 120  # streamed: 3 chunks out share the first replies
                 with pytest.raises(Stop):

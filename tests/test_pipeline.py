@@ -54,8 +54,9 @@ def test_run_writes_schema_stats_and_rejected(tmp_path, minilm_path):
     assert all("judge/relevance=" in r[S.PROMPT_HASH] for r in rows)
     assert len({r[S.ID] for r in rows}) == len(rows)
     assert all(r[S.PERSONA] and r[S.QUESTION_TYPE] == "summary" and r[S.JUDGE_SCORE] == 3 for r in rows)
-    # three shards of at most five passages: the engine saw whole shards per call
-    assert [n for name, n in engine.calls if name == "ConfigureOutput"] == [5, 5, 2]
+    # three shards of at most five passages: the engine saw whole shards per call (a slice of 16 rows
+    # holds a whole chunk), in whatever order the chunks streaming side by side reached it
+    assert sorted(n for name, n in engine.calls if name == "ConfigureOutput") == [2, 5, 5]
 
     # every kept row has negatives of both kinds, and each obeys the margin rule when re-scored
     from pipeline.embed.embedder import Embedder

@@ -32,7 +32,10 @@ SAMPLED_GATE = [s for s in OPEN_GATE if not s.startswith("models.temperature")]
 
 
 def args_for(tiny_qwen3, minilm_path, out, limit=8):
-    return generate_args(out, minilm_path, limit=limit, model=tiny_qwen3, sets=SAMPLED_GATE)
+    # one chunk out at a time: the kill lands between two commits (streamed side by side, the four
+    # small chunks would all be committed within one poll)
+    sets = [*SAMPLED_GATE, "flow.rows_in_flight=1"]
+    return generate_args(out, minilm_path, limit=limit, model=tiny_qwen3, sets=sets)
 
 
 def row_ids(out):

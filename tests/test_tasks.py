@@ -22,6 +22,8 @@ def config_for(out, minilm_path, *extra):
             "output.shard_rows=3",
             f"models.embedder={minilm_path}",
             "filters.cosine.mode=percentile",
+            # one chunk out at a time: a crash counted in engine calls then falls in a known chunk
+            "flow.rows_in_flight=1",
             *extra,
         ],
     )
@@ -86,6 +88,26 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, minilm_path, reference
     assert json.loads((out / "stats.json").read_text())["rows_in"] == 14
     rejected = pq.read_table(out / "rejected").to_pylist() if any((out / "rejected").iterdir()) else []
     assert len(ids(out)) + len(rejected) == 14
+
+
+def test_a_streamed_chunk_that_fails_keeps_every_chunk_before_it(tmp_path, minilm_path, reference):
+    """All five chunks out at once, the third one's request fails: the first two still finish and
+    are committed, as a staged run commits them, and nothing after them is."""
+    shard = next((reference / "data" / "retrieval").glob("part-00000-00002-*.parquet"))
+    passage = pq.read_table(shard).to_pylist()[0][S.POSITIVE][:40]
+
+    def answer(prompt, output):
+        if passage in prompt:
+            raise Crash("a request of the third chunk fails")
+        return default_answer(prompt, output)
+
+    out = tmp_path / "crash"
+    with pytest.raises(Crash):
+        run_generate(config_for(out, minilm_path, "flow.rows_in_flight=2048"), engine=FakeEngine(answer))
+    assert checkpoint_of(out)["chunks_done"] == 2
+    assert sorted(p.name[:16] for p in (out / "data").rglob("*.parquet")) == sorted(
+        p.name[:16] for p in (reference / "data").rglob("*.parquet") if p.name[11:16] in ("00000", "00001")
+    )
 
 
 def test_a_resumed_run_counts_what_its_finished_chunks_read(tmp_path, minilm_path):

@@ -23,10 +23,20 @@ def generate(
             "--fraction F): OUT/splits/train/ and a BEIR OUT/splits/eval/."
         ),
     ] = None,
+    batch_results: Annotated[
+        str | None,
+        typer.Option(
+            help="--engine batch: the batch runner's output for the requests file the last run wrote "
+            "(OUT/batch/requests-RRR.jsonl). Checked line by line against it, then read into the run, "
+            "which goes on to the next round."
+        ),
+    ] = None,
 ) -> None:
     """Turn a corpus into query / positive training rows. Rerun the same command to resume.
 
     Exit status 3: the budget stopped the run at a chunk boundary (finished chunks are saved).
+    Exit status 4 (--engine batch): requests wait in a batch file; run them, then rerun with
+    --batch-results FILE.
     """
     from .. import console
     from ..executors import run_generate
@@ -43,7 +53,11 @@ def generate(
             world_size=options.world_size,
             workers=options.workers,
             replicas=options.replicas,
+            engine=cfg.models.engine,
         )
+    if batch_results is not None:
+        with checked(ValueError):
+            read_batch_results(cfg, batch_results)
     console.start_logging(cfg.output.out_dir, verbose)
     ray = RayOptions(options.address, options.replicas, options.cpus_per_replica, show_worker_logs=verbose)
     with one_line_errors(cfg.output.out_dir):
@@ -68,8 +82,24 @@ def generate(
         split(Path(cfg.output.out_dir), fraction=holdout, seed=cfg.seed)
 
 
+def read_batch_results(cfg, source: str) -> None:
+    """A batch runner's results, checked against the last round's requests and kept in the run."""
+    from ..console import say
+    from ..engine.batch_engine import BatchFiles
+    from ..run.folder import RunFolder
+
+    if cfg.models.engine != "batch":
+        raise ValueError("--batch-results reads a batch runner's output: give --engine batch too")
+    files = BatchFiles(RunFolder(cfg.output.out_dir).batch_folder)
+    round = files.round
+    answered, failed = files.read_results(source)
+    failures = f" ({failed:,} failed: their rows are dropped as request_failed)" if failed else ""
+    say(f"batch round {round}: {answered:,} answers read from {source}{failures}")
+
+
 def summarize(result, verbose: bool) -> None:
-    """The closing lines of a run (the whole funnel too with ``--verbose``); exit 3 on a budget stop."""
+    """The closing lines of a run (the whole funnel too with ``--verbose``); exit 3 on a budget stop,
+    4 while requests wait in a batch file."""
     from .. import console
 
     if verbose:
@@ -82,6 +112,10 @@ def summarize(result, verbose: bool) -> None:
         from ..run.budget import BUDGET_EXIT
 
         raise typer.Exit(BUDGET_EXIT)
+    if result.batch_waiting:
+        from ..engine.batch_engine import BATCH_EXIT
+
+        raise typer.Exit(BATCH_EXIT)
 
 
 @app.command("plan")

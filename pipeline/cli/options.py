@@ -52,7 +52,10 @@ Count = Annotated[int | None, typer.Option(help="With --domains: rows to write i
 # -- the models ------------------------------------------------------------------------------------
 Model = Annotated[str | None, typer.Option(help="Generator: hub id or local folder (wins over defaults).")]
 Embedder = Annotated[str | None, typer.Option(help="Embedder: hub id or local folder.")]
-Engine = Annotated[str | None, typer.Option(help="vllm (in process) or openai (HTTP server).")]
+Engine = Annotated[
+    str | None,
+    typer.Option(help="vllm (in process), openai (HTTP server) or batch (batch files: --batch-results)."),
+]
 BaseUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible server, e.g. http://host:8000/v1.")]
 ApiKeyEnv = Annotated[str | None, typer.Option(help="Environment variable holding the API key.")]
 TensorParallel = Annotated[int | None, typer.Option(help="GPUs per engine (vLLM tensor parallelism).")]

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -44,6 +46,52 @@ def waiting() -> AbstractContextManager:
     """Wrap a wait for replies or vectors: what this thread holds is let go of meanwhile (``letting_go``)."""
     release = _WAITING.get()
     return release() if release is not None else contextlib.nullcontext()
+
+
+@dataclass
+class _Spent:
+    seconds: float = 0.0
+
+
+class EngineClock:
+    """Wall time spent waiting for engines, shared out among the calls waiting at once.
+
+    Streamed slices wait for the engine side by side: summing each call's own wall time would
+    count one engine second once per slice waiting in it. Instead every stretch of time is split
+    evenly among the calls in flight during it, so the calls' seconds add up to the wall time in
+    which any call was waiting: engine hours in the stats and the budget are hours of a busy
+    engine, however many slices shared them. One call at a time (the staged flow), a call's
+    share is its wall time.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._shares: dict[int, _Spent] = {}
+        self._last = 0.0
+
+    def _advance(self, now: float) -> None:
+        if self._shares:
+            each = (now - self._last) / len(self._shares)
+            for spent in self._shares.values():
+                spent.seconds += each
+        self._last = now
+
+    @contextlib.contextmanager
+    def share(self) -> Iterator[_Spent]:
+        """Meanwhile this call waits; ``.seconds`` is its share once the block ends."""
+        spent = _Spent()
+        with self._lock:
+            self._advance(time.perf_counter())
+            self._shares[id(spent)] = spent
+        try:
+            yield spent
+        finally:
+            with self._lock:
+                self._advance(time.perf_counter())
+                self._shares.pop(id(spent), None)
+
+
+ENGINE_CLOCK = EngineClock()  # one per process: its engines serve every task and slice in it
 
 
 REQUEST_FAILED = "request_failed"  # finish_reason of a generation whose request never got an answer

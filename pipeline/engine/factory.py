@@ -7,6 +7,8 @@ engine and drive several CLI runs through it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..config import ModelConfig
 from ..models import ResolvedModel
 from .base import ChatEngine
@@ -14,7 +16,18 @@ from .base import ChatEngine
 _ENGINES: dict[str, ChatEngine] = {}
 
 
-def get_engine(model: ResolvedModel, config: ModelConfig, seed: int = 0) -> ChatEngine:
+def get_engine(
+    model: ResolvedModel, config: ModelConfig, seed: int = 0, batch_folder: Path | None = None
+) -> ChatEngine:
+    """``batch_folder``: the run's batch folder, for ``engine: batch`` (one engine per run, not kept)."""
+    if config.engine == "batch":
+        from .batch_engine import BatchEngine, BatchFiles
+
+        if batch_folder is None:
+            raise ValueError("the batch engine writes into a run's folder: none was given")
+        return BatchEngine(
+            BatchFiles(batch_folder), model.path or model.name, config.temperature, config.top_p
+        )
     if config.engine == "openai":
         key = f"openai:{config.base_url}:{model.path}"
         if key not in _ENGINES or _ENGINES[key].stopped:  # a server that failed for good: try afresh

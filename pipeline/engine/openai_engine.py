@@ -2,11 +2,15 @@
 
 Works with `vllm serve`, SGLang and hosted APIs that accept a JSON-schema
 ``response_format``. Every call, from whichever thread (a streamed task's slices call at
-once), shares one pool of ``concurrency`` requests in flight (``models.concurrency``, 256 by
-default: what a vLLM or SGLang server on one GPU batches); while the server answers 429 fewer
-are sent (``Gate``). 429, 5xx, timeouts and dropped connections are retried with exponential
-backoff and jitter. The API key is read from an environment variable and never logged.
-Latency is not watched: a server that slows down without answering 429 keeps its load.
+once), shares one pool of requests in flight. How many: ``models.concurrency`` when set; else
+twice what the server says it runs at once, where it says (SGLang's ``/get_server_info``
+``max_running_requests``: the second half waits in the server's queue, so a slot freed is
+filled without a round trip); else 256 (vLLM's default ``max_num_seqs``; vLLM reports no limit).
+The ``Gate`` keeps fewer in flight while the server answers 429, or while its replies take
+much longer per token than they did at their quickest (requests queueing at the server add
+nothing but waiting), and climbs back as the server keeps pace. 429, 5xx, timeouts and
+dropped connections are retried with exponential backoff and jitter. The API key is read
+from an environment variable and never logged.
 
 What a fault does to the run:
 
@@ -29,6 +33,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 import httpx
 from pydantic import BaseModel
@@ -73,11 +78,38 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TransportError)  # timeouts, refused or dropped connections
 
 
-class Gate:
-    """How many requests may be in flight: ``most`` at first, fewer while the server answers 429.
+DEFAULT_CONCURRENCY = 256  # vLLM's default max_num_seqs: what one server on one GPU batches
+MOST_CONCURRENCY = 4096
+SLOW_LATENCY = 3.0  # replies this many times slower per token than at their quickest: back off
+LATENCY_FLOOR = 16  # latency alone never takes the limit below this
+BEST_DRIFT = 1.0005  # per reply: a pace slower for good is the normal one after some thousand replies
 
-    On a 429 the limit drops to 70% (at most once a second: the requests already out answer 429
-    together for one overload); every ``limit`` answers in a row raise it by one, back up to ``most``.
+
+@dataclass
+class Pace:
+    """Seconds per output token of one kind of reply (one output schema: one stage's requests)."""
+
+    fast: float  # recent replies
+    slow: float  # many replies
+    best: float  # the lowest the slow average has been, drifting up toward it (a new normal)
+
+    def add(self, pace: float) -> None:
+        self.fast = 0.8 * self.fast + 0.2 * pace
+        self.slow = 0.98 * self.slow + 0.02 * pace
+        self.best = min(self.slow, self.best * BEST_DRIFT)
+
+
+class Gate:
+    """How many requests may be in flight: ``most`` at first, fewer while the server is overloaded.
+
+    A 429 drops the limit to 70% (at most once a second: the requests already out answer 429
+    together for one overload). Latency lowers it too, gently. For each kind of reply (its output
+    schema: short and long replies differ in seconds per token) the gate follows seconds per
+    output token in a fast and a slow moving average; when the fast one runs ``SLOW_LATENCY``
+    times above the lowest the slow one has been (the server's pace when nothing queues; it
+    drifts up slowly, so a server that is slower for good becomes the new normal), the limit
+    drops to 90%, at most once a second and not below ``LATENCY_FLOOR``. Every ``limit``
+    answers in a row at a normal pace raise it by one, back up to ``most``.
     """
 
     def __init__(self, most: int):
@@ -86,6 +118,7 @@ class Gate:
         self.out = 0
         self._answered = 0
         self._lowered_at = 0.0
+        self._paces: dict[str, Pace] = {}
         self._cond = threading.Condition()
 
     def __enter__(self) -> None:
@@ -101,18 +134,36 @@ class Gate:
 
     def throttled(self) -> None:
         with self._cond:
-            now = time.monotonic()
-            if now - self._lowered_at >= 1.0:
-                self.limit = max(1, int(self.limit * 0.7))
-                self._lowered_at, self._answered = now, 0
-                log.info("server answered 429: %d requests in flight at most", self.limit)
+            self._lower(0.7, 1, "server answered 429")
 
-    def answered(self) -> None:
+    def _lower(self, share: float, floor: int, why: str) -> None:
+        now = time.monotonic()
+        if now - self._lowered_at >= 1.0 and self.limit > floor:
+            self.limit = max(floor, int(self.limit * share))
+            self._lowered_at, self._answered = now, 0
+            log.info("%s: %d requests in flight at most", why, self.limit)
+
+    def answered(self, seconds: float = 0.0, tokens: int = 0, kind: str = "") -> None:
+        """A reply of ``kind`` came back after ``seconds`` with ``tokens`` output tokens."""
         with self._cond:
+            if self._slowing(seconds, tokens, kind):
+                self._lower(0.9, min(LATENCY_FLOOR, self.most), "replies slowing down")
+                return
             self._answered += 1
             if self.limit < self.most and self._answered >= self.limit:
                 self.limit, self._answered = self.limit + 1, 0
                 self._cond.notify()
+
+    def _slowing(self, seconds: float, tokens: int, kind: str) -> bool:
+        if seconds <= 0 or tokens <= 0:
+            return False
+        pace = seconds / tokens
+        known = self._paces.get(kind)
+        if known is None:
+            self._paces[kind] = Pace(pace, pace, pace)
+            return False
+        known.add(pace)
+        return known.fast > SLOW_LATENCY * known.best
 
 
 class OpenAIEngine(ChatEngine):
@@ -121,7 +172,7 @@ class OpenAIEngine(ChatEngine):
         base_url: str,
         model: str | None = None,
         api_key_env: str | None = None,
-        concurrency: int = 256,
+        concurrency: int | None = None,
         timeout_s: float = 300.0,
         max_attempts: int = 6,
         max_wait_s: float = 30.0,
@@ -129,6 +180,11 @@ class OpenAIEngine(ChatEngine):
         top_p: float = 0.9,
     ):
         self.base_url = base_url.rstrip("/")
+        if concurrency is None:
+            reported = _server_limit(self.base_url, api_key_env)
+            concurrency = min(MOST_CONCURRENCY, 2 * reported) if reported else DEFAULT_CONCURRENCY
+            said = f"the server runs {reported} at once" if reported else "the server reports no limit"
+            log.info("requests in flight: %d (%s)", concurrency, said)
         self.client = _client(self.base_url, api_key_env, timeout_s, concurrency)
         self.concurrency = concurrency
         # one pool for every call, whichever thread makes it: a streamed task's slices share it
@@ -154,32 +210,21 @@ class OpenAIEngine(ChatEngine):
 
     def _post_once(self, body: dict) -> dict:
         with self.gate:  # a retry waits outside the gate: a backing-off request holds no place
+            started = time.monotonic()
             response = self.client.post("/chat/completions", json=body)
+            seconds = time.monotonic() - started
         if response.status_code == 429:
             self.gate.throttled()
-        elif response.status_code < 400:
-            self.gate.answered()
         response.raise_for_status()
-        return response.json()
+        reply = response.json()
+        tokens = ((reply.get("usage") or {}).get("completion_tokens") or 0) if isinstance(reply, dict) else 0
+        self.gate.answered(seconds, int(tokens), body["response_format"]["json_schema"]["name"])
+        return reply
 
     def _one(
         self, chat: Chat, output: type[BaseModel], max_tokens: int, temperature: float, seed: int | None
     ) -> Generation:
-        body = {
-            "model": self.model_name,
-            "messages": chat,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": self.top_p,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": output.__name__, "schema": json_schema(output), "strict": True},
-            },
-            # vLLM and SGLang read this; Qwen3's template then skips the thinking block
-            "chat_template_kwargs": {"enable_thinking": False},
-        }
-        if seed is not None:  # vLLM, SGLang and OpenAI sample this request with its own seed
-            body["seed"] = seed
+        body = request_body(self.model_name, chat, output, max_tokens, temperature, self.top_p, seed)
         if self._stopped is not None:
             raise self._stopped
         try:
@@ -206,15 +251,7 @@ class OpenAIEngine(ChatEngine):
         except httpx.HTTPError as exc:
             return Generation("", None, _said(exc), REQUEST_FAILED)
         self._check_model(reply.get("model"))
-        choice = reply["choices"][0]
-        generation = parse_output(choice["message"].get("content") or "", output, choice.get("finish_reason"))
-        usage = reply.get("usage") or {}
-        generation.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        generation.output_tokens = int(usage.get("completion_tokens") or 0)
-        # vLLM reports this when started with --enable-prompt-tokens-details; OpenAI always does
-        details = usage.get("prompt_tokens_details") or {}
-        generation.cached_tokens = int(details.get("cached_tokens") or 0)
-        return generation
+        return reply_generation(reply, output)
 
     @property
     def stopped(self) -> bool:
@@ -271,6 +308,47 @@ class OpenAIEngine(ChatEngine):
         self.client.close()
 
 
+def request_body(
+    model: str,
+    chat: Chat,
+    output: type[BaseModel],
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int | None,
+) -> dict:
+    """The body of one ``/v1/chat/completions`` request (also a batch file's line, ``batch_engine``)."""
+    body = {
+        "model": model,
+        "messages": chat,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": output.__name__, "schema": json_schema(output), "strict": True},
+        },
+        # vLLM and SGLang read this; Qwen3's template then skips the thinking block
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
+    if seed is not None:  # vLLM, SGLang and OpenAI sample this request with its own seed
+        body["seed"] = seed
+    return body
+
+
+def reply_generation(reply: dict, output: type[BaseModel]) -> Generation:
+    """A chat completion's first choice, parsed, with the token counts its ``usage`` gives."""
+    choice = reply["choices"][0]
+    generation = parse_output(choice["message"].get("content") or "", output, choice.get("finish_reason"))
+    usage = reply.get("usage") or {}
+    generation.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    generation.output_tokens = int(usage.get("completion_tokens") or 0)
+    # vLLM reports this when started with --enable-prompt-tokens-details; OpenAI always does
+    details = usage.get("prompt_tokens_details") or {}
+    generation.cached_tokens = int(details.get("cached_tokens") or 0)
+    return generation
+
+
 def _client(base_url: str, api_key_env: str | None, timeout_s: float, connections: int = 4) -> httpx.Client:
     key = os.environ.get(api_key_env, "") if api_key_env else ""
     if api_key_env and not key:
@@ -279,6 +357,24 @@ def _client(base_url: str, api_key_env: str | None, timeout_s: float, connection
     # one connection per request in flight (httpx's own default pool holds 100)
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s, limits=limits)
+
+
+def _server_limit(base_url: str, api_key_env: str | None) -> int | None:
+    """How many requests the server says it runs at once (SGLang: ``/get_server_info``), or None."""
+    root = base_url.removesuffix("/v1")
+    try:
+        with _client(root, api_key_env, 10.0) as client:
+            response = client.get("/get_server_info")
+            info = response.json() if response.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    states = info.get("internal_states") or [{}]
+    found = info.get("max_running_requests") or (states[0] if isinstance(states[0], dict) else {}).get(
+        "max_running_requests"
+    )
+    return int(found) if isinstance(found, int | float) and found >= 1 else None
 
 
 def _served(client: httpx.Client, base_url: str, model: str | None) -> dict:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .. import console
 from ..console import say
 from ..engine import ChatEngine
+from ..engine.batch_engine import BatchFiles, RepliesPending
 from ..faults import crash_point
 from ..handover.card import write_card
 from ..readers import Corpus
@@ -51,6 +52,7 @@ class RunResult:
     stats: RunStats
     shards: list[Path]
     budget_stop: str | None = None  # why the budget stopped the run, with what was spent and is left
+    batch_waiting: str | None = None  # the batch file of requests the run waits on, and what to do
 
 
 class StopFlag:
@@ -141,12 +143,14 @@ class Executor(ABC):
             else:
                 log.info(here)
             progress = Progress(total=self.expected_passages(todo))
-            stopped = None
+            stopped = waiting = None
             try:
                 with StopFlag() as stop:
                     self.run_tasks(todo, progress.on_chunk, stop)
             except BudgetReached as exc:  # a clean stop at a chunk boundary: finalize, then say so
                 stopped = exc
+            except RepliesPending:  # every task wrote this round's requests: one file for the runner
+                waiting = self.batch_message()
             finally:  # also on a crash or interrupt: stats.json always reflects what is on disk
                 progress.close()
                 self.timings["total"] = time.perf_counter() - started
@@ -154,7 +158,20 @@ class Executor(ABC):
             result = self.result(stats)
             if stopped is not None:
                 result.budget_stop = self.budget_message(stopped)
+            result.batch_waiting = waiting
             return result
+
+    def batch_message(self) -> str:
+        """This round's requests gathered into one batch file; where it is and what to run next."""
+        plan = self.plan
+        files = BatchFiles(plan.folder.batch_folder)
+        round = files.round
+        path, count = files.gather()
+        return (
+            f"{count:,} request(s) of round {round} wait in {path}: run them (vllm run-batch -i {path} "
+            f"-o results.jsonl --model {plan.models.generator.path}, or a hosted batch API), then rerun "
+            "this command with --batch-results results.jsonl"
+        )
 
     def budget_message(self, stopped: BudgetReached) -> str:
         """The budget's stop, what was spent and what is left to do, in one line."""

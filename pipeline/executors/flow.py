@@ -1,10 +1,9 @@
 """A task's chunks through the steps: staged, or streamed in slices with many in flight.
 
-**Staged** (``plan.flow.streams`` false: the in-process vLLM engine, whose ``LLM.chat`` answers
-one batch at a time): a chunk runs its steps one after another as whole batches, in the task's
-own thread, one chunk at a time.
+**Staged** (``flow.streamed`` off): a chunk runs its steps one after another as whole batches, in
+the task's own thread, one chunk at a time.
 
-**Streamed** (a server, or ``flow.slice_rows`` set): a chunk is cut into slices of
+**Streamed** (the default, with every engine): a chunk is cut into slices of
 ``slice_rows`` rows and each slice runs through the steps in a thread of its own. A slice goes
 on to its next step as soon as its own replies are back, while the other slices, of its chunk
 and of the chunks after it, keep requests in flight at the engine. Chunks are admitted while
@@ -24,6 +23,11 @@ What streaming does not change:
 - rows meet every stateful step, and reach the shards, in the order the staged flow gives them
   (``_staged_order``), so a streamed run writes the rows of a staged one; the rejected rows are
   listed by step, then by their place in the chunk.
+
+A chunk one of whose requests went to a batch file (``engine.batch_engine.RepliesPending``) is
+*held back*: its other slices end where they are, and it is handed back marked ``pending``. The
+chunks after it go on (a stateful step does not wait for a held-back chunk), so that every chunk
+writes the requests it can make in this round; ``run_task`` commits none of them.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from pathlib import Path
 
 from .. import schema as S
 from ..engine.base import Usage, letting_go
+from ..engine.batch_engine import RepliesPending
 from ..engine.reply_cache import journal
 from ..run.plan import Flow
 from ..run.shards import rejected_records
@@ -67,6 +72,7 @@ class ChunkWork:
     arrived: dict[int, dict[int, list[Row]]] = field(default_factory=dict)  # stateful step -> slices there
     running: set[int] = field(default_factory=set)  # stateful steps one of its slices runs now
     passed: set[int] = field(default_factory=set)  # stateful steps the chunk is through
+    pending: bool = False  # held back: a request of it waits in a batch file
     kept: list[Row] = field(default_factory=list)  # set once finished
     rejected: list[dict] = field(default_factory=list)  # set once finished
 
@@ -79,7 +85,9 @@ class ChunkFlow:
         self.rows_out = 0
         self.last_number: int | None = None
         self.passed_by: dict[int, int] = {}  # stateful step -> the last chunk through it
+        self.held_back: set[int] = set()  # chunks waiting for a batch file's results
         self.error: BaseException | None = None
+        self.failed_at: int | None = None  # the chunk whose slice failed: it and the later ones stop
         self.stopping = False
         self.threads: list[threading.Thread] = []
 
@@ -119,12 +127,16 @@ class ChunkFlow:
         with self.turn:
             return not self.works or self.rows_out + rows <= self.flow.rows_in_flight
 
-    def pending(self) -> Usage:
-        """What the chunks out have spent so far (the budget counts it before admitting another)."""
+    def pending(self, per_chunk: Usage | None = None) -> Usage:
+        """What the chunks out will have spent (the budget counts it before admitting another): what
+        each has spent so far, or ``per_chunk`` (a committed chunk's average) where that is more."""
         spent = Usage()
         with self.turn:
             for work in self.works:
-                spent.merge(work.stats.usage())
+                used = work.stats.usage()
+                if per_chunk is not None and per_chunk.computed_tokens > used.computed_tokens:
+                    used = per_chunk
+                spent.merge(used)
         return spent
 
     def start(self, number: int, passages: int, rows: list[Row], reading: Counter) -> None:
@@ -138,7 +150,10 @@ class ChunkFlow:
         self.last_number = number
         if not self.streams:
             with journal(self.journal_of(number)):
-                self._through(work, 0)
+                try:
+                    self._through(work, 0)
+                except RepliesPending:
+                    self._hold_back(work)
             self.works.append(work)
             return
         with self.turn:
@@ -153,18 +168,27 @@ class ChunkFlow:
             self.threads.append(thread)
 
     def finished(self, wait: bool = False) -> list[ChunkWork]:
-        """The chunks through every step, in order, from the first one out (``wait``: at least it)."""
+        """The chunks through every step, in order, from the first one out (``wait``: at least it).
+
+        After a slice failed, the chunks before its chunk still finish and are handed back, as
+        the staged flow would have committed them; the failure is raised once none is left."""
         done = []
         with self.turn:
-            while wait and self.works and self.works[0].left and self.error is None:
+            while True:
+                while self.works and not self.works[0].left and not self._failed(self.works[0]):
+                    work = self.works.popleft()
+                    self.rows_out -= work.size
+                    done.append(self._finish(work))
+                if self.error is not None and (not self.works or self._failed(self.works[0])):
+                    if done:
+                        return done  # committed first; the next call raises
+                    raise self.error
+                if done or not wait or not self.works:
+                    return done
                 self.turn.wait()
-            if self.error is not None:
-                raise self.error
-            while self.works and not self.works[0].left:
-                work = self.works.popleft()
-                self.rows_out -= work.size
-                done.append(self._finish(work))
-        return done
+
+    def _failed(self, work: ChunkWork) -> bool:
+        return self.failed_at is not None and work.number >= self.failed_at
 
     def drain(self) -> Iterator[ChunkWork]:
         """Every chunk still out, in order, as each finishes."""
@@ -179,10 +203,23 @@ class ChunkFlow:
                 self._through(work, k)
         except _Stopped:
             pass
+        except RepliesPending:
+            with self.turn:
+                self._hold_back(work)
+                self.turn.notify_all()
         except BaseException as exc:  # handed to the task's thread (``finished``)
             with self.turn:
                 self.error = self.error or exc
+                self.failed_at = min(
+                    work.number, self.failed_at if self.failed_at is not None else work.number
+                )
                 self.turn.notify_all()
+
+    def _hold_back(self, work: ChunkWork) -> None:
+        """A slice of ``work`` waits for a batch file: the slice is done, the chunk held back."""
+        work.pending = True
+        work.left -= 1
+        self.held_back.add(work.number)
 
     @contextlib.contextmanager
     def _let_go(self):
@@ -192,14 +229,14 @@ class ChunkFlow:
         finally:
             self.turn.acquire()
 
-    def _check(self) -> None:
-        if self.streams and (self.error is not None or self.stopping):
+    def _check(self, work: ChunkWork) -> None:
+        if self.streams and (self._failed(work) or self.stopping):
             raise _Stopped
 
     def _through(self, work: ChunkWork, k: int) -> None:
         rows = work.slices[k]
         for index, step in enumerate(self.steps):
-            self._check()
+            self._check(work)
             if self.streams and isinstance(step, StatefulStep):
                 rows = self._gathered(work, k, index, rows)
             else:
@@ -224,8 +261,14 @@ class ChunkFlow:
         arrived = work.arrived.setdefault(index, {})
         arrived[k] = rows
         while index not in work.passed:
-            self._check()
-            earlier_through = work.previous is None or self.passed_by.get(index, -1) >= work.previous
+            self._check(work)
+            if work.pending:  # another slice of the chunk waits for a batch file: so does this one
+                raise RepliesPending(f"chunk {work.number} is held back")
+            earlier_through = (
+                work.previous is None
+                or self.passed_by.get(index, -1) >= work.previous
+                or work.previous in self.held_back  # its rows will not be committed: nothing to wait for
+            )
             # the step lets go of the turn while it embeds: a slice woken meanwhile must not run it again
             if len(arrived) == len(work.slices) and earlier_through and index not in work.running:
                 work.running.add(index)

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 
+from ..engine.batch_engine import RepliesPending
 from ..engine.factory import get_engine
 from ..readers.passages import open_input
 from ..run.budget import BUDGET_EXIT
@@ -31,23 +32,31 @@ class LocalExecutor(Executor):
         plan = self.plan
         if plan.models.remote:
             if self.engine is None:
-                self.engine = get_engine(plan.models.generator, plan.config.models, plan.config.seed)
+                self.engine = get_engine(
+                    plan.models.generator, plan.config.models, plan.config.seed, plan.folder.batch_folder
+                )
             plan.serve(self.engine.model_name)
 
     def run_tasks(self, todo: list[TaskState], on_chunk: OnChunk, stop: StopFlag) -> None:
         corpus = self.corpus  # opened by Executor.run
         bench = Workbench.build(self.plan, corpus, self.engine)
+        waiting = None  # every task writes its requests into the round before the run stops
         try:
             for state in todo:
-                run_task(
-                    state,
-                    self.plan,
-                    corpus,
-                    bench.steps,
-                    bench.count_tokens,
-                    on_chunk=on_chunk,
-                    stop_requested=lambda: stop.requested,
-                )
+                try:
+                    run_task(
+                        state,
+                        self.plan,
+                        corpus,
+                        bench.steps,
+                        bench.count_tokens,
+                        on_chunk=on_chunk,
+                        stop_requested=lambda: stop.requested,
+                    )
+                except RepliesPending as exc:
+                    waiting = waiting or exc
+            if waiting is not None:
+                raise waiting
         finally:  # the engine starts on the first reply the cache lacks: its figures come last
             self.timings.update(bench.timings)
             self.engine_info = bench.engine_info

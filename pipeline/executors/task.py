@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from .. import schema as S
 from .. import storage
 from ..console import say
+from ..engine.base import Usage
+from ..engine.batch_engine import RepliesPending
 from ..faults import crash_point
 from ..generate.rows import new_rows
 from ..readers import Corpus
@@ -127,70 +129,126 @@ def write_shards(state: TaskState, chunk: int, rows: list[Row], rejected: list[d
 
 
 def _run_task(state, plan, corpus, steps, count_tokens, on_chunk, stop_requested, lease) -> RunStats:
-    config, folder = plan.config, plan.folder
+    config = plan.config
     checkpoint = state.load()
     if checkpoint.chunks_done or checkpoint.shards:
         # commit again under this writer's lease version first: a stalled former owner's later
         # commits (under its older version) then never count, whatever they list
         state.save(checkpoint, lease.confirm())
-    chunks_done, committed = checkpoint.chunks_done, list(checkpoint.shards)
-    stats = RunStats.from_json(checkpoint.stats) if checkpoint.stats else RunStats()
+    commits = Commits(state, lease, checkpoint, on_chunk)
     for step in steps:
         if isinstance(step, StatefulStep):
             step.reset()
     # the checkpoint is the only truth: shards it does not list are a crashed attempt's
-    removed = state.remove_uncommitted(committed)
+    removed = state.remove_uncommitted(commits.committed)
     if removed:
         log.info(
             "%s: removed %d shard(s) of chunks after the checkpoint: %s", state.name, len(removed), removed
         )
-    if chunks_done:
-        say(f"{state.name}: resuming after {chunks_done} finished chunk(s)")
+    if commits.chunks_done:
+        say(f"{state.name}: resuming after {commits.chunks_done} finished chunk(s)")
         resume_stateful_steps(steps, state, checkpoint)
     read_stats = ReadStats()
-    budget = Budget(config.budget)
     passages = task_passages(config, corpus, state.task, count_tokens, read_stats)
-
-    def commit(work: ChunkWork) -> None:
-        nonlocal chunks_done
-        crash_point("after_replies")
-        committed.extend(write_shards(state, work.number, work.kept, work.rejected, lease))
-        stats.merge(work.stats)
-        stats.reading = work.reading
-        chunks_done = work.number + 1
-        crash_point("before_checkpoint")
-        # the commit: only after every shard of the chunk exists, under the lease version held
-        state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)), lease.confirm())
-        crash_point("after_checkpoint")
-        storage.remove(state.chunk_replies(work.number))  # committed: its replies are in its rows now
-        on_chunk(work.passages, len(work.kept))
-
     with ChunkFlow(steps, plan.flow, state.chunk_replies) as flow:
-        for chunk, batch in enumerate(flow.guarded(_chunks(passages, config.output.shard_rows))):
-            if chunk < chunks_done:  # written by an earlier run: read again only to count what it read
-                with flow.held():
-                    for passage in batch:
-                        new_rows(passage, config, read_stats.counts)
-                continue
-            if stop_requested():
-                _commit_each(flow.drain(), commit)  # the chunks out are finished and committed first
-                raise Interrupted(state.name)
-            try:  # the whole run's spending, from the checkpoints, and what the chunks out spent so far
-                budget.check(folder, plan.split.num_tasks, flow.pending() if budget.active else None)
-            except BudgetReached:
-                _commit_each(flow.drain(), commit)
-                raise
-            with flow.held():
-                rows = [row for passage in batch for row in new_rows(passage, config, read_stats.counts)]
-            while not flow.has_room(len(rows)):
-                _commit_each(flow.finished(wait=True), commit)
-            flow.start(chunk, len(batch), rows, Counter(read_stats.counts))
-            _commit_each(flow.finished(), commit)
-        _commit_each(flow.drain(), commit)
+        try:
+            _feed(flow, commits, passages, read_stats, plan, state, stop_requested)
+        except BaseException as exc:
+            # a failure outside the slices (a bad corpus row): what was done before it is kept, as a
+            # staged run keeps it; not after a failed commit (the chunks are committed in order)
+            quiet = isinstance(exc, KeyboardInterrupt | BudgetReached | Interrupted)
+            if flow.error is None and not commits.failed and not quiet:
+                _commit_each(flow.drain(), commits.commit)
+            raise
+        _commit_each(flow.drain(), commits.commit)
+    if commits.held:  # this round's requests are written; the next round resumes after chunks_done
+        raise RepliesPending(f"{state.name}: {len(commits.held)} chunk(s) wait for a batch file's results")
+    stats = commits.stats
     stats.reading = Counter(read_stats.counts)  # the task's whole input was read in this pass
-    state.save(Checkpoint(chunks_done, stats.to_json(), tuple(committed)), lease.confirm())
+    state.save(Checkpoint(commits.chunks_done, stats.to_json(), tuple(commits.committed)), lease.confirm())
     storage.remove(state.replies_folder)
     crash_point("before_complete")
     lease.confirm()
     state.complete()
     return stats
+
+
+class Commits:
+    """A task's committed chunks: each finished chunk written and checkpointed, in order."""
+
+    def __init__(self, state: TaskState, lease, checkpoint: Checkpoint, on_chunk: Callable[[int, int], None]):
+        self.state, self.lease, self.on_chunk = state, lease, on_chunk
+        self.chunks_done, self.committed = checkpoint.chunks_done, list(checkpoint.shards)
+        self.stats = RunStats.from_json(checkpoint.stats) if checkpoint.stats else RunStats()
+        self.held: list[int] = []  # chunks waiting for a batch file's results, and every chunk after
+        self.failed = False  # a commit failed part way: no later chunk may be committed
+
+    def per_chunk(self) -> Usage | None:
+        """What a committed chunk of this task cost on average; None before the first."""
+        if not self.chunks_done:
+            return None
+        usage, average = self.stats.usage(), Usage()
+        for name in Usage.FIELDS:
+            setattr(average, name, type(getattr(usage, name))(getattr(usage, name) / self.chunks_done))
+        return average
+
+    def commit(self, work: ChunkWork) -> None:
+        if work.pending or self.held:  # committed in order: nothing after a held-back chunk
+            self.held.append(work.number)
+            return
+        state, lease = self.state, self.lease
+        self.failed = True  # until the checkpoint is written
+        crash_point("after_replies")
+        self.committed.extend(write_shards(state, work.number, work.kept, work.rejected, lease))
+        self.stats.merge(work.stats)
+        self.stats.reading = work.reading
+        self.chunks_done = work.number + 1
+        crash_point("before_checkpoint")
+        # the commit: only after every shard of the chunk exists, under the lease version held
+        state.save(Checkpoint(self.chunks_done, self.stats.to_json(), tuple(self.committed)), lease.confirm())
+        self.failed = False
+        crash_point("after_checkpoint")
+        storage.remove(state.chunk_replies(work.number))  # committed: its replies are in its rows now
+        self.on_chunk(work.passages, len(work.kept))
+
+
+def _feed(
+    flow: ChunkFlow, commits: Commits, passages, read_stats: ReadStats, plan, state, stop_requested
+) -> None:
+    """The task's chunks into the flow, each admitted when there is room and budget, the finished
+    ones committed as they come back."""
+    config, commit = plan.config, commits.commit
+    budget = Budget(config.budget)
+    for chunk, batch in enumerate(flow.guarded(_chunks(passages, config.output.shard_rows))):
+        if chunk < commits.chunks_done:  # written by an earlier run: read again only to count what it read
+            with flow.held():
+                for passage in batch:
+                    new_rows(passage, config, read_stats.counts)
+            continue
+        if stop_requested():
+            _commit_each(flow.drain(), commit)  # the chunks out are finished and committed first
+            raise Interrupted(state.name)
+        if budget.active:
+            _check_budget(flow, commits, budget, plan)
+        with flow.held():
+            rows = [row for passage in batch for row in new_rows(passage, config, read_stats.counts)]
+        while not flow.has_room(len(rows)):
+            _commit_each(flow.finished(wait=True), commit)
+        flow.start(chunk, len(batch), rows, Counter(read_stats.counts))
+        _commit_each(flow.finished(), commit)
+
+
+def _check_budget(flow: ChunkFlow, commits: Commits, budget: Budget, plan) -> None:
+    """Stop before a chunk the budget cannot pay for: the whole run's committed spending (from the
+    checkpoints) plus what the chunks out will cost, each counted at least at a committed chunk's
+    average. Until this task has committed one, one chunk is out at a time, so the first average
+    is known before a second chunk is started."""
+    per_chunk = commits.per_chunk()
+    if per_chunk is None:
+        _commit_each(flow.drain(), commits.commit)
+        per_chunk = commits.per_chunk()
+    try:
+        budget.check(plan.folder, plan.split.num_tasks, flow.pending(per_chunk))
+    except BudgetReached:
+        _commit_each(flow.drain(), commits.commit)
+        raise

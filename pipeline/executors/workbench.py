@@ -329,7 +329,7 @@ class Workbench:
             t = time.perf_counter()
             with console.quiet():
                 started = given if given is not None and model is models.generator else None
-                started = started or get_engine(model, config.models, config.seed)
+                started = started or get_engine(model, config.models, config.seed, plan.folder.batch_folder)
             timings["engine_start"] = timings.get("engine_start", 0.0) + time.perf_counter() - t
             return started
 
@@ -363,7 +363,9 @@ def cached(plan: RunPlan, start: Callable[[], ChatEngine], model: ResolvedModel)
         cache = ReplyCache(plan.reply_cache, int(config.cache.max_gib * (1 << 30)))
     sampling = Sampling(config.models.temperature, config.models.top_p)
     revision = config.models.revision
-    if plan.models.remote:  # the server's URL and what it says of the model, asked now (one GET)
+    if config.models.engine == "batch":  # a batch runner is known by the model name it serves
+        identity = model_identity(None, f"batch:{model.path or model.name}", revision)
+    elif plan.models.remote:  # the server's URL and what it says of the model, asked now (one GET)
         from ..engine.openai_engine import model_card
 
         card = model_card(config.models.base_url or "", model.path or None, config.models.api_key_env)

@@ -8,11 +8,10 @@ query after all and is removed. A judgement that does not parse drops the row
 
 from __future__ import annotations
 
-import time
-
 from .. import schema as S
 from ..config import QUESTION_TASK_TYPES, JudgeConfig
 from ..engine import ChatEngine
+from ..engine.base import ENGINE_CLOCK
 from ..generate.prompts import PromptLibrary
 from ..generate.replies import JudgeOutput
 from ..step import Dropped, Row, Step, StepResult, charge, set_score
@@ -36,9 +35,9 @@ def grade(
     """The judge's grades of (row index, query, passage) triples, grouped by row index in the order
     asked; what the calls cost is added to ``result``."""
     chats = [judgement_chat(prompts, query, passage) for _, query, passage in asked]
-    started = time.perf_counter()
-    generations = engine.generate(chats, JudgeOutput, config.max_tokens, temperature=0.0, desc=desc)
-    result.usage.add(generations, time.perf_counter() - started)
+    with ENGINE_CLOCK.share() as spent:  # streamed slices wait side by side: each gets its share
+        generations = engine.generate(chats, JudgeOutput, config.max_tokens, temperature=0.0, desc=desc)
+    result.usage.add(generations, spent.seconds)
     grouped: dict[int, list] = {}
     for (i, _, _), generation in zip(asked, generations, strict=True):
         grouped.setdefault(i, []).append(generation)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,7 +10,7 @@ from pydantic import BaseModel
 
 from .. import schema as S
 from ..engine import ChatEngine, Generation
-from ..engine.base import PROMPT_TOO_LONG, REQUEST_FAILED
+from ..engine.base import ENGINE_CLOCK, PROMPT_TOO_LONG, REQUEST_FAILED
 from ..instructions import instruction
 from ..step import Dropped, Row, Step, StepResult, charge, request_seed
 from .prompts import PromptLibrary
@@ -135,11 +134,11 @@ def ask(
         language = row.get(language_column)
         chats.append([{"role": "user", "content": prompts.render(template, values, language)}])
         row.setdefault(S.WORK_PROMPTS, {})[template] = prompts.prompt(template, language).hash
-    started = time.perf_counter()
     seeds = [request_seed(seed, str(row.get(S.ID)), template) for row in rows]
-    generations: list[Generation] = engine.generate(chats, output, max_tokens, desc=template, seeds=seeds)
+    with ENGINE_CLOCK.share() as spent:  # streamed slices wait side by side: each gets its share
+        generations: list[Generation] = engine.generate(chats, output, max_tokens, desc=template, seeds=seeds)
     answered, result = [], StepResult()
-    result.usage.add(generations, time.perf_counter() - started)
+    result.usage.add(generations, spent.seconds)
     for row, chat, generation in zip(rows, chats, generations, strict=True):
         charge(row, [generation])
         if generation.parsed is None:

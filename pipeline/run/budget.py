@@ -6,9 +6,11 @@ The spending is read from the tasks' checkpoints, so it is the whole run's, whic
 worker or Ray actor committed it, earlier runs into the same folder included: a run stopped by
 its budget resumes, with a larger one, exactly where it stopped.
 
-Each task checks before its next chunk (``Budget.check``), counting what its chunks still out
-have spent so far. A chunk that crosses the limit is finished and committed, so a run overshoots
-by at most the chunks in flight: one per worker, or per streamed task the chunks it had out.
+Each task checks before its next chunk (``Budget.check``), counting each of its chunks still out
+at what it has spent so far or at the task's average committed chunk, whichever is more
+(``executors/task._check_budget``; until a task has committed one chunk it keeps one out). A
+chunk that crosses the limit is finished and committed, so a run overshoots by about one chunk
+per task running at once.
 """
 
 from __future__ import annotations

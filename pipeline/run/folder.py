@@ -212,6 +212,11 @@ class RunFolder:
         return self._root / EXPORT / format
 
     @property
+    def batch_folder(self) -> Path:
+        """``--engine batch``: each round's requests file, the results read back and their answers."""
+        return self.root / "batch"
+
+    @property
     def review_folder(self) -> Path:
         """``review/``: a person's decisions on sampled rows (``synth review``), one file per save."""
         return self._root / REVIEW

@@ -78,18 +78,13 @@ class Flow:
         return self.slice_rows is not None
 
 
-STREAMED_SLICE_ROWS = 16  # the openai engine's default slice: small, so a stage's tail is short
-
-
 def flow_decision(config: RunConfig) -> Flow:
-    """Slices with a server (it batches every request in flight); whole chunks with the in-process
-    engine, whose ``LLM.chat`` answers one batch at a time; ``flow.slice_rows`` when set."""
-    rows = config.flow.slice_rows
-    if rows is None and config.models.engine == "openai":
-        rows = STREAMED_SLICE_ROWS
-    if rows is None:
+    """Slices of ``flow.slice_rows`` rows, unless ``flow.streamed`` is off: whole chunks, one at a
+    time. Both engines stream: a server batches every request in flight, and the in-process vLLM
+    engine is stepped for every thread waiting on it (``engine/vllm_engine.py``)."""
+    if not config.flow.streamed:
         return Flow()
-    return Flow(rows, config.flow.rows_in_flight)
+    return Flow(config.flow.slice_rows, config.flow.rows_in_flight)
 
 
 @dataclass
@@ -154,7 +149,7 @@ class RunPlan:
 
 def resolve_models(config: RunConfig) -> Models:
     """Find or convert the models; cheap when they are already in place, and needs no engine."""
-    remote = config.models.engine == "openai"
+    remote = config.models.engine in ("openai", "batch")
     if remote:  # the server decides the model; nothing is converted or loaded here
         served = config.models.generator or ""
         generator = ResolvedModel(path=served, name=served or f"served at {config.models.base_url}")
@@ -241,7 +236,9 @@ def step_recipe(config: RunConfig, judge_on: bool) -> tuple[str, ...]:
     return (*recipe, *(name for name, on in optional if on))
 
 
-def check_executor(executor: str, *, rank: int, world_size: int, workers: int, replicas: int) -> None:
+def check_executor(
+    executor: str, *, rank: int, world_size: int, workers: int, replicas: int, engine: str = "vllm"
+) -> None:
     """Whether the executor options make a run (one ``ValueError`` line if not): the one place
     they are judged, before anything loads (the command line) and again by ``resolve_plan``."""
     if executor not in EXECUTORS:
@@ -252,6 +249,11 @@ def check_executor(executor: str, *, rank: int, world_size: int, workers: int, r
         raise ValueError("--executor ray spreads the tasks itself: drop --workers / --world-size")
     if replicas < 1:
         raise ValueError("--replicas must be at least 1")
+    if engine == "batch" and (executor == "ray" or workers > 1 or world_size > 1):
+        raise ValueError(
+            "--engine batch writes each round's requests file from one process: drop --workers, "
+            "--world-size and --executor ray"
+        )
 
 
 def resolve_plan(
@@ -269,7 +271,12 @@ def resolve_plan(
 ) -> RunPlan:
     """The plan of a run of ``config``; warns once when the judge is switched off by the default."""
     check_executor(
-        executor, rank=rank, world_size=world_size, workers=workers, replicas=(ray or RayOptions()).replicas
+        executor,
+        rank=rank,
+        world_size=world_size,
+        workers=workers,
+        replicas=(ray or RayOptions()).replicas,
+        engine=config.models.engine,
     )
     models = resolve_models(config)
     judge_on, why_not = judge_decision(config, models.generator)
