@@ -128,7 +128,7 @@ class ModelConfig(_Strict):
         None,
         ge=1,
         description="Requests in flight at once with the openai engine, all steps and chunks together. "
-        "None: twice what the server says it runs at once where it says (SGLang's /get_server_info), "
+        "None: what the server says it runs at once where it says (SGLang's /get_server_info), "
         "else 256 (vLLM's default max_num_seqs; vLLM reports none). While the server answers 429, or "
         "its replies slow down well past its quickest pace, the engine keeps fewer in flight, and "
         "climbs back as it keeps pace.",

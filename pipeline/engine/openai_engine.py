@@ -1,15 +1,15 @@
 """Engine over HTTP: the same batch of chats sent to any OpenAI-compatible server.
 
-Works with `vllm serve`, SGLang and hosted APIs that accept a JSON-schema
-``response_format``. Every call, from whichever thread (a streamed task's slices call at
-once), shares one pool of requests in flight. How many: ``models.concurrency`` when set; else
-twice what the server says it runs at once, where it says (SGLang's ``/get_server_info``
-``max_running_requests``: the second half waits in the server's queue, so a slot freed is
-filled without a round trip); else 256 (vLLM's default ``max_num_seqs``; vLLM reports no limit).
-The ``Gate`` keeps fewer in flight while the server answers 429, or while its replies take
-much longer per token than they did at their quickest (requests queueing at the server add
-nothing but waiting), and climbs back as the server keeps pace. 429, 5xx, timeouts and
-dropped connections are retried with exponential backoff and jitter. The API key is read
+Works with `vllm serve`, SGLang and hosted APIs that accept a JSON-schema ``response_format``.
+Every call, from whichever thread (a streamed task's slices call at once), shares one pool of
+requests in flight. How many: ``models.concurrency`` when set; else what the server says it runs
+at once, where it says (SGLang's ``/get_server_info`` ``max_running_requests``); else 256
+(vLLM's default ``max_num_seqs``; vLLM reports no limit). Twice the server's limit was measured
+worse, not better: 66% of the simulated server's slot-time at 512 passages against 82%
+(docs/benchmarks.md). The ``Gate`` keeps fewer in flight while the server answers 429, or while
+its replies take much longer per token than they did at their quickest (requests queueing at the
+server add nothing but waiting), and climbs back as the server keeps pace. 429, 5xx, timeouts
+and dropped connections are retried with exponential backoff and jitter. The API key is read
 from an environment variable and never logged.
 
 What a fault does to the run:
@@ -81,7 +81,7 @@ def _retryable(exc: BaseException) -> bool:
 DEFAULT_CONCURRENCY = 256  # vLLM's default max_num_seqs: what one server on one GPU batches
 MOST_CONCURRENCY = 4096
 SLOW_LATENCY = 3.0  # replies this many times slower per token than at their quickest: back off
-LATENCY_FLOOR = 16  # latency alone never takes the limit below this
+LATENCY_FLOOR = 16  # latency alone never takes the limit below this (nor below what the server runs)
 BEST_DRIFT = 1.0005  # per reply: a pace slower for good is the normal one after some thousand replies
 
 
@@ -108,12 +108,14 @@ class Gate:
     output token in a fast and a slow moving average; when the fast one runs ``SLOW_LATENCY``
     times above the lowest the slow one has been (the server's pace when nothing queues; it
     drifts up slowly, so a server that is slower for good becomes the new normal), the limit
-    drops to 90%, at most once a second and not below ``LATENCY_FLOOR``. Every ``limit``
+    drops to 90%, at most once a second and not below ``floor``: what the server says it runs at
+    once (a queue beyond it is what latency trims), else ``LATENCY_FLOOR``. Every ``limit``
     answers in a row at a normal pace raise it by one, back up to ``most``.
     """
 
-    def __init__(self, most: int):
+    def __init__(self, most: int, floor: int = LATENCY_FLOOR):
         self.most = most
+        self.floor = min(floor, most)
         self.limit = most
         self.out = 0
         self._answered = 0
@@ -147,7 +149,7 @@ class Gate:
         """A reply of ``kind`` came back after ``seconds`` with ``tokens`` output tokens."""
         with self._cond:
             if self._slowing(seconds, tokens, kind):
-                self._lower(0.9, min(LATENCY_FLOOR, self.most), "replies slowing down")
+                self._lower(0.9, self.floor, "replies slowing down")
                 return
             self._answered += 1
             if self.limit < self.most and self._answered >= self.limit:
@@ -180,16 +182,16 @@ class OpenAIEngine(ChatEngine):
         top_p: float = 0.9,
     ):
         self.base_url = base_url.rstrip("/")
+        reported = _server_limit(self.base_url, api_key_env)
         if concurrency is None:
-            reported = _server_limit(self.base_url, api_key_env)
-            concurrency = min(MOST_CONCURRENCY, 2 * reported) if reported else DEFAULT_CONCURRENCY
+            concurrency = min(MOST_CONCURRENCY, reported) if reported else DEFAULT_CONCURRENCY
             said = f"the server runs {reported} at once" if reported else "the server reports no limit"
             log.info("requests in flight: %d (%s)", concurrency, said)
         self.client = _client(self.base_url, api_key_env, timeout_s, concurrency)
         self.concurrency = concurrency
         # one pool for every call, whichever thread makes it: a streamed task's slices share it
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="request")
-        self.gate = Gate(concurrency)
+        self.gate = Gate(concurrency, max(LATENCY_FLOOR, reported or 0))
         self.temperature = temperature
         self.top_p = top_p
         self._post = retry(
