@@ -123,29 +123,27 @@ def test_rounds_of_batch_files_write_the_rows_of_a_live_run(server, minilm_path,
     assert len(ids) == len(set(ids))
 
 
-@pytest.mark.parametrize("fault", ["missing", "extra"])
-def test_a_results_file_that_does_not_answer_the_round_stops_with_one_line(
-    server, minilm_path, tmp_path, fault
-):
+def test_a_results_file_that_does_not_answer_the_round_stops_with_one_line(server, minilm_path, tmp_path):
     out = tmp_path / "batch"
     sets = [arg for item in settings(out, minilm_path, "models.engine=batch") for arg in ("--set", item)]
     assert synth(*sets).returncode == BATCH_EXIT
     files = BatchFiles(RunFolder(out).batch_folder)
-    results = tmp_path / "results.jsonl"
-    answer_batch(files.requests_file(1), results)
-    lines = results.read_text(encoding="utf-8").splitlines()
-    if fault == "missing":
-        lines = lines[1:]
-    else:
-        stranger = json.loads(lines[0])
-        stranger["custom_id"] = "0" * 32
-        lines.append(json.dumps(stranger))
-    results.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    stopped = synth(*sets, "--batch-results", str(results))
-    assert stopped.returncode == 2
-    said = [line for line in stopped.stderr.splitlines() if line.strip()]
-    assert len(said) == 1 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
-    expected = "unanswered" if fault == "missing" else f"line {len(lines)}: custom_id {'0' * 32}"
-    assert expected in said[0]
-    assert str(results) in said[0]
-    assert not files.results_file(1).exists() and not (files.folder / "answers").exists()
+    answered = tmp_path / "answered.jsonl"
+    answer_batch(files.requests_file(1), answered)
+    whole = answered.read_text(encoding="utf-8").splitlines()
+    stranger = json.loads(whole[0])
+    stranger["custom_id"] = "0" * 32
+    faults = {  # one line missing; one line more, for a request nobody asked
+        "missing": (whole[1:], "unanswered"),
+        "extra": ([*whole, json.dumps(stranger)], f"line {len(whole) + 1}: custom_id {'0' * 32}"),
+    }
+    for fault, (lines, expected) in faults.items():
+        results = tmp_path / f"{fault}.jsonl"
+        results.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        stopped = synth(*sets, "--batch-results", str(results))
+        assert stopped.returncode == 2, fault
+        said = [line for line in stopped.stderr.splitlines() if line.strip()]
+        assert len(said) == 1 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
+        assert expected in said[0] and str(results) in said[0], said[0]
+        # nothing was read in: the round still waits for its results
+        assert not files.results_file(1).exists() and not (files.folder / "answers").exists()
