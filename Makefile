@@ -80,6 +80,8 @@ bench:
 	$(RUN) $(BIN)/python bench/positive_check.py --quick --results outputs/bench-positive-check-q.json
 	$(RUN) $(BIN)/python bench/engine_fill.py --quick
 	$(RUN) $(BIN)/python bench/engine_stream.py --quick
+	$(RUN) $(BIN)/python bench/index_disk.py --quick
+	$(RUN) $(BIN)/python bench/pool_cluster.py --quick
 
 lint:
 	$(BIN)/ruff check .

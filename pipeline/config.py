@@ -447,11 +447,19 @@ class NegativesConfig(_Strict):
     min_negatives: int = Field(
         1, ge=0, description="Rows left with fewer negatives after every check are dropped (`no_negatives`)."
     )
+    pool_dir: str | None = Field(
+        None,
+        description="Where mining pools are built and kept: a folder, or a URL every node reaches "
+        "(s3://bucket/pools). Every process of a run, on any machine, takes part in one build of a pool "
+        "there (parts of the corpus under leases) and reads a copy on its own machine. None: a pools/ "
+        "folder beside --out when it is on object storage, else each machine's cache folder.",
+    )
     pool_size: int | None = Field(
         None,
         ge=1,
         description="Cap on the corpus passages negatives are mined from (the first ones of the corpus). "
-        "None: the whole corpus, searched exactly up to 100k passages and through a FAISS HNSW index above. "
+        "None: the whole corpus, searched exactly up to 100k passages and through an on-disk FAISS IVF-PQ "
+        "index above. "
         "Encoding is the cost (all-MiniLM-L6-v2: ~25 passages/s on 2 CPU cores; a GPU embedder, far more); "
         "vectors are kept in the embedding store, so a rerun on the same corpus pays nothing.",
     )

@@ -70,11 +70,11 @@ def visible_temporaries(out: Path) -> list[Path]:
     return [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
-# one write of each kind: a data shard, a rejected shard, a checkpoint, a run-level file of the
-# finalize step (stats.json, written just before manifest.json, takes the same temporary-then-rename,
-# storage.replacing)
-# a shard (data and rejected shards are written by one function), a checkpoint, the manifest
-@pytest.mark.parametrize("target", ["data/@3", "progress/@2", "manifest.json"])
+# a checkpoint, and a run-level file of the finalize step (manifest.json; stats.json before it
+# takes the same temporary-then-rename, storage.replacing). A shard's write (data and rejected
+# shards are written by one function) meets a full disk in test_a_real_full_disk_then_freed_space_resumes,
+# whose room is a third of a run's bytes; it is not injected here too, for test time.
+@pytest.mark.parametrize("target", ["progress/@2", "manifest.json"])
 def test_a_full_disk_at_a_write_stops_in_one_line_and_the_rerun_loses_nothing(
     target, served, minilm_path, tmp_path, whole
 ):

@@ -1,5 +1,8 @@
-"""Nearest-passage search: exact below the size limit, HNSW above it with high recall; mining
-over a pool larger than the old 2,000-passage cap."""
+"""Nearest-passage search: exact below the size limit, the on-disk IVF index above it (mining
+from it equals mining by exact search), HNSW with high recall; mining over a pool larger than
+the old 2,000-passage cap."""
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -106,15 +109,21 @@ class CountingEmbedder(HashEmbedder):
 
 def test_pool_is_built_once_on_disk_and_rebuilt_when_a_passage_changes(tmp_path, monkeypatch):
     import pipeline.embed.pool as pool_module
+    import pipeline.embed.pool_build as pool_build
     from pipeline.readers.passages import Passage
 
-    monkeypatch.setattr(pool_module, "EXACT_MAX", 500)  # this pool is large enough to get an HNSW index
-    monkeypatch.setattr(pool_module, "ENCODE_BATCH", 256)
+    monkeypatch.setattr(pool_module, "EXACT_MAX", 500)  # this pool is large enough to get the on-disk index
+    monkeypatch.setattr(pool_build, "PART_ROWS", 256)  # five parts, encoded in turn by the one builder
     passages = [Passage(f"p{i}#0", f"d{i}", None, f"passage {i}", "en") for i in range(1200)]
     embedder = CountingEmbedder()
     first = PassagePool.build(lambda: iter(passages), embedder, tmp_path)
     assert embedder.encoded == 1200 and first.size == 1200
-    assert (first.folder / "index.faiss").exists() and first.index.kind == "hnsw"
+    assert first.index.kind == "ivf" and {"index.faiss", "lists.ivfdata"} <= {
+        p.name for p in first.folder.iterdir()
+    }
+    # no training sample or shard is left in the pool; the index's settings are in its meta
+    assert not list(first.folder.glob("*shard*")) and not (first.folder / "trained.faiss").exists()
+    assert first.ivf.lists == 1200 // 40
     assert first.passages([0, 1199, -1]) == {
         0: ("p0#0", "d0", "passage 0"),
         1199: ("p1199#0", "d1199", "passage 1199"),
@@ -131,3 +140,54 @@ def test_pool_is_built_once_on_disk_and_rebuilt_when_a_passage_changes(tmp_path,
     changed = PassagePool.build(lambda: iter(passages), embedder, tmp_path)
     assert changed.folder != first.folder and embedder.encoded == 2402
     assert not list(tmp_path.glob(".*"))  # no unfinished build folder left behind
+    assert not list(tmp_path.glob("*.build"))  # nor the parts it was assembled from
+
+
+def test_mining_from_the_on_disk_index_equals_mining_by_exact_search(tmp_path, monkeypatch):
+    """Same rank window and same skips: only where the vectors are searched changes. With enough
+    candidates re-scored the mined negatives are exact search's; at the default settings nearly so."""
+    import pipeline.embed.pool as pool_module
+
+    vectors = clustered(4000, dimension=32, clusters=60)
+    texts = [f"passage {i}" for i in range(4000)]
+    # a query lies near its positive, as a generated question lies near its passage
+    noise = np.random.default_rng(3).normal(size=(30, 32)).astype(np.float32)
+    queries = vectors[::100][:30] + 0.3 * noise / np.sqrt(32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    planted = dict(zip(texts, vectors, strict=True))
+    planted.update({f"query {j}": q for j, q in enumerate(queries)})
+    planted.update({f"positive {j}": vectors[j * 100] for j in range(30)})
+    embedder = HashEmbedder(planted)
+    documents = [f"d{i // 2}" for i in range(4000)]  # two passages a document: the skip is exercised
+    arrays = (texts, [f"p{i}" for i in range(4000)], documents, vectors)
+    exact = PassagePool.from_arrays(tmp_path / "exact", *arrays)
+    monkeypatch.setattr(pool_module, "EXACT_MAX", 1000)
+    disk = PassagePool.from_arrays(tmp_path / "disk", *arrays)
+    assert (exact.index.kind, disk.index.kind) == ("exact", "ivf")
+
+    rows = [
+        {
+            S.ID: f"r{j}",
+            S.TASK_TYPE: "retrieval",
+            S.QUERY: f"query {j}",
+            S.POSITIVE: f"positive {j}",
+            S.PASSAGE_ID: f"p{j * 100}",
+            S.SOURCE_ID: documents[j * 100],
+        }
+        for j in range(30)
+    ]
+    config = NegativesConfig(mined_count=4, rank_min=5, rank_max=40)
+
+    def mined(pool):
+        result = MineNegatives(embedder, pool, config)([dict(r) for r in rows])
+        return [[c["text"] for c in r[S.WORK_MINED_NEGATIVES]] for r in result.kept]
+
+    truth = mined(exact)
+    assert all(len(m) == 35 for m in truth)  # ranks 5..40, the positive's document skipped
+    defaults = mined(disk)
+    for j, negatives in enumerate(defaults):  # never the positive's own document (passages 100j, 100j+1)
+        assert not {f"passage {j * 100}", f"passage {j * 100 + 1}"} & set(negatives)
+    found = sum(len(set(a) & set(b)) for a, b in zip(truth, defaults, strict=True))
+    assert found / (30 * 35) >= 0.95
+    monkeypatch.setattr(disk.index, "parameters", replace(disk.index.parameters, refine=16))
+    assert mined(disk) == truth

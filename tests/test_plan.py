@@ -184,3 +184,17 @@ def test_a_changed_corpus_is_refused_by_name_and_accepted_on_request(tmp_path, m
     result = execute(plan(accept=True), engine=FakeEngine(default_answer))
     assert result.stats.rows_in == 13  # every task started over on the new input
     assert json.loads((out / "run.json").read_text())["corpus"]["files"][0]["size"] == corpus.stat().st_size
+
+
+def test_the_pool_store_is_decided_once_and_never_changes_the_fingerprint():
+    from pipeline.run.plan import pool_store
+
+    local = load_config(None, ["output.out_dir=outputs/run"])
+    bucket = load_config(None, ["output.out_dir=s3://bucket/runs/zh-1"])
+    named = load_config(
+        None, ["output.out_dir=s3://bucket/runs/zh-1", "negatives.pool_dir=s3://shared/pools"]
+    )
+    assert pool_store(local) is None  # each machine's cache folder
+    assert pool_store(bucket) == "s3://bucket/runs/pools"  # beside an --out on object storage
+    assert pool_store(named) == "s3://shared/pools"
+    assert config_fingerprint(bucket) == config_fingerprint(named)

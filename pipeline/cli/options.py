@@ -90,6 +90,13 @@ Cache = Annotated[
     str | None, typer.Option(help="Reply cache folder (local or a URL); default: the user cache folder.")
 ]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Ask the engine for every reply.")]
+PoolDir = Annotated[
+    str | None,
+    typer.Option(
+        help="Mining pools' folder (local or a URL every node reaches); default: beside an --out on "
+        "object storage, else the cache folder."
+    ),
+]
 BudgetTokens = Annotated[
     int | None,
     typer.Option(help="Stop cleanly once the run has computed this many tokens (resume with more)."),
@@ -137,6 +144,7 @@ class GenerateOptions:
     shard_rows: ShardRows = None
     cache: Cache = None
     no_cache: NoCache = False
+    pool_dir: PoolDir = None
     budget_tokens: BudgetTokens = None
     budget_engine_hours: BudgetEngineHours = None
     verbose: Verbose = False
@@ -172,6 +180,7 @@ class GenerateOptions:
             "models.engine_progress": True if self.verbose else None,
             "cache.path": self.cache,
             "cache.enabled": False if self.no_cache else None,
+            "negatives.pool_dir": self.pool_dir,
             "budget.tokens": self.budget_tokens,
             "budget.engine_hours": self.budget_engine_hours,
         }

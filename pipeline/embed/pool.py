@@ -1,20 +1,22 @@
 """The mining pool: every corpus passage, encoded once, searchable, and kept on disk.
 
-A pool is a folder under ``<cache>/pools/<key>``, where the key hashes the embedder and
-every passage (id, document id, text), so a changed corpus, splitter or embedder
-never reuses a stale pool:
+A pool is a folder ``<store>/<key>`` (the store: ``<cache>/pools``, or ``negatives.pool_dir``),
+where the key hashes the embedder and every passage (id, document id, text), so a changed
+corpus, splitter or embedder never reuses a stale pool:
 
 - ``passages.sqlite``: row number -> passage id, document id, text (read only for the
   few passages a search returns);
 - ``vectors.f16``: the unit vectors, float16, row by row (memory-mapped);
-- ``index.faiss``: the HNSW index, when the pool is larger than exact search's limit;
-- ``meta.json``: size, dimension, embedder, index kind; written last, so a folder
-  without it is unfinished and ignored.
+- ``index.faiss`` and ``lists.ivfdata``: the on-disk IVF-PQ index (``ivf.py``), when the pool
+  is larger than exact search's limit (pools built before it have an in-memory HNSW
+  ``index.faiss``, still read);
+- ``meta.json``: size, dimension, embedder, index kind and the index's parameters; written
+  last, so a folder without it is unfinished and ignored.
 
-Building reads the corpus twice: once to compute the key (a cached pool then costs
-one read), once to encode in batches through the embedder (and its embedding
-store). Memory holds one batch and the index, never the corpus's texts.
-Several workers asking for the same pool wait on one lock; one builds it.
+Building (``pool_build.py``) reads the corpus once to compute the key (a pool already built
+then costs that one read), then once per builder to encode its parts. Every process that asks
+for the same pool at once takes part in one build, on one machine or many; a pool on a URL is
+copied once into each machine's cache.
 """
 
 from __future__ import annotations
@@ -27,18 +29,18 @@ import shutil
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ..engine.base import waiting
-from .index import BLOCK, EXACT_MAX, VectorIndex, build_hnsw, save_hnsw
+from . import ivf
+from .index import EXACT_MAX, VectorIndex
 
 log = logging.getLogger(__name__)
 
-ENCODE_BATCH = 4096  # passages encoded and written at a time
 LOOKUP_BATCH = 500  # SQLite's limit on bound parameters is 999
 
 
@@ -51,6 +53,8 @@ class PassagePool:
         self.size: int = meta["size"]
         self.dimension: int = meta["dimension"]
         self.embedder: str = meta["embedder"]
+        self.kind: str = meta.get("index", "exact")
+        self.ivf = ivf.IvfParameters.from_meta(meta["ivf"]) if self.kind == "ivf" else None
         self.vectors = (
             np.memmap(
                 self.folder / "vectors.f16", dtype=np.float16, mode="r", shape=(self.size, self.dimension)
@@ -59,20 +63,22 @@ class PassagePool:
             else np.zeros((0, self.dimension), dtype=np.float16)
         )
         self.db = sqlite3.connect(self.folder / "passages.sqlite", check_same_thread=False)
-        self._index: VectorIndex | None = None
+        self._index: VectorIndex | ivf.DiskIndex | None = None
         self._searching = threading.Lock()
 
     @property
-    def index(self) -> VectorIndex:
+    def index(self) -> VectorIndex | ivf.DiskIndex:
         if self._index is None:
-            saved = self.folder / "index.faiss"
-            self._index = (
-                VectorIndex.load(saved, self.vectors) if saved.exists() else VectorIndex(self.vectors)
-            )
+            if self.ivf is not None:
+                self._index = ivf.DiskIndex(self.folder, self.size, self.dimension, self.ivf)
+            elif self.kind == "hnsw":
+                self._index = VectorIndex.load(self.folder / "index.faiss", self.vectors)
+            else:
+                self._index = VectorIndex(self.vectors, exact_max=self.size)
         return self._index
 
     def nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, row numbers) of the k passages nearest to each query; -1 where HNSW found fewer."""
+        """(scores, row numbers) of the k passages nearest to each query; -1 where an index found fewer."""
         # a streamed task's other slices run their steps meanwhile; one search at a time
         with waiting(), self._searching:
             return self.index.search(queries, k)
@@ -113,19 +119,19 @@ class PassagePool:
         self._documents_indexed = True
 
     @classmethod
-    def build(cls, passages: Callable[[], Iterable], embedder, root: Path) -> PassagePool:
-        """The pool of ``passages()`` (called once or twice: it must give the same passages each time)."""
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        key, count = pool_key(passages(), embedder_identity(embedder))
-        folder = root / key
-        with _locked(root / f"{key}.lock"):
-            if not (folder / "meta.json").exists():
-                log.info("mining pool: encoding %d passages", count)
-                _write(folder, passages(), count, embedder)
-            else:
-                log.info("mining pool: %d passages, reused from %s", count, folder)
-        return cls(folder)
+    def build(
+        cls, passages: Callable[[], Iterable], embedder, store: Path, cache: Path | None = None
+    ) -> PassagePool:
+        """The pool of ``passages()`` (read twice or more: it must give the same passages each time),
+        built in ``store`` (a folder or a URL) by every process that asks at once, each encoding
+        parts of it (``pool_build``); a pool on a URL is read from a copy in ``cache`` (a local
+        folder; None: the store itself, which must then be local)."""
+        from .. import storage
+        from .pool_build import build_folder
+
+        if cache is None and storage.is_remote(store):
+            raise ValueError(f"{store}: a pool store on a URL needs a local cache folder for its copy")
+        return cls(build_folder(passages, embedder, store, Path(cache if cache is not None else store)))
 
     @classmethod
     def from_arrays(
@@ -157,32 +163,11 @@ def pool_key(passages: Iterable, identity: str) -> tuple[str, int]:
     return digest.hexdigest()[:24], count
 
 
-def _batches(
-    passages: Iterable, embedder, total: int
-) -> Iterator[tuple[list[tuple[str, str, str]], np.ndarray]]:
-    from tqdm import tqdm
-
-    progress = tqdm(total=total, desc="mining pool", unit="passage", leave=False)
-    batch: list[tuple[str, str, str]] = []
-    for passage in passages:
-        batch.append((passage.passage_id, passage.source_id, passage.text))
-        if len(batch) == ENCODE_BATCH:
-            yield batch, embedder.encode([t for _, _, t in batch], role="passage")
-            progress.update(len(batch))
-            batch = []
-    if batch:
-        yield batch, embedder.encode([t for _, _, t in batch], role="passage")
-        progress.update(len(batch))
-    progress.close()
-
-
-def _write(folder: Path, passages: Iterable, total: int, embedder) -> None:
-    dimension = int(embedder.dimension) if hasattr(embedder, "dimension") else None
-    _write_files(folder, _batches(passages, embedder, total), embedder_identity(embedder), dimension)
-
-
-def _write_files(folder: Path, batches: Iterable, identity: str, dimension: int | None) -> None:
-    """Write a pool into a temporary folder and move it into place once complete."""
+def _write_files(
+    folder: Path, batches: Iterable, identity: str, dimension: int | None, extra: dict | None = None
+) -> None:
+    """Write a pool into a temporary folder and move it into place once complete (``extra``: more
+    of ``meta.json``)."""
     building = folder.with_name(f".{folder.name}-{uuid.uuid4().hex[:8]}")
     building.mkdir(parents=True)
     try:
@@ -202,27 +187,22 @@ def _write_files(folder: Path, batches: Iterable, identity: str, dimension: int 
                 size += len(rows)
         db.commit()
         db.close()
-        kind = "exact"
+        meta = {
+            "size": size,
+            "dimension": dimension or 0,
+            "embedder": identity,
+            "index": "exact",
+            **(extra or {}),
+        }
         if size > EXACT_MAX:
-            kind = "hnsw"
-            log.info("mining pool: building the HNSW index over %d passages", size)
-            # blocks read from the file, not a memory map: mapped pages would count as the process's memory
-            blocks = _file_blocks(building / "vectors.f16", size, dimension)
-            save_hnsw(build_hnsw(blocks, dimension), building / "index.faiss")
-        meta = {"size": size, "dimension": dimension or 0, "embedder": identity, "index": kind}
+            log.info("mining pool: building the on-disk IVF index over %d passages", size)
+            meta.update(index="ivf", ivf=ivf.build(building, size, dimension).as_meta())
         (building / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if folder.exists():  # an unfinished folder left by a killed build
             shutil.rmtree(folder)
         building.rename(folder)
     finally:
         shutil.rmtree(building, ignore_errors=True)
-
-
-def _file_blocks(path: Path, size: int, dimension: int) -> Iterator[np.ndarray]:
-    with path.open("rb") as source:
-        for start in range(0, size, BLOCK):
-            count = min(BLOCK, size - start) * dimension
-            yield np.fromfile(source, dtype=np.float16, count=count).reshape(-1, dimension)
 
 
 @contextmanager

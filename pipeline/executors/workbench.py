@@ -49,6 +49,7 @@ from ..readers.documents import ReadStats
 from ..readers.passages import Passage, open_documents, read_passages
 from ..run.plan import RunPlan
 from ..step import Step
+from ..storage import location
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +228,14 @@ def run_pool(config: RunConfig) -> Callable[[], Iterator[Passage]] | None:
 
 
 def build_pool(plan: RunPlan, corpus: Corpus, embedder: Embedder, count_tokens) -> PassagePool:
-    """The whole corpus (or ``negatives.pool_size`` passages), encoded once for mining (cached on disk)."""
+    """The whole corpus (or ``negatives.pool_size`` passages), encoded once for mining and kept in
+    the run's pool store (``plan.pool_dir``), each machine reading a copy in its cache folder."""
+    local = cache_root() / "pools"
     pool = PassagePool.build(
-        lambda: pool_passages(plan.config, corpus, count_tokens), embedder, cache_root() / "pools"
+        lambda: pool_passages(plan.config, corpus, count_tokens),
+        embedder,
+        location(plan.pool_dir) if plan.pool_dir else local,
+        local,
     )
     log.info("mining pool: %d passages (%s search)", pool.size, pool.index.kind)
     return pool

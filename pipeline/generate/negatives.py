@@ -131,7 +131,7 @@ class MineNegatives(Step):
             candidates, rank = [], 0
             for index, score in zip(order, row_scores, strict=True):
                 if index < 0 or rank >= self.config.rank_max:
-                    break  # an HNSW search that found fewer; or deep enough
+                    break  # an index search that found fewer; or deep enough
                 passage_id, source_id, text = found[int(index)]
                 if (
                     passage_id == row[S.PASSAGE_ID]

@@ -89,6 +89,7 @@ def config_fingerprint(config: RunConfig) -> str:
     else:
         data["aim"].pop("path")  # the plan's content (its digest) decides, not where the file is
     data.pop("cache", None)  # where replies come from never changes them
+    data["negatives"].pop("pool_dir", None)  # nor where the mining pool is kept
     data.pop("flow", None)  # how rows move through the steps never changes them
     # requests in flight never change a reply: pinned to the default of the runs made before it rose
     data["models"]["concurrency"] = 16

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from .. import storage
 from ..config import RunConfig
 from ..engine.reply_cache import default_root
 from ..generate.prompts import PromptLibrary, templates_of
@@ -78,6 +79,18 @@ class Flow:
         return self.slice_rows is not None
 
 
+def pool_store(config: RunConfig) -> str | None:
+    """Where the run's mining pools are built and kept: ``negatives.pool_dir``; for an output on
+    object storage, a ``pools/`` folder beside it (every node reaches it, and it outlives the
+    nodes); else None, each machine's cache folder."""
+    if config.negatives.pool_dir:
+        return config.negatives.pool_dir
+    out = config.output.out_dir
+    if out and storage.is_url(out):
+        return str(storage.location(out).parent / "pools")
+    return None
+
+
 def flow_decision(config: RunConfig) -> Flow:
     """Slices of ``flow.slice_rows`` rows, unless ``flow.streamed`` is off: whole chunks, one at a
     time. Both engines stream: a server batches every request in flight, and the in-process vLLM
@@ -105,6 +118,8 @@ class RunPlan:
     # the reply cache's folder, resolved once here (Ray actors and workers read it from the plan),
     # None when the cache is off
     reply_cache: str | None = None
+    # where mining pools are built and kept (``pool_store``); None: each machine's cache folder
+    pool_dir: str | None = None
     flow: Flow = field(default_factory=Flow)
 
     @cached_property
@@ -308,5 +323,6 @@ def resolve_plan(
         verbose=verbose,
         accept_corpus_change=accept_corpus_change,
         reply_cache=(config.cache.path or default_root()) if config.cache.enabled else None,
+        pool_dir=pool_store(config),
         flow=flow_decision(config),
     )
