@@ -213,9 +213,6 @@ class DiskIndex:
         ivf.nprobe = parameters.probes
         self._vectors = os.open(vectors_file, os.O_RDONLY)
 
-    def close(self) -> None:
-        os.close(self._vectors)
-
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, row numbers) of the k nearest, by exact inner product among the index's candidates."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
